@@ -1,0 +1,12 @@
+//! The domain core: tunnels, unit states and the rules that interpret them.
+//!
+//! Plain structs and pure functions only. Nothing here performs I/O or imports zbus, procfs,
+//! hyper or prometheus, so every rule is tested on its own.
+
+mod cpu;
+mod tunnel;
+mod unit;
+
+pub use cpu::{CpuAccount, ProcessKey};
+pub use tunnel::{TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX};
+pub use unit::{ActiveState, RestartCounts, RestartReason, Resources, UnitStatus};

@@ -1,0 +1,123 @@
+//! Tunnel identity: the `{id}` of `xray-tunnel-{id}.service`.
+
+use std::fmt;
+
+/// Every tunnel unit is named `xray-tunnel-{id}.service`.
+pub const UNIT_PREFIX: &str = "xray-tunnel-";
+/// See [`UNIT_PREFIX`].
+pub const UNIT_SUFFIX: &str = ".service";
+
+const MAX_ID_LEN: usize = 64;
+
+/// A validated tunnel id: `^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`.
+///
+/// Holding one guarantees the id is safe to splice into a unit name or a file path: it has no
+/// `/`, no `.`, no whitespace and no shell or systemd specifier characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TunnelId(String);
+
+/// Why a string is not a tunnel id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelIdError {
+    #[error("tunnel id is empty")]
+    Empty,
+    #[error("tunnel id is longer than {MAX_ID_LEN} characters")]
+    TooLong,
+    #[error("tunnel id must start with a letter or digit")]
+    BadFirst,
+    #[error("tunnel id may only contain letters, digits, '_' and '-' (found {0:?})")]
+    BadChar(char),
+    #[error("{0:?} is not a unit named {UNIT_PREFIX}{{id}}{UNIT_SUFFIX}")]
+    NotTunnelUnit(String),
+}
+
+impl TunnelId {
+    /// Validates `id` against the tunnel id grammar.
+    pub fn new(id: &str) -> Result<Self, TunnelIdError> {
+        let mut chars = id.chars();
+        let first = chars.next().ok_or(TunnelIdError::Empty)?;
+        if id.len() > MAX_ID_LEN {
+            return Err(TunnelIdError::TooLong);
+        }
+        if !first.is_ascii_alphanumeric() {
+            return Err(TunnelIdError::BadFirst);
+        }
+        if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+            return Err(TunnelIdError::BadChar(bad));
+        }
+        Ok(Self(id.to_owned()))
+    }
+
+    /// Parses a unit name of the form `xray-tunnel-{id}.service`.
+    pub fn from_unit_name(unit: &str) -> Result<Self, TunnelIdError> {
+        let not_tunnel = || TunnelIdError::NotTunnelUnit(unit.to_owned());
+        let id = unit
+            .strip_prefix(UNIT_PREFIX)
+            .and_then(|rest| rest.strip_suffix(UNIT_SUFFIX))
+            .ok_or_else(not_tunnel)?;
+        Self::new(id)
+    }
+
+    /// The unit name `xray-tunnel-{id}.service`.
+    pub fn unit_name(&self) -> String {
+        format!("{UNIT_PREFIX}{}{UNIT_SUFFIX}", self.0)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TunnelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_valid_ids() {
+        for id in ["a", "0", "tunnel_1", "A-b_C-9", &"x".repeat(64)] {
+            assert_eq!(TunnelId::new(id).unwrap().as_str(), id);
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_ids() {
+        assert_eq!(TunnelId::new(""), Err(TunnelIdError::Empty));
+        assert_eq!(TunnelId::new(&"x".repeat(65)), Err(TunnelIdError::TooLong));
+        assert_eq!(TunnelId::new("-a"), Err(TunnelIdError::BadFirst));
+        assert_eq!(TunnelId::new("_a"), Err(TunnelIdError::BadFirst));
+        assert_eq!(TunnelId::new("../x"), Err(TunnelIdError::BadFirst));
+        assert_eq!(TunnelId::new("a b"), Err(TunnelIdError::BadChar(' ')));
+        assert_eq!(TunnelId::new("x;rm"), Err(TunnelIdError::BadChar(';')));
+        assert_eq!(TunnelId::new("a.b"), Err(TunnelIdError::BadChar('.')));
+        assert_eq!(TunnelId::new("a/b"), Err(TunnelIdError::BadChar('/')));
+        assert_eq!(TunnelId::new("é"), Err(TunnelIdError::BadFirst));
+        assert_eq!(TunnelId::new("a%i"), Err(TunnelIdError::BadChar('%')));
+    }
+
+    #[test]
+    fn parses_unit_names() {
+        let id = TunnelId::from_unit_name("xray-tunnel-eu_1.service").unwrap();
+        assert_eq!(id.as_str(), "eu_1");
+        assert_eq!(id.unit_name(), "xray-tunnel-eu_1.service");
+    }
+
+    #[test]
+    fn rejects_other_units() {
+        for unit in [
+            "xray-tunnel-.service",
+            "xray-tunnel-a.socket",
+            "xray-tunnel-a",
+            "v2ray.service",
+            "xray-tunnel-a@b.service",
+            "xray-tunnel-a.b.service",
+        ] {
+            assert!(TunnelId::from_unit_name(unit).is_err(), "{unit} was accepted");
+        }
+    }
+}
