@@ -8,3 +8,4 @@
 
 pub mod domain;
 pub mod procfs;
+pub mod config;

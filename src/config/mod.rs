@@ -1,0 +1,137 @@
+//! Configuration: a TOML file (every key optional) plus command-line overrides, turned into one
+//! validated, immutable [`Config`].
+//!
+//! Every problem is collected before anything is reported, so an operator fixes a file in one
+//! round: unknown keys (found with `serde_ignored`, because serde's `deny_unknown_fields` stops
+//! at the first one), values of the wrong type (each leaf is read leniently, see [`file::Lenient`])
+//! and values that parse but make no sense.
+
+mod file;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use file::FileConfig;
+
+/// The validated configuration of the daemon. Defaults are in deploy/config.example.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address of the HTTP server (`/metrics`, `/live`, `/ready`).
+    pub listen: SocketAddr,
+    /// How long a graceful shutdown may take before the remaining tasks are abandoned.
+    pub shutdown_grace: Duration,
+    /// Log filter in `tracing_subscriber::EnvFilter` syntax (`RUST_LOG` wins when set).
+    pub log_filter: String,
+    pub systemd: SystemdConfig,
+    pub sampler: SamplerConfig,
+}
+
+/// How the warden talks to systemd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemdConfig {
+    /// D-Bus address of systemd's bus; `None` means the default system bus.
+    pub bus_address: Option<String>,
+    /// Deadline of every D-Bus call.
+    pub call_timeout: Duration,
+    /// First delay before reconnecting to a lost bus; doubles up to `reconnect_max`, jittered.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Period of a full re-listing, a safety net behind systemd's signals.
+    pub resync_interval: Duration,
+    /// How many units are read from systemd at once.
+    pub concurrency: usize,
+}
+
+/// How per-tunnel resources are sampled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerConfig {
+    /// Period of a resource sampling pass over every running tunnel.
+    pub interval: Duration,
+    /// Where procfs is mounted.
+    pub proc_root: PathBuf,
+    /// Where the cgroup hierarchies are mounted.
+    pub cgroup_root: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9550)),
+            shutdown_grace: Duration::from_secs(10),
+            log_filter: "info".into(),
+            systemd: SystemdConfig {
+                bus_address: None,
+                call_timeout: Duration::from_secs(5),
+                reconnect_min: Duration::from_millis(200),
+                reconnect_max: Duration::from_secs(30),
+                resync_interval: Duration::from_secs(300),
+                concurrency: 16,
+            },
+            sampler: SamplerConfig {
+                interval: Duration::from_secs(5),
+                proc_root: "/proc".into(),
+                cgroup_root: "/sys/fs/cgroup".into(),
+            },
+        }
+    }
+}
+
+/// Values given on the command line; each one wins over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+}
+
+/// Every problem found in a configuration, reported together.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid configuration{}:\n  - {}", source_suffix(.source_name), .problems.join("\n  - "))]
+pub struct ConfigError {
+    pub source_name: Option<String>,
+    pub problems: Vec<String>,
+}
+
+fn source_suffix(name: &Option<String>) -> String {
+    name.as_ref().map(|n| format!(" in {n}")).unwrap_or_default()
+}
+
+impl Config {
+    /// Loads `path` (or only the defaults when `None`) and applies `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Self::from_toml("", overrides);
+        };
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            source_name: Some(path.display().to_string()),
+            problems: vec![format!("cannot read the file: {err}")],
+        })?;
+        Self::from_toml(&text, overrides).map_err(|mut err| {
+            err.source_name = Some(path.display().to_string());
+            err
+        })
+    }
+
+    /// Parses a TOML document and applies `overrides`.
+    pub fn from_toml(text: &str, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let fail = |problems| ConfigError {
+            source_name: None,
+            problems,
+        };
+        let (file, unknown) = FileConfig::parse(text).map_err(|err| fail(vec![err]))?;
+        let mut problems: Vec<String> = unknown
+            .into_iter()
+            .map(|key| format!("unknown key `{key}`"))
+            .collect();
+        match file.validate(overrides) {
+            Ok(config) if problems.is_empty() => Ok(config),
+            Ok(_) => Err(fail(problems)),
+            Err(more) => {
+                problems.extend(more);
+                Err(fail(problems))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+use super::*;
+
+fn fixture() -> ProcfsReader {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/procfs");
+    ProcfsReader::with_units(root.join("proc"), root.join("cgroup"), 100, 4096)
+}
+
+#[test]
+fn parses_cgroup_procs() {
+    assert_eq!(parse_pids("1\n 22\n\n333\n"), Ok(vec![1, 22, 333]));
+    assert_eq!(parse_pids(""), Ok(vec![]));
+    assert_eq!(parse_pids("1\nx\n"), Err("x".to_owned()));
+}
+
+#[test]
+fn finds_the_cgroup_in_each_hierarchy_layout() {
+    let reader = fixture();
+    let a = reader.cgroup_dir("/system.slice/xray-tunnel-a.service").unwrap();
+    assert!(a.ends_with("unified/system.slice/xray-tunnel-a.service"));
+    let b = reader.cgroup_dir("/system.slice/xray-tunnel-b.service").unwrap();
+    assert!(b.ends_with("systemd/system.slice/xray-tunnel-b.service"));
+    assert!(matches!(
+        reader.cgroup_dir("/system.slice/xray-tunnel-zz.service"),
+        Err(ProcfsError::CgroupNotFound(_))
+    ));
+}
+
+#[test]
+fn includes_sub_cgroups() {
+    let pids = fixture().cgroup_pids("/system.slice/xray-tunnel-a.service").unwrap();
+    assert_eq!(pids, vec![100, 101, 103]);
+}
+
+#[test]
+fn samples_every_process_and_skips_vanished_ones() {
+    let sample = fixture().sample_cgroup("/system.slice/xray-tunnel-a.service").unwrap();
+    assert_eq!(sample.vanished, 1, "pid 103 is listed but has no /proc entry");
+    let main = &sample.processes[0];
+    assert_eq!(main.key, ProcessKey { pid: 100, start_ticks: 5000 });
+    assert_eq!(main.cpu_seconds, 3.0);
+    assert_eq!(main.rss_bytes, 2560 * 4096);
+    assert_eq!(main.threads, 7);
+    assert_eq!(main.open_fds, 4);
+    // A comm with spaces and parentheses must not shift the fields.
+    let child = &sample.processes[1];
+    assert_eq!(child.cpu_seconds, 1.0);
+    assert_eq!(child.key.start_ticks, 6000);
+    assert_eq!(sample.rss_bytes(), (2560 + 256) * 4096);
+    assert_eq!(sample.threads(), 8);
+    assert_eq!(sample.open_fds(), 6);
+}
+
+#[test]
+fn empty_cgroup_has_no_processes() {
+    let sample = fixture().sample_cgroup("/system.slice/xray-tunnel-b.service").unwrap();
+    assert_eq!(sample, CgroupSample::default());
+}
+
+#[test]
+fn reads_the_real_procfs() {
+    let reader = ProcfsReader::new("/proc", "/sys/fs/cgroup");
+    let me = reader.process(std::process::id()).unwrap();
+    assert!(me.threads >= 1);
+    assert!(me.open_fds >= 3);
+    assert!(me.rss_bytes > 0);
+}
