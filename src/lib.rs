@@ -9,3 +9,7 @@
 pub mod domain;
 pub mod procfs;
 pub mod config;
+pub mod state;
+pub mod systemd;
+pub mod sampler;
+pub mod metrics;

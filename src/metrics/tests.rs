@@ -1,0 +1,105 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+use crate::domain::{ActiveState, RestartCounts, Resources, TunnelId, UnitStatus};
+use crate::state::{CollectorRun, Tunnel, COLLECTOR_SAMPLER, COLLECTOR_SYSTEMD};
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/metrics.golden.prom");
+
+fn tunnel(id: &str, state: ActiveState, sub: &str) -> (TunnelId, Tunnel) {
+    let id = TunnelId::new(id).unwrap();
+    let tunnel = Tunnel {
+        unit: id.unit_name(),
+        status: UnitStatus {
+            description: format!("Tunnel \"{id}\""),
+            load_state: "loaded".into(),
+            active_state: Some(state),
+            sub_state: sub.into(),
+            unit_file_state: "enabled".into(),
+            ..UnitStatus::default()
+        },
+        restarts: RestartCounts::default(),
+        resources: None,
+    };
+    (id, tunnel)
+}
+
+fn fixture() -> SharedState {
+    let state = SharedState::default();
+    state.update(|s| {
+        let (id, mut running) = tunnel("eu1", ActiveState::Active, "running");
+        running.status.main_pid = 42;
+        running.status.n_restarts = 3;
+        running.status.exec_main_start_usec = 1_700_000_000_500_000;
+        running.status.result = "success".into();
+        running.restarts = RestartCounts { auto: 3, manual: 1 };
+        running.resources = Some(Resources {
+            cpu_seconds: 12.5,
+            cpu_from_systemd: false,
+            rss_bytes: 31_457_280,
+            memory_current_bytes: Some(40_000_000),
+            tasks: 9,
+            processes: 2,
+            open_fds: 17,
+        });
+        s.tunnels.insert(id, running);
+        let (id, mut failed) = tunnel("us2", ActiveState::Failed, "failed");
+        failed.status.unit_file_state = "disabled".into();
+        failed.status.exec_main_code = 2;
+        failed.status.exec_main_status = 9;
+        failed.status.result = "signal".into();
+        s.tunnels.insert(id, failed);
+        s.systemd_up = true;
+        s.listed = true;
+        let run = |ms| CollectorRun { success: true, duration: Duration::from_millis(ms) };
+        s.collectors.insert(COLLECTOR_SYSTEMD, run(12));
+        s.collectors.insert(COLLECTOR_SAMPLER, run(3));
+    });
+    state
+}
+
+fn render(state: &SharedState) -> String {
+    String::from_utf8(Metrics::new(state.clone()).render().unwrap()).unwrap()
+}
+
+#[test]
+fn scrape_matches_the_golden_file() {
+    let state = fixture();
+    state.update(|_| {});
+    let text = render(&state)
+        .lines()
+        .filter(|l| !l.starts_with("xray_warden_last_refresh_timestamp_seconds "))
+        .map(|l| l.replace(env!("CARGO_PKG_VERSION"), "VERSION") + "\n")
+        .collect::<String>();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(GOLDEN, &text).unwrap();
+    }
+    let golden = std::fs::read_to_string(GOLDEN).unwrap();
+    assert_eq!(text, golden, "run with UPDATE_GOLDEN=1 to accept a deliberate change");
+}
+
+#[test]
+fn stopped_units_keep_their_state_series_and_removed_ones_lose_them() {
+    let state = fixture();
+    let text = render(&state);
+    assert!(text.contains("xray_tunnel_state{tunnel=\"us2\",state=\"failed\"} 1"));
+    assert!(text.contains("xray_tunnel_up{tunnel=\"us2\"} 0"));
+    assert!(text.contains("xray_tunnel_last_exit_signal{tunnel=\"us2\"} 9"));
+    state.update(|s| s.tunnels.remove(&TunnelId::new("us2").unwrap()));
+    let text = render(&state);
+    assert!(!text.contains("us2"), "{text}");
+    assert!(text.contains("xray_warden_tunnels 1"));
+}
+
+#[test]
+fn refresh_time_is_exported() {
+    let state = fixture();
+    let text = render(&state);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("xray_warden_last_refresh_timestamp_seconds "))
+        .unwrap();
+    let value: f64 = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let now = UNIX_EPOCH.elapsed().unwrap().as_secs_f64();
+    assert!((now - value).abs() < 60.0, "{line}");
+}

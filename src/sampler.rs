@@ -1,0 +1,244 @@
+//! The resource sampler: every `sampler.interval`, CPU, memory, tasks and fds of each tunnel.
+//!
+//! systemd's accounting (`CPUUsageNSec`, `MemoryCurrent`, `TasksCurrent`) is used where it is
+//! set; procfs over every process of the unit's cgroup fills in the rest, and always provides
+//! RSS and open fds, which systemd does not track. Scrapes read the last pass from the snapshot.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::config::SamplerConfig;
+use crate::domain::{CpuAccount, Resources, TunnelId};
+use crate::procfs::{CgroupSample, ProcfsError, ProcfsReader};
+use crate::state::{CollectorRun, SharedState, COLLECTOR_SAMPLER};
+use crate::systemd::{Accounting, Client};
+
+/// How many units are asked for their accounting at once.
+const ACCOUNTING_CONCURRENCY: usize = 16;
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(
+    config: SamplerConfig,
+    state: SharedState,
+    client: watch::Receiver<Option<Client>>,
+    shutdown: CancellationToken,
+) {
+    let mut sampler = Sampler {
+        reader: ProcfsReader::new(&config.proc_root, &config.cgroup_root),
+        accounts: HashMap::new(),
+        state,
+        client,
+    };
+    let mut ticks = tokio::time::interval(config.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => sampler.pass().await,
+        }
+    }
+}
+
+struct Sampler {
+    reader: ProcfsReader,
+    /// CPU accounting per tunnel, kept across passes so the procfs counter never goes down.
+    accounts: HashMap<TunnelId, CpuAccount>,
+    state: SharedState,
+    client: watch::Receiver<Option<Client>>,
+}
+
+/// A unit that has processes to look at.
+struct Target {
+    id: TunnelId,
+    unit: String,
+    control_group: String,
+}
+
+impl Sampler {
+    async fn pass(&mut self) {
+        let started = Instant::now();
+        let targets = self.targets();
+        let accounting = self.accounting(&targets).await;
+        let reader = self.reader.clone();
+        let cgroups: Vec<_> = targets.iter().map(|t| t.control_group.clone()).collect();
+        let sampled = tokio::task::spawn_blocking(move || {
+            cgroups
+                .iter()
+                .map(|cg| reader.sample_cgroup(cg))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(sampled) = sampled else {
+            warn!("procfs sampling task failed");
+            return;
+        };
+
+        let mut resources = HashMap::new();
+        let (mut vanished, mut failures) = (0, 0);
+        for (target, sample) in targets.iter().zip(sampled) {
+            let sample = sample.unwrap_or_else(|err| {
+                report(&target.id, &err);
+                failures += 1;
+                CgroupSample::default()
+            });
+            vanished += sample.vanished;
+            let account = self.accounts.entry(target.id.clone()).or_default();
+            let systemd = accounting.get(&target.id).copied().unwrap_or_default();
+            resources.insert(target.id.clone(), combine(&sample, systemd, account));
+        }
+        self.publish(resources, vanished, failures, started);
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        let snapshot = self.state.read();
+        snapshot
+            .tunnels
+            .iter()
+            .filter(|(_, t)| {
+                t.status.active_state().may_have_processes() && !t.status.control_group.is_empty()
+            })
+            .map(|(id, t)| Target {
+                id: id.clone(),
+                unit: t.unit.clone(),
+                control_group: t.status.control_group.clone(),
+            })
+            .collect()
+    }
+
+    /// systemd's own accounting per target; empty while the bus is down.
+    async fn accounting(&self, targets: &[Target]) -> HashMap<TunnelId, Accounting> {
+        let Some(client) = self.client.borrow().clone() else {
+            return HashMap::new();
+        };
+        let reads = targets.iter().map(|t| {
+            let client = &client;
+            async move { (t.id.clone(), client.accounting(&t.unit).await) }
+        });
+        stream::iter(reads)
+            .buffer_unordered(ACCOUNTING_CONCURRENCY)
+            .filter_map(|(id, result)| async move {
+                result
+                    .map_err(|err| debug!(tunnel = %id, error = %err, "no systemd accounting"))
+                    .ok()
+                    .map(|acct| (id, acct))
+            })
+            .collect()
+            .await
+    }
+
+    fn publish(
+        &mut self,
+        mut sampled: HashMap<TunnelId, Resources>,
+        vanished: u64,
+        failures: u64,
+        started: Instant,
+    ) {
+        let accounts = &mut self.accounts;
+        self.state.update(|s| {
+            accounts.retain(|id, _| s.tunnels.contains_key(id));
+            for (id, tunnel) in &mut s.tunnels {
+                tunnel.resources = Some(sampled.remove(id).unwrap_or_else(|| Resources {
+                    // Stopped: nothing runs, but the CPU counter keeps its value.
+                    cpu_seconds: accounts.get(id).map_or(0.0, CpuAccount::total),
+                    ..Resources::default()
+                }));
+            }
+            s.troubles.vanished_processes += vanished;
+            s.troubles.cgroup_read_errors += failures;
+            let run = CollectorRun {
+                success: failures == 0,
+                duration: started.elapsed(),
+            };
+            s.collectors.insert(COLLECTOR_SAMPLER, run);
+        });
+    }
+}
+
+/// Merges systemd's accounting with a procfs sample, preferring systemd where it has a value.
+fn combine(sample: &CgroupSample, systemd: Accounting, account: &mut CpuAccount) -> Resources {
+    let procfs_cpu = account.update(sample.processes.iter().map(|p| (p.key, p.cpu_seconds)));
+    let (cpu_seconds, cpu_from_systemd) = match systemd.cpu_usage_nsec {
+        Some(nsec) => (nsec as f64 / 1e9, true),
+        None => (procfs_cpu, false),
+    };
+    Resources {
+        cpu_seconds,
+        cpu_from_systemd,
+        rss_bytes: sample.rss_bytes(),
+        memory_current_bytes: systemd.memory_current,
+        tasks: systemd.tasks_current.unwrap_or_else(|| sample.threads()),
+        processes: sample.processes.len() as u64,
+        open_fds: sample.open_fds(),
+    }
+}
+
+fn report(id: &TunnelId, err: &ProcfsError) {
+    match err {
+        // The unit stopped between listing and sampling: normal.
+        ProcfsError::CgroupNotFound(_) => debug!(tunnel = %id, error = %err, "cgroup gone"),
+        _ => warn!(tunnel = %id, error = %err, "cannot sample the tunnel's processes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ProcessKey;
+    use crate::procfs::ProcessSample;
+
+    fn process(pid: u32, cpu: f64) -> ProcessSample {
+        ProcessSample {
+            key: ProcessKey { pid, start_ticks: 1 },
+            cpu_seconds: cpu,
+            rss_bytes: 1000,
+            threads: 3,
+            open_fds: 5,
+        }
+    }
+
+    #[test]
+    fn systemd_accounting_wins_where_set() {
+        let sample = CgroupSample {
+            processes: vec![process(1, 2.0), process(2, 1.0)],
+            vanished: 0,
+        };
+        let systemd = Accounting {
+            cpu_usage_nsec: Some(7_500_000_000),
+            memory_current: Some(4096),
+            tasks_current: Some(9),
+        };
+        let r = combine(&sample, systemd, &mut CpuAccount::default());
+        assert_eq!(r.cpu_seconds, 7.5);
+        assert!(r.cpu_from_systemd);
+        assert_eq!(r.memory_current_bytes, Some(4096));
+        assert_eq!(r.tasks, 9);
+        assert_eq!((r.rss_bytes, r.open_fds, r.processes), (2000, 10, 2));
+    }
+
+    #[test]
+    fn procfs_fills_what_systemd_leaves_unset() {
+        let mut account = CpuAccount::default();
+        let sample = CgroupSample {
+            processes: vec![process(1, 2.0), process(2, 1.0)],
+            vanished: 1,
+        };
+        let r = combine(&sample, Accounting::default(), &mut account);
+        assert_eq!(r.cpu_seconds, 3.0);
+        assert!(!r.cpu_from_systemd);
+        assert_eq!(r.tasks, 6);
+        assert_eq!(r.memory_current_bytes, None);
+        // The child exits: CPU keeps counting from what it had used.
+        let sample = CgroupSample {
+            processes: vec![process(1, 2.5)],
+            vanished: 0,
+        };
+        let r = combine(&sample, Accounting::default(), &mut account);
+        assert_eq!(r.cpu_seconds, 3.5);
+    }
+}

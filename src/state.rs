@@ -1,0 +1,76 @@
+//! The in-memory snapshot that every scrape reads.
+//!
+//! Writers (the systemd watcher and the resource sampler) take the write lock only to copy
+//! finished results in; nobody holds the lock across an `.await`. Readers clone what they need.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, SystemTime};
+
+use crate::domain::{RestartCounts, Resources, TunnelId, UnitStatus};
+
+/// One tunnel as last seen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tunnel {
+    pub unit: String,
+    pub status: UnitStatus,
+    pub restarts: RestartCounts,
+    /// `None` until the sampler has read the unit's processes at least once.
+    pub resources: Option<Resources>,
+}
+
+/// The outcome of a collector's last run (`xray_warden_collector_*`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CollectorRun {
+    pub success: bool,
+    pub duration: Duration,
+}
+
+/// Collector names, used as the `collector` label.
+pub const COLLECTOR_SYSTEMD: &str = "systemd";
+pub const COLLECTOR_SAMPLER: &str = "sampler";
+
+/// Counters of things that went wrong without stopping the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Troubles {
+    /// Times the watcher (re)connected to the bus after the first time.
+    pub reconnects: u64,
+    /// Unit reads that failed (a unit vanished mid-read, a call timed out, ...).
+    pub unit_read_errors: u64,
+    /// Processes listed in a cgroup that exited before procfs could be read.
+    pub vanished_processes: u64,
+    /// Cgroups that could not be read at all.
+    pub cgroup_read_errors: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub tunnels: BTreeMap<TunnelId, Tunnel>,
+    /// Whether the watcher currently holds a working bus connection.
+    pub systemd_up: bool,
+    /// Set once the first full listing has completed; never cleared.
+    pub listed: bool,
+    pub last_refresh: Option<SystemTime>,
+    pub collectors: BTreeMap<&'static str, CollectorRun>,
+    pub troubles: Troubles,
+}
+
+/// Shared handle on the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct SharedState(Arc<RwLock<Snapshot>>);
+
+impl SharedState {
+    pub fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
+        // A writer that panicked leaves plain data behind; reading it is still sound.
+        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `update` under the write lock and stamps the refresh time.
+    pub fn update<R>(&self, update: impl FnOnce(&mut Snapshot) -> R) -> R {
+        let mut guard: RwLockWriteGuard<'_, Snapshot> =
+            self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let result = update(&mut guard);
+        guard.last_refresh = Some(SystemTime::now());
+        result
+    }
+}
