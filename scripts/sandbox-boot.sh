@@ -22,7 +22,7 @@
 # controllers: CPUUsageNSec is filled (cpu.stat exists in every cgroup2 group) but MemoryCurrent
 # and TasksCurrent are not.
 #
-# Host safety (see /work/shared/systemd-sandbox.md): the root filesystem is SHARED with the host,
+# Host safety (see the team notes, systemd-sandbox.md): the root filesystem is SHARED with the host,
 # so everything systemd would write at boot is redirected (/tmp, /run, /etc/systemd/system,
 # /dev/console) or masked. This script never kills anything; --cleanup only rmdir()s cgroups named
 # after this sandbox, and rmdir refuses any cgroup that still has processes or children.
@@ -104,12 +104,12 @@ cgroup_hierarchies() {
 # hierarchy again with other flags would be refused.
 hierarchy_options() {
   local opt out=""
-  local -a opts
-  IFS=, read -ra opts <<<"$1"
-  for opt in "${opts[@]}"; do
+  local -a fields
+  IFS=, read -ra fields <<<"$1"
+  for opt in "${fields[@]}"; do
     case $opt in
       name=*) out+=",none,$opt" ;;
-      *) if grep -q "^$opt[[:space:]]" /proc/cgroups; then out+=",$opt"; fi ;;
+      *) if grep -q "^${opt}[[:space:]]" /proc/cgroups; then out+=",$opt"; fi ;;
     esac
   done
   echo "${out#,}"
@@ -259,7 +259,12 @@ cleanup() {
   name=$(cgroup_name "$1")
   dir=$(sub_cgroup_dir "$CGROUP_ROOT/unified" - "$name")
   # Every process of the sandbox is in this cgroup2 subtree. Removing the emptied cgroups of a
-  # live systemd would confuse it, so refuse while anything runs there.
+  # live systemd would confuse it, so refuse while anything runs there (after a short grace for
+  # processes that are still exiting).
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    grep -qx 'populated 1' "$dir/cgroup.events" 2>/dev/null || break
+    sleep 0.2
+  done
   if grep -qx 'populated 1' "$dir/cgroup.events" 2>/dev/null; then
     die "sandbox $name still has processes; halt it first"
   fi
@@ -276,8 +281,8 @@ cleanup() {
 # children, so nothing populated is touched. The kernel may need a moment after the last process
 # exited before it lets go of a cgroup, hence the retries.
 remove_cgroup_tree() {
-  local dir=$1 try
-  for try in 1 2 3 4 5 6 7 8 9 10; do
+  local dir=$1 _
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
     find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
     [ -d "$dir" ] || return 0
     sleep 0.2

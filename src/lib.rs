@@ -6,10 +6,13 @@
 //! - [`procfs`]: per-process CPU, memory, threads and fds of a unit's cgroup (procfs crate).
 #![forbid(unsafe_code)]
 
-pub mod domain;
-pub mod procfs;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod procfs;
+pub mod sampler;
 pub mod state;
 pub mod systemd;
-pub mod sampler;
-pub mod metrics;

@@ -1,3 +1,80 @@
-fn main() {
-    println!("Hello, world!");
+//! The `xray-warden` binary: parse flags, load config (exit 64 listing every problem), set up
+//! logging, run the daemon until a signal, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing::{error, info};
+use xray_warden::cli::{Cli, Command, RunArgs};
+use xray_warden::config::{Config, Overrides};
+use xray_warden::daemon::{self, Stop};
+
+/// sysexits.h EX_USAGE / EX_CONFIG family: the configuration is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let overrides = Overrides {
+        listen: args.listen,
+    };
+    let config = match Config::load(args.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("xray-warden: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if args.check {
+        println!("configuration is valid:\n{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log_filter);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    let code = runtime.block_on(serve(config));
+    // Tasks that outlived the grace period are abandoned, not awaited.
+    runtime.shutdown_background();
+    code
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            error!(listen = %config.listen, error = %err, "cannot bind");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().map_or(config.listen, |a| a);
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "listening on http://{addr}/metrics"
+    );
+    let stop = Stop::default();
+    tokio::spawn(daemon::watch_signals(stop.clone()));
+    match daemon::run(config, listener, stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!(error = %err, "unclean shutdown");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::config::SamplerConfig;
 use crate::domain::{CpuAccount, Resources, TunnelId};
 use crate::procfs::{CgroupSample, ProcfsError, ProcfsReader};
-use crate::state::{CollectorRun, SharedState, COLLECTOR_SAMPLER};
+use crate::state::{COLLECTOR_SAMPLER, CollectorRun, SharedState};
 use crate::systemd::{Accounting, Client};
 
 /// How many units are asked for their accounting at once.
@@ -116,20 +116,28 @@ impl Sampler {
         let Some(client) = self.client.borrow().clone() else {
             return HashMap::new();
         };
-        let reads = targets.iter().map(|t| {
-            let client = &client;
-            async move { (t.id.clone(), client.accounting(&t.unit).await) }
-        });
-        stream::iter(reads)
+        // Collected first: a lazy `map` over borrowed targets trips rustc's Send inference.
+        let reads: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                let (client, id, unit) = (client.clone(), t.id.clone(), t.unit.clone());
+                async move { (id, client.accounting(&unit).await) }
+            })
+            .collect();
+        let results: Vec<_> = stream::iter(reads)
             .buffer_unordered(ACCOUNTING_CONCURRENCY)
-            .filter_map(|(id, result)| async move {
-                result
-                    .map_err(|err| debug!(tunnel = %id, error = %err, "no systemd accounting"))
-                    .ok()
-                    .map(|acct| (id, acct))
+            .collect()
+            .await;
+        results
+            .into_iter()
+            .filter_map(|(id, result)| match result {
+                Ok(acct) => Some((id, acct)),
+                Err(err) => {
+                    debug!(tunnel = %id, error = %err, "no systemd accounting");
+                    None
+                }
             })
             .collect()
-            .await
     }
 
     fn publish(
@@ -194,7 +202,10 @@ mod tests {
 
     fn process(pid: u32, cpu: f64) -> ProcessSample {
         ProcessSample {
-            key: ProcessKey { pid, start_ticks: 1 },
+            key: ProcessKey {
+                pid,
+                start_ticks: 1,
+            },
             cpu_seconds: cpu,
             rss_bytes: 1000,
             threads: 3,

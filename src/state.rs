@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::domain::{RestartCounts, Resources, TunnelId, UnitStatus};
+use crate::domain::{Resources, RestartCounts, TunnelId, UnitStatus};
 
 /// One tunnel as last seen.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,13 +62,17 @@ pub struct SharedState(Arc<RwLock<Snapshot>>);
 impl SharedState {
     pub fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
         // A writer that panicked leaves plain data behind; reading it is still sound.
-        self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `update` under the write lock and stamps the refresh time.
     pub fn update<R>(&self, update: impl FnOnce(&mut Snapshot) -> R) -> R {
-        let mut guard: RwLockWriteGuard<'_, Snapshot> =
-            self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard: RwLockWriteGuard<'_, Snapshot> = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let result = update(&mut guard);
         guard.last_refresh = Some(SystemTime::now());
         result

@@ -46,7 +46,9 @@ pub struct Lenient<T>(Result<T, String>);
 impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = toml::Value::deserialize(deserializer)?;
-        Ok(Self(T::deserialize(value).map_err(|err| err.message().to_owned())))
+        Ok(Self(
+            T::deserialize(value).map_err(|err| err.message().to_owned()),
+        ))
     }
 }
 
@@ -73,9 +75,8 @@ impl FileConfig {
             sampler: self.sampler.validate(&mut c, d.sampler),
         };
         if config.systemd.reconnect_min > config.systemd.reconnect_max {
-            c.problems.push(
-                "systemd.reconnect_min must not be larger than systemd.reconnect_max".into(),
-            );
+            c.problems
+                .push("systemd.reconnect_min must not be larger than systemd.reconnect_max".into());
         }
         if c.problems.is_empty() {
             Ok(config)

@@ -92,7 +92,9 @@ pub struct ConfigError {
 }
 
 fn source_suffix(name: &Option<String>) -> String {
-    name.as_ref().map(|n| format!(" in {n}")).unwrap_or_default()
+    name.as_ref()
+        .map(|n| format!(" in {n}"))
+        .unwrap_or_default()
 }
 
 impl Config {

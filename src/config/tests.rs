@@ -82,7 +82,13 @@ fn bad_log_filter_is_rejected() {
 
 #[test]
 fn unreadable_file_names_the_path() {
-    let err = Config::load(Some(Path::new("/nonexistent/warden.toml")), &Overrides::default())
-        .unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/warden.toml"), "{err}");
+    let err = Config::load(
+        Some(Path::new("/nonexistent/warden.toml")),
+        &Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/warden.toml"),
+        "{err}"
+    );
 }

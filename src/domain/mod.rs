@@ -9,4 +9,4 @@ mod unit;
 
 pub use cpu::{CpuAccount, ProcessKey};
 pub use tunnel::{TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX};
-pub use unit::{ActiveState, RestartCounts, RestartReason, Resources, UnitStatus};
+pub use unit::{ActiveState, Resources, RestartCounts, RestartReason, UnitStatus};

@@ -117,7 +117,10 @@ mod tests {
             "xray-tunnel-a@b.service",
             "xray-tunnel-a.b.service",
         ] {
-            assert!(TunnelId::from_unit_name(unit).is_err(), "{unit} was accepted");
+            assert!(
+                TunnelId::from_unit_name(unit).is_err(),
+                "{unit} was accepted"
+            );
         }
     }
 }

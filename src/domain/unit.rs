@@ -166,8 +166,8 @@ impl RestartCounts {
     pub fn observe(&mut self, prev: &UnitStatus, next: &UnitStatus) {
         let auto = next.n_restarts.saturating_sub(prev.n_restarts);
         self.auto += u64::from(auto);
-        let new_run = prev.exec_main_start_usec != 0
-            && next.exec_main_start_usec > prev.exec_main_start_usec;
+        let new_run =
+            prev.exec_main_start_usec != 0 && next.exec_main_start_usec > prev.exec_main_start_usec;
         if new_run && auto == 0 {
             self.manual += 1;
         }

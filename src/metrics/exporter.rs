@@ -117,7 +117,10 @@ fn build(s: &Snapshot) -> Vec<MetricFamily> {
         single(&VANISHED, s.troubles.vanished_processes as f64),
         single(&CGROUP_ERRORS, s.troubles.cgroup_read_errors as f64),
     ];
-    if let Some(at) = s.last_refresh.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+    if let Some(at) = s
+        .last_refresh
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+    {
         out.push(single(&LAST_REFRESH, at.as_secs_f64()));
     }
     out

@@ -42,8 +42,13 @@ impl Spec {
     /// The registry's description of this family (checked for valid names at registration).
     pub fn desc(&self) -> Desc {
         let labels = self.labels.iter().map(|l| (*l).to_owned()).collect();
-        Desc::new(self.name.into(), self.help.into(), labels, Default::default())
-            .expect("metric specs are static and valid")
+        Desc::new(
+            self.name.into(),
+            self.help.into(),
+            labels,
+            Default::default(),
+        )
+        .expect("metric specs are static and valid")
     }
 
     /// Starts an empty family of this spec.
@@ -52,7 +57,10 @@ impl Spec {
         family.set_name(self.name.into());
         family.set_help(self.help.into());
         family.set_field_type(self.kind);
-        Family { spec: *self, family }
+        Family {
+            spec: *self,
+            family,
+        }
     }
 }
 

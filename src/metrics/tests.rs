@@ -1,10 +1,13 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::domain::{ActiveState, RestartCounts, Resources, TunnelId, UnitStatus};
-use crate::state::{CollectorRun, Tunnel, COLLECTOR_SAMPLER, COLLECTOR_SYSTEMD};
+use crate::domain::{ActiveState, Resources, RestartCounts, TunnelId, UnitStatus};
+use crate::state::{COLLECTOR_SAMPLER, COLLECTOR_SYSTEMD, CollectorRun, Tunnel};
 
-const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/metrics.golden.prom");
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/metrics.golden.prom"
+);
 
 fn tunnel(id: &str, state: ActiveState, sub: &str) -> (TunnelId, Tunnel) {
     let id = TunnelId::new(id).unwrap();
@@ -51,7 +54,10 @@ fn fixture() -> SharedState {
         s.tunnels.insert(id, failed);
         s.systemd_up = true;
         s.listed = true;
-        let run = |ms| CollectorRun { success: true, duration: Duration::from_millis(ms) };
+        let run = |ms| CollectorRun {
+            success: true,
+            duration: Duration::from_millis(ms),
+        };
         s.collectors.insert(COLLECTOR_SYSTEMD, run(12));
         s.collectors.insert(COLLECTOR_SAMPLER, run(3));
     });
@@ -75,7 +81,10 @@ fn scrape_matches_the_golden_file() {
         std::fs::write(GOLDEN, &text).unwrap();
     }
     let golden = std::fs::read_to_string(GOLDEN).unwrap();
-    assert_eq!(text, golden, "run with UPDATE_GOLDEN=1 to accept a deliberate change");
+    assert_eq!(
+        text, golden,
+        "run with UPDATE_GOLDEN=1 to accept a deliberate change"
+    );
 }
 
 #[test]

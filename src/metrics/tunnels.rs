@@ -18,7 +18,11 @@ const INFO: Spec = Spec::gauge(
     "Always 1 for every known tunnel unit; carries its unit name and description.",
     &["tunnel", "unit", "description"],
 );
-const UP: Spec = Spec::gauge("xray_tunnel_up", "1 if the tunnel unit's ActiveState is active, else 0.", T);
+const UP: Spec = Spec::gauge(
+    "xray_tunnel_up",
+    "1 if the tunnel unit's ActiveState is active, else 0.",
+    T,
+);
 const STATE: Spec = Spec::gauge(
     "xray_tunnel_state",
     "1 for the tunnel unit's current ActiveState, 0 for the other states.",
@@ -84,7 +88,11 @@ const TASKS: Spec = Spec::gauge(
     "Tasks (threads) of the tunnel: systemd TasksCurrent, else counted in procfs.",
     T,
 );
-const PROCESSES: Spec = Spec::gauge("xray_tunnel_processes", "Processes in the tunnel's cgroup.", T);
+const PROCESSES: Spec = Spec::gauge(
+    "xray_tunnel_processes",
+    "Processes in the tunnel's cgroup.",
+    T,
+);
 const OPEN_FDS: Spec = Spec::gauge(
     "xray_tunnel_open_fds",
     "Open file descriptors summed over every process in the tunnel's cgroup.",
@@ -144,8 +152,25 @@ impl Collector for TunnelCollector {
 
 fn build(snapshot: &Snapshot) -> Vec<MetricFamily> {
     let mut f: Vec<Family> = SPECS.iter().map(Spec::family).collect();
-    let [info, up, state, sub_state, enabled, restarts, observed, result, exit_code, exit_signal, start, cpu, rss, memory_current, tasks, processes, fds] =
-        &mut f[..]
+    let [
+        info,
+        up,
+        state,
+        sub_state,
+        enabled,
+        restarts,
+        observed,
+        result,
+        exit_code,
+        exit_signal,
+        start,
+        cpu,
+        rss,
+        memory_current,
+        tasks,
+        processes,
+        fds,
+    ] = &mut f[..]
     else {
         unreachable!("SPECS has 17 entries");
     };
@@ -192,9 +217,5 @@ fn build(snapshot: &Snapshot) -> Vec<MetricFamily> {
 }
 
 fn flag(on: bool) -> f64 {
-    if on {
-        1.0
-    } else {
-        0.0
-    }
+    if on { 1.0 } else { 0.0 }
 }

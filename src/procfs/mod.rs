@@ -11,8 +11,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use procfs::process::Process;
 use procfs::ProcError;
+use procfs::process::Process;
 
 use crate::domain::ProcessKey;
 
@@ -78,7 +78,12 @@ const HIERARCHIES: [&str; 3] = ["", "unified", "systemd"];
 
 impl ProcfsReader {
     pub fn new(proc_root: impl Into<PathBuf>, cgroup_root: impl Into<PathBuf>) -> Self {
-        Self::with_units(proc_root, cgroup_root, procfs::ticks_per_second(), procfs::page_size())
+        Self::with_units(
+            proc_root,
+            cgroup_root,
+            procfs::ticks_per_second(),
+            procfs::page_size(),
+        )
     }
 
     /// Like [`ProcfsReader::new`], with the kernel's clock tick and page size given explicitly
@@ -146,7 +151,7 @@ impl ProcfsReader {
             cpu_seconds: (stat.utime + stat.stime) as f64 / self.ticks_per_second,
             rss_bytes: stat.rss * self.page_size,
             threads: u64::try_from(stat.num_threads).unwrap_or(0),
-            open_fds: open_fds as u64,
+            open_fds,
         })
     }
 }
@@ -176,7 +181,12 @@ fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> Result<(), ProcfsError> {
         Ok(text) => text,
         // A sub-cgroup removed while we walk is as normal as an exited process.
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(ProcfsError::Io { path: procs, source }),
+        Err(source) => {
+            return Err(ProcfsError::Io {
+                path: procs,
+                source,
+            });
+        }
     };
     pids.extend(parse_pids(&text).map_err(|value| ProcfsError::BadPid {
         path: procs.clone(),
@@ -185,7 +195,12 @@ fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> Result<(), ProcfsError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(ProcfsError::Io { path: dir.into(), source }),
+        Err(source) => {
+            return Err(ProcfsError::Io {
+                path: dir.into(),
+                source,
+            });
+        }
     };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {

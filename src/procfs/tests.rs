@@ -15,9 +15,13 @@ fn parses_cgroup_procs() {
 #[test]
 fn finds_the_cgroup_in_each_hierarchy_layout() {
     let reader = fixture();
-    let a = reader.cgroup_dir("/system.slice/xray-tunnel-a.service").unwrap();
+    let a = reader
+        .cgroup_dir("/system.slice/xray-tunnel-a.service")
+        .unwrap();
     assert!(a.ends_with("unified/system.slice/xray-tunnel-a.service"));
-    let b = reader.cgroup_dir("/system.slice/xray-tunnel-b.service").unwrap();
+    let b = reader
+        .cgroup_dir("/system.slice/xray-tunnel-b.service")
+        .unwrap();
     assert!(b.ends_with("systemd/system.slice/xray-tunnel-b.service"));
     assert!(matches!(
         reader.cgroup_dir("/system.slice/xray-tunnel-zz.service"),
@@ -27,16 +31,29 @@ fn finds_the_cgroup_in_each_hierarchy_layout() {
 
 #[test]
 fn includes_sub_cgroups() {
-    let pids = fixture().cgroup_pids("/system.slice/xray-tunnel-a.service").unwrap();
+    let pids = fixture()
+        .cgroup_pids("/system.slice/xray-tunnel-a.service")
+        .unwrap();
     assert_eq!(pids, vec![100, 101, 103]);
 }
 
 #[test]
 fn samples_every_process_and_skips_vanished_ones() {
-    let sample = fixture().sample_cgroup("/system.slice/xray-tunnel-a.service").unwrap();
-    assert_eq!(sample.vanished, 1, "pid 103 is listed but has no /proc entry");
+    let sample = fixture()
+        .sample_cgroup("/system.slice/xray-tunnel-a.service")
+        .unwrap();
+    assert_eq!(
+        sample.vanished, 1,
+        "pid 103 is listed but has no /proc entry"
+    );
     let main = &sample.processes[0];
-    assert_eq!(main.key, ProcessKey { pid: 100, start_ticks: 5000 });
+    assert_eq!(
+        main.key,
+        ProcessKey {
+            pid: 100,
+            start_ticks: 5000
+        }
+    );
     assert_eq!(main.cpu_seconds, 3.0);
     assert_eq!(main.rss_bytes, 2560 * 4096);
     assert_eq!(main.threads, 7);
@@ -52,7 +69,9 @@ fn samples_every_process_and_skips_vanished_ones() {
 
 #[test]
 fn empty_cgroup_has_no_processes() {
-    let sample = fixture().sample_cgroup("/system.slice/xray-tunnel-b.service").unwrap();
+    let sample = fixture()
+        .sample_cgroup("/system.slice/xray-tunnel-b.service")
+        .unwrap();
     assert_eq!(sample, CgroupSample::default());
 }
 

@@ -39,12 +39,12 @@ pub enum SystemdError {
     #[error("connecting to the bus at {address}: {source}")]
     Connect {
         address: String,
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("D-Bus call {method} failed: {source}")]
     Call {
         method: &'static str,
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("the bus connection closed")]
     Disconnected,
@@ -106,7 +106,7 @@ impl Client {
         let address = config.bus_address.as_deref().unwrap_or("system bus");
         let connect_error = |source| SystemdError::Connect {
             address: address.to_owned(),
-            source,
+            source: Box::new(source),
         };
         let builder = match &config.bus_address {
             Some(addr) => zbus::connection::Builder::address(addr.as_str()),
@@ -231,7 +231,7 @@ impl Client {
     ) -> Result<MessageStream, SystemdError> {
         let call_error = |source| SystemdError::Call {
             method: "AddMatch",
-            source,
+            source: Box::new(source),
         };
         let rule = rule
             .map(|b| b.msg_type(MessageType::Signal).build())
@@ -240,7 +240,11 @@ impl Client {
         self.deadline("AddMatch", stream).await?.map_err(call_error)
     }
 
-    async fn call_manager<B>(&self, method: &'static str, body: &B) -> Result<zbus::Message, SystemdError>
+    async fn call_manager<B>(
+        &self,
+        method: &'static str,
+        body: &B,
+    ) -> Result<zbus::Message, SystemdError>
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
     {
@@ -274,7 +278,10 @@ impl Client {
             .call_method(Some(SYSTEMD), object, Some(iface), method, body);
         self.deadline(method, call)
             .await?
-            .map_err(|source| SystemdError::Call { method, source })
+            .map_err(|source| SystemdError::Call {
+                method,
+                source: Box::new(source),
+            })
     }
 
     async fn deadline<T>(
@@ -298,7 +305,10 @@ where
     reply
         .body()
         .deserialize()
-        .map_err(|source| SystemdError::Call { method, source })
+        .map_err(|source| SystemdError::Call {
+            method,
+            source: Box::new(source),
+        })
 }
 
 /// Maps one received signal to an [`Event`]; `None` for signals of units that are not tunnels.

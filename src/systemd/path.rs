@@ -68,8 +68,17 @@ mod tests {
     #[test]
     fn rejects_other_paths() {
         assert_eq!(unit_name_from_path("/org/freedesktop/systemd1"), None);
-        assert_eq!(unit_name_from_path("/org/freedesktop/systemd1/job/12"), None);
-        assert_eq!(unit_name_from_path("/org/freedesktop/systemd1/unit/bad_2"), None);
-        assert_eq!(unit_name_from_path("/org/freedesktop/systemd1/unit/bad_zz"), None);
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/job/12"),
+            None
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/bad_2"),
+            None
+        );
+        assert_eq!(
+            unit_name_from_path("/org/freedesktop/systemd1/unit/bad_zz"),
+            None
+        );
     }
 }

@@ -77,7 +77,10 @@ mod tests {
         let service = map(vec![
             ("MainPID", Value::from(0u32)),
             ("NRestarts", Value::from(4u32)),
-            ("ExecMainStartTimestamp", Value::from(1_700_000_000_000_000u64)),
+            (
+                "ExecMainStartTimestamp",
+                Value::from(1_700_000_000_000_000u64),
+            ),
             ("ExecMainStatus", Value::from(3i32)),
             ("ExecMainCode", Value::from(1i32)),
             ("Result", Value::from("exit-code")),
@@ -105,6 +108,9 @@ mod tests {
         let value = |v: u64| OwnedValue::try_from(Value::from(v)).unwrap();
         assert_eq!(accounting(&value(u64::MAX)), None);
         assert_eq!(accounting(&value(42)), Some(42));
-        assert_eq!(accounting(&OwnedValue::try_from(Value::from("x")).unwrap()), None);
+        assert_eq!(
+            accounting(&OwnedValue::try_from(Value::from("x")).unwrap()),
+            None
+        );
     }
 }

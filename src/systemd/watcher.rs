@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use super::{Client, Event, SystemdError};
 use crate::config::SystemdConfig;
 use crate::domain::{ActiveState, TunnelId, UnitStatus};
-use crate::state::{CollectorRun, SharedState, Tunnel, COLLECTOR_SYSTEMD};
+use crate::state::{COLLECTOR_SYSTEMD, CollectorRun, SharedState, Tunnel};
 
 /// How long signals are gathered before the changed units are read.
 const DEBOUNCE: Duration = Duration::from_millis(25);
@@ -88,7 +88,10 @@ async fn session(
     });
     client_tx.send_replace(Some(client.clone()));
     backoff.reset();
-    info!(tunnels = state.read().tunnels.len(), "listed tunnel units; watching signals");
+    info!(
+        tunnels = state.read().tunnels.len(),
+        "listed tunnel units; watching signals"
+    );
 
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -318,7 +321,11 @@ struct Backoff {
 
 impl Backoff {
     fn new(min: Duration, max: Duration) -> Self {
-        Self { min, max, current: min }
+        Self {
+            min,
+            max,
+            current: min,
+        }
     }
 
     fn reset(&mut self) {
@@ -364,13 +371,33 @@ mod tests {
         let mut tunnels = BTreeMap::new();
         let id = TunnelId::new("a").unwrap();
         let unit = id.unit_name();
-        apply_status(&mut tunnels, id.clone(), unit.clone(), status(ActiveState::Active, "loaded", 0, 10));
-        apply_status(&mut tunnels, id.clone(), unit.clone(), status(ActiveState::Active, "loaded", 2, 30));
+        apply_status(
+            &mut tunnels,
+            id.clone(),
+            unit.clone(),
+            status(ActiveState::Active, "loaded", 0, 10),
+        );
+        apply_status(
+            &mut tunnels,
+            id.clone(),
+            unit.clone(),
+            status(ActiveState::Active, "loaded", 2, 30),
+        );
         assert_eq!(tunnels[&id].restarts.auto, 2);
         // File deleted but the process still runs: keep it visible.
-        apply_status(&mut tunnels, id.clone(), unit.clone(), status(ActiveState::Active, "not-found", 2, 30));
+        apply_status(
+            &mut tunnels,
+            id.clone(),
+            unit.clone(),
+            status(ActiveState::Active, "not-found", 2, 30),
+        );
         assert!(tunnels.contains_key(&id));
-        apply_status(&mut tunnels, id.clone(), unit, status(ActiveState::Inactive, "not-found", 2, 30));
+        apply_status(
+            &mut tunnels,
+            id.clone(),
+            unit,
+            status(ActiveState::Inactive, "not-found", 2, 30),
+        );
         assert!(tunnels.is_empty());
     }
 }

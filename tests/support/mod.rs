@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests (`mod support;` in each test crate).
+
+// Each test crate uses only part of the helpers; the rest would warn as dead code there.
+#![allow(dead_code)]
+
+pub mod sandbox;
