@@ -136,7 +136,7 @@ impl Client {
     pub async fn list_loaded_units(&self) -> Result<Vec<String>, SystemdError> {
         let states: &[&str] = &[];
         let reply = self
-            .call_manager("ListUnitsByPatterns", &(states, [UNIT_PATTERN]))
+            .call_manager("ListUnitsByPatterns", &(states, &[UNIT_PATTERN][..]))
             .await?;
         let units: Vec<ListedUnit> = decode("ListUnitsByPatterns", &reply)?;
         Ok(units.into_iter().map(|unit| unit.0).collect())
@@ -146,7 +146,7 @@ impl Client {
     pub async fn list_unit_files(&self) -> Result<Vec<String>, SystemdError> {
         let states: &[&str] = &[];
         let reply = self
-            .call_manager("ListUnitFilesByPatterns", &(states, [UNIT_PATTERN]))
+            .call_manager("ListUnitFilesByPatterns", &(states, &[UNIT_PATTERN][..]))
             .await?;
         let files: Vec<(String, String)> = decode("ListUnitFilesByPatterns", &reply)?;
         Ok(files

@@ -51,7 +51,7 @@ pub async fn run(
             }
             Err(err) => {
                 let delay = backoff.next();
-                warn!(error = %err, retry_in = ?delay, "systemd watcher lost its bus");
+                warn!(error = %err, retry_in = ?delay, "systemd session failed; reconnecting");
                 delay
             }
         };

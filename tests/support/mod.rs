@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (`mod support;` in each test crate).
 
 // Each test crate uses only part of the helpers; the rest would warn as dead code there.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod sandbox;
+pub mod warden;

@@ -1,0 +1,385 @@
+//! Proof tier: the real `xray-warden` binary against a REAL systemd (booted in namespaces by the
+//! sandbox harness) over a real D-Bus, checked against ground truth from `systemctl show` and
+//! the sandbox's /proc. Needs root: `cargo test --test systemd_proof`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::sandbox::{BootOptions, Sandbox};
+use support::warden::{Scrape, Warden};
+
+const CONFIG: &str = r#"
+[sampler]
+interval = "200ms"
+[systemd]
+reconnect_min = "50ms"
+reconnect_max = "500ms"
+"#;
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A steady unit that burns a little CPU in ONE process (perl-base is essential in Debian; a
+/// shell loop would fork `sleep` children and make per-process ground truth racy).
+const STEADY: &str = "[Unit]\nDescription=steady tunnel\n[Service]\n\
+    ExecStart=/usr/bin/perl -e 'while (1) { for (1..30000) {} select(undef, undef, undef, 0.05) }'\n";
+/// Three processes: the shell and two children.
+const FORKING: &str = "[Unit]\nDescription=forking tunnel\n[Service]\n\
+    ExecStart=/bin/sh -c '/bin/sleep infinity & /bin/sleep infinity & wait'\n";
+/// Exits 3 after half a second, restarted by systemd every 300 ms.
+const CRASHING: &str = "[Unit]\nDescription=crash loop\nStartLimitIntervalSec=0\n[Service]\n\
+    ExecStart=/bin/sh -c 'sleep 0.5; exit 3'\nRestart=always\nRestartSec=300ms\n";
+/// Fails once and stays failed.
+const BROKEN: &str = "[Unit]\nDescription=broken tunnel\n[Service]\nExecStart=/bin/false\n";
+/// Restarts 1 s after a crash, so a crash is visible as a state before the restart.
+const SLEEPER: &str = "[Unit]\nDescription=sleeper\nStartLimitIntervalSec=0\n[Service]\n\
+    ExecStart=/bin/sleep infinity\nRestart=always\nRestartSec=1\n";
+
+fn unit(id: &str) -> String {
+    format!("xray-tunnel-{id}.service")
+}
+
+fn install(sandbox: &Sandbox, units: &[(&str, &str)]) {
+    for (id, body) in units {
+        sandbox.write_unit(&unit(id), body);
+    }
+    sandbox.systemctl(&["daemon-reload"]);
+}
+
+fn show(sandbox: &Sandbox, id: &str, prop: &str) -> String {
+    sandbox.show(&unit(id), &[prop])[prop].clone()
+}
+
+fn show_u64(sandbox: &Sandbox, id: &str, prop: &str) -> u64 {
+    let value = show(sandbox, id, prop);
+    value
+        .parse()
+        .unwrap_or_else(|_| panic!("{prop} of {id} = {value:?}"))
+}
+
+/// utime+stime of `pid` in seconds, read from the sandbox's /proc (USER_HZ is 100 on Linux).
+fn proc_cpu_seconds(sandbox: &Sandbox, pid: u64) -> f64 {
+    let stat = sandbox.read_file(&format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+fn proc_rss_bytes(sandbox: &Sandbox, pid: u64) -> f64 {
+    let status = sandbox.read_file(&format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024.0
+}
+
+fn proc_fds(sandbox: &Sandbox, pid: u64) -> usize {
+    let root = format!("/proc/{}/root/proc/{pid}/fd", sandbox.systemd_pid());
+    std::fs::read_dir(root).unwrap().count()
+}
+
+#[test]
+fn metrics_equal_ground_truth() {
+    let sandbox = Sandbox::boot("proof-truth");
+    install(
+        &sandbox,
+        &[
+            ("steady", STEADY),
+            ("forking", FORKING),
+            ("crashing", CRASHING),
+            ("broken", BROKEN),
+            ("idle", STEADY),
+        ],
+    );
+    for id in ["steady", "forking", "crashing", "broken"] {
+        sandbox.systemctl(&["start", "--no-block", &unit(id)]);
+    }
+    let warden = Warden::start(&sandbox, CONFIG);
+    warden.wait_ready();
+    let scrape = warden.wait_for("every tunnel sampled", WAIT, |s| {
+        s.tunnel("xray_tunnel_tasks", "forking") == Some(3.0)
+            && s.tunnel("xray_tunnel_state", "broken").is_some()
+            && s.value(
+                "xray_tunnel_state",
+                &[("tunnel", "broken"), ("state", "failed")],
+            ) == Some(1.0)
+    });
+
+    // Discovery: loaded units and the never-started one that only has a unit file.
+    for id in ["steady", "forking", "crashing", "broken", "idle"] {
+        let name = unit(id);
+        let info = [("tunnel", id), ("unit", name.as_str())];
+        assert_eq!(
+            scrape.value("xray_tunnel_info", &info),
+            Some(1.0),
+            "{id}\n{}",
+            scrape.0
+        );
+    }
+    assert_eq!(
+        scrape.value(
+            "xray_tunnel_info",
+            &[("tunnel", "steady"), ("description", "steady tunnel")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(scrape.tunnel("xray_tunnel_up", "steady"), Some(1.0));
+    assert_eq!(scrape.tunnel("xray_tunnel_up", "idle"), Some(0.0));
+    assert_eq!(
+        scrape.value(
+            "xray_tunnel_state",
+            &[("tunnel", "idle"), ("state", "inactive")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(scrape.value("xray_warden_tunnels", &[]), Some(5.0));
+    assert_eq!(scrape.value("xray_warden_systemd_up", &[]), Some(1.0));
+    assert_eq!(
+        scrape.value("xray_tunnel_last_exit_code", &[("tunnel", "broken")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape.value(
+            "xray_tunnel_result",
+            &[("tunnel", "broken"), ("result", "exit-code")]
+        ),
+        Some(1.0)
+    );
+
+    // Tasks and processes: systemd's TasksCurrent, and the cgroup's three processes.
+    assert_eq!(
+        scrape.tunnel("xray_tunnel_tasks", "forking"),
+        Some(show_u64(&sandbox, "forking", "TasksCurrent") as f64)
+    );
+    assert_eq!(scrape.tunnel("xray_tunnel_processes", "forking"), Some(3.0));
+    assert!(
+        scrape
+            .tunnel("xray_tunnel_memory_current_bytes", "forking")
+            .is_some()
+    );
+
+    // NRestarts moves while we look: the metric must lie between two readings around the scrape.
+    sandbox.wait_for("crash loop restarts", WAIT, || {
+        show_u64(&sandbox, "crashing", "NRestarts") >= 2
+    });
+    let before = show_u64(&sandbox, "crashing", "NRestarts") as f64;
+    let scrape = warden.scrape();
+    let after = show_u64(&sandbox, "crashing", "NRestarts") as f64;
+    let metric = scrape
+        .tunnel("xray_tunnel_restarts_total", "crashing")
+        .unwrap();
+    assert!(
+        before - 1.0 <= metric && metric <= after,
+        "{before} <= {metric} <= {after}"
+    );
+    let observed = scrape
+        .value(
+            "xray_tunnel_observed_restarts_total",
+            &[("tunnel", "crashing"), ("reason", "auto")],
+        )
+        .unwrap();
+    assert!(observed >= 1.0, "observed auto restarts: {observed}");
+
+    // CPU, RSS and fds of the single-process steady unit against its /proc entry. The sampler
+    // runs every 200 ms, so allow for that much staleness plus a tick.
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = show_u64(&sandbox, "steady", "MainPID");
+    let truth_before = proc_cpu_seconds(&sandbox, pid);
+    let scrape = warden.scrape();
+    let truth_after = proc_cpu_seconds(&sandbox, pid);
+    let cpu = scrape
+        .tunnel("xray_tunnel_cpu_seconds_total", "steady")
+        .unwrap();
+    assert!(truth_after > 0.0, "the steady unit burns CPU");
+    assert!(
+        cpu <= truth_after + 0.02 && cpu >= truth_before - 0.3,
+        "cpu {cpu} vs {truth_before}..{truth_after}"
+    );
+    let rss = scrape
+        .tunnel("xray_tunnel_memory_rss_bytes", "steady")
+        .unwrap();
+    let truth = proc_rss_bytes(&sandbox, pid);
+    assert!((rss - truth).abs() <= truth * 0.2, "rss {rss} vs {truth}");
+    assert_eq!(
+        scrape.tunnel("xray_tunnel_open_fds", "steady"),
+        Some(proc_fds(&sandbox, pid) as f64)
+    );
+    let start = scrape
+        .tunnel("xray_tunnel_start_time_seconds", "steady")
+        .unwrap();
+    let truth = show_u64(&sandbox, "steady", "ExecMainStartTimestampMonotonic");
+    assert!(truth > 0 && start > 1.6e9, "start time {start}");
+
+    assert_eq!(warden.stop().code(), Some(0));
+}
+
+#[test]
+fn a_crash_shows_up_within_two_seconds() {
+    let sandbox = Sandbox::boot("proof-crash");
+    install(&sandbox, &[("victim", SLEEPER)]);
+    sandbox.systemctl(&["start", &unit("victim")]);
+    let warden = Warden::start(&sandbox, CONFIG);
+    warden.wait_ready();
+    warden.wait_for("victim up", WAIT, |s| {
+        s.tunnel("xray_tunnel_up", "victim") == Some(1.0)
+    });
+
+    let killed = Instant::now();
+    sandbox.systemctl(&["kill", "--signal=KILL", &unit("victim")]);
+    let scrape = warden.wait_for("crash visible", Duration::from_secs(2), |s| {
+        s.tunnel("xray_tunnel_up", "victim") == Some(0.0)
+            && s.tunnel("xray_tunnel_last_exit_signal", "victim") == Some(9.0)
+    });
+    let seen = killed.elapsed();
+    assert_eq!(
+        scrape.value(
+            "xray_tunnel_result",
+            &[("tunnel", "victim"), ("result", "signal")]
+        ),
+        Some(1.0)
+    );
+    eprintln!("crash visible in /metrics after {seen:?}");
+
+    // systemd restarts it after RestartSec=1: counted as an automatic restart.
+    let scrape = warden.wait_for("auto restart counted", WAIT, |s| {
+        s.value(
+            "xray_tunnel_observed_restarts_total",
+            &[("tunnel", "victim"), ("reason", "auto")],
+        ) == Some(1.0)
+            && s.tunnel("xray_tunnel_up", "victim") == Some(1.0)
+    });
+    assert_eq!(
+        scrape.tunnel("xray_tunnel_restarts_total", "victim"),
+        Some(1.0)
+    );
+
+    // A manual restart resets NRestarts but is still counted by the warden.
+    sandbox.systemctl(&["restart", &unit("victim")]);
+    warden.wait_for("manual restart counted", WAIT, |s| {
+        s.value(
+            "xray_tunnel_observed_restarts_total",
+            &[("tunnel", "victim"), ("reason", "manual")],
+        ) == Some(1.0)
+    });
+}
+
+#[test]
+fn stopped_units_keep_series_and_deleted_units_lose_them() {
+    let sandbox = Sandbox::boot("proof-delete");
+    install(&sandbox, &[("doomed", SLEEPER), ("keeper", SLEEPER)]);
+    sandbox.systemctl(&["start", &unit("doomed"), &unit("keeper")]);
+    let warden = Warden::start(&sandbox, CONFIG);
+    warden.wait_ready();
+
+    sandbox.systemctl(&["stop", &unit("doomed")]);
+    let scrape = warden.wait_for("doomed inactive", WAIT, |s| {
+        s.value(
+            "xray_tunnel_state",
+            &[("tunnel", "doomed"), ("state", "inactive")],
+        ) == Some(1.0)
+    });
+    assert_eq!(scrape.tunnel("xray_tunnel_up", "doomed"), Some(0.0));
+    assert!(scrape.tunnel("xray_tunnel_info", "doomed").is_some());
+
+    sandbox.remove_unit(&unit("doomed"));
+    sandbox.systemctl(&["daemon-reload"]);
+    let scrape = warden.wait_for("doomed gone", WAIT, |s| !s.has_tunnel("doomed"));
+    assert_eq!(scrape.tunnel("xray_tunnel_up", "keeper"), Some(1.0));
+    assert_eq!(scrape.value("xray_warden_tunnels", &[]), Some(1.0));
+}
+
+#[test]
+fn survives_a_dbus_restart() {
+    let sandbox = Sandbox::boot("proof-dbus");
+    install(&sandbox, &[("before", SLEEPER)]);
+    sandbox.systemctl(&["start", &unit("before")]);
+    let warden = Warden::start(&sandbox, CONFIG);
+    warden.wait_ready();
+
+    sandbox.systemctl(&["restart", "dbus.service"]);
+    warden.wait_for("reconnected", WAIT, |s| {
+        s.value("xray_warden_systemd_reconnects_total", &[])
+            .unwrap_or(0.0)
+            >= 1.0
+            && s.value("xray_warden_systemd_up", &[]) == Some(1.0)
+    });
+    // Signals flow again: a unit started after the reconnect shows up, and a stop is seen.
+    install(&sandbox, &[("after", SLEEPER)]);
+    sandbox.systemctl(&["start", &unit("after")]);
+    sandbox.systemctl(&["stop", &unit("before")]);
+    warden.wait_for("changes after reconnect", WAIT, |s| {
+        s.tunnel("xray_tunnel_up", "after") == Some(1.0)
+            && s.tunnel("xray_tunnel_up", "before") == Some(0.0)
+    });
+    assert_eq!(warden.get("/ready").0, 200);
+    assert_eq!(warden.stop().code(), Some(0));
+}
+
+#[test]
+fn cpu_comes_from_systemd_where_it_is_set() {
+    // In pure cgroup v2 mode the sandbox's systemd fills CPUUsageNSec (it does not on the
+    // hybrid host, where the procfs path above is used).
+    let sandbox = Sandbox::boot_with("proof-v2", BootOptions { cgroup_v2: true });
+    install(&sandbox, &[("busy", STEADY)]);
+    sandbox.systemctl(&["start", &unit("busy")]);
+    let warden = Warden::start(&sandbox, CONFIG);
+    warden.wait_ready();
+    std::thread::sleep(Duration::from_secs(1));
+    let before = show_u64(&sandbox, "busy", "CPUUsageNSec") as f64 / 1e9;
+    let scrape: Scrape = warden.scrape();
+    let after = show_u64(&sandbox, "busy", "CPUUsageNSec") as f64 / 1e9;
+    let cpu = scrape
+        .tunnel("xray_tunnel_cpu_seconds_total", "busy")
+        .unwrap();
+    assert!(before > 0.0);
+    assert!(
+        cpu >= before - 0.3 && cpu <= after,
+        "cpu {cpu} vs {before}..{after}"
+    );
+    // Without controllers, systemd has no memory or tasks figures: procfs fills tasks in.
+    assert_eq!(
+        scrape.tunnel("xray_tunnel_memory_current_bytes", "busy"),
+        None
+    );
+    assert!(scrape.tunnel("xray_tunnel_tasks", "busy").unwrap() >= 1.0);
+}
+
+#[test]
+fn promtool_finds_nothing_to_complain_about() {
+    let sandbox = Sandbox::boot("proof-promtool");
+    install(&sandbox, &[("a", SLEEPER), ("b", CRASHING)]);
+    sandbox.systemctl(&["start", &unit("a"), &unit("b")]);
+    let warden = Warden::start(&sandbox, CONFIG);
+    warden.wait_ready();
+    let scrape = warden.wait_for("sampled", WAIT, |s| {
+        s.tunnel("xray_tunnel_tasks", "a").is_some()
+    });
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .output_with_stdin(scrape.0.as_bytes());
+    assert!(
+        promtool.status.success() && promtool.stdout.is_empty() && promtool.stderr.is_empty(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&promtool.stdout),
+        String::from_utf8_lossy(&std::mem::take(&mut promtool.stderr))
+    );
+}
+
+trait OutputWithStdin {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output;
+}
+
+impl OutputWithStdin for std::process::Command {
+    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning");
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
