@@ -383,3 +383,23 @@ impl OutputWithStdin for std::process::Command {
         child.wait_with_output().unwrap()
     }
 }
+
+#[test]
+fn survives_daemon_reexec() {
+    let sandbox = Sandbox::boot("proof-reexec");
+    install(&sandbox, &[("steady", SLEEPER)]);
+    sandbox.systemctl(&["start", &unit("steady")]);
+    let warden = Warden::start(&sandbox, CONFIG);
+    warden.wait_ready();
+
+    sandbox.systemctl(&["daemon-reexec"]);
+    // After the re-exec, systemd must still be sending this warden its signals.
+    install(&sandbox, &[("fresh", SLEEPER)]);
+    sandbox.systemctl(&["start", &unit("fresh")]);
+    sandbox.systemctl(&["kill", "--signal=KILL", &unit("steady")]);
+    warden.wait_for("changes after reexec", WAIT, |s| {
+        s.tunnel("xray_tunnel_up", "fresh") == Some(1.0)
+            && s.tunnel("xray_tunnel_last_exit_signal", "steady") == Some(9.0)
+    });
+    assert_eq!(warden.stop().code(), Some(0));
+}

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The demo: boots a REAL systemd in new namespaces (scripts/sandbox-boot.sh) with a few tunnels,
+# each a real V2Ray core run as an xray-tunnel-{id}.service unit, plus one whose config is broken
+# so that it crash-loops; then runs xray-warden against them and prints the /metrics URL.
+#
+# Usage (as root): scripts/demo.sh
+#   DEMO_SECONDS=N   stop by itself after N seconds (default: run until Ctrl-C)
+#   DEMO_LISTEN=ADDR where the warden listens (default 127.0.0.1:9550)
+# Everything started here is stopped by PID on exit, and the sandbox's cgroups are removed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+readonly REPO=$PWD
+readonly LISTEN=${DEMO_LISTEN:-127.0.0.1:9550}
+
+if [[ $EUID -ne 0 ]]; then
+  echo "scripts/demo.sh needs root: it boots systemd in new namespaces" >&2
+  exit 1
+fi
+scripts/install-deps.sh
+cargo build --release --locked --quiet
+
+mkdir -p "$REPO/target/demo"
+STATE=$(mktemp -d "$REPO/target/demo/sandbox-demo-XXXX")
+readonly STATE
+unshare_pid="" systemd_pid="" nsenter_pid="" warden_pid=""
+
+cleanup() {
+  trap - EXIT INT TERM
+  echo "stopping the demo"
+  [[ -n $warden_pid ]] && kill -s TERM "$warden_pid" 2>/dev/null || true
+  [[ -n $nsenter_pid ]] && wait "$nsenter_pid" 2>/dev/null || true
+  [[ -n $systemd_pid ]] && kill -s RTMIN+3 "$systemd_pid" 2>/dev/null || true
+  if [[ -n $unshare_pid ]]; then
+    for _ in $(seq 100); do kill -0 "$unshare_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -s KILL "$unshare_pid" 2>/dev/null || true
+    wait "$unshare_pid" 2>/dev/null || true
+  fi
+  "$REPO/scripts/sandbox-boot.sh" --cleanup "$STATE" || echo "warning: sandbox cgroups left behind" >&2
+  rm -rf "$STATE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+first_child() { cut -d' ' -f1 "/proc/$1/task/$1/children" 2>/dev/null || true; }
+in_sandbox() { nsenter -t "$systemd_pid" -m -p -C -- "$@"; }
+
+echo "booting a sandboxed systemd in $STATE"
+setpriv --pdeathsig KILL -- scripts/sandbox-boot.sh "$STATE" >"$STATE/boot.log" 2>&1 &
+unshare_pid=$!
+bus="unix:path=$STATE/run/dbus/system_bus_socket"
+for _ in $(seq 300); do
+  pid=$(first_child "$unshare_pid")
+  if [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == systemd ]]; then
+    systemd_pid=$pid
+    busctl --address="$bus" call org.freedesktop.systemd1 /org/freedesktop/systemd1 \
+      org.freedesktop.DBus.Peer Ping >/dev/null 2>&1 && break
+  fi
+  sleep 0.1
+done
+[[ -n $systemd_pid ]] || { cat "$STATE/boot.log"; echo "the sandbox did not boot" >&2; exit 1; }
+
+# Tunnels: real V2Ray cores with a SOCKS inbound each; "broken" has an invalid config.
+mkdir -p "$STATE/etc"
+port=10801
+for id in eu1 eu2 us1 broken; do
+  if [[ $id == broken ]]; then
+    echo '{"inbounds": [{"protocol": "no-such-protocol"}]}' >"$STATE/etc/xray-$id.json"
+  else
+    cat >"$STATE/etc/xray-$id.json" <<JSON
+{"log": {"loglevel": "warning"},
+ "inbounds": [{"tag": "socks", "listen": "127.0.0.1", "port": $port, "protocol": "socks", "settings": {"udp": false}}],
+ "outbounds": [{"protocol": "freedom"}]}
+JSON
+    port=$((port + 1))
+  fi
+  cat >"$STATE/units/xray-tunnel-$id.service" <<UNIT
+[Unit]
+Description=Xray tunnel $id (demo)
+StartLimitIntervalSec=0
+
+[Service]
+ExecStart=/usr/bin/v2ray -config $STATE/etc/xray-$id.json
+Restart=always
+RestartSec=3
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+done
+in_sandbox systemctl daemon-reload
+in_sandbox systemctl enable --now --no-block xray-tunnel-{eu1,eu2,us1,broken}.service 2>/dev/null
+
+echo "starting xray-warden"
+# Not through in_sandbox: $! must be nsenter itself, whose only child is the warden.
+nsenter -t "$systemd_pid" -m -p -C -- "$REPO/target/release/xray-warden" run --listen "$LISTEN" &
+nsenter_pid=$!
+for _ in $(seq 100); do
+  warden_pid=$(first_child "$nsenter_pid")
+  [[ -n $warden_pid ]] && break
+  sleep 0.05
+done
+for _ in $(seq 100); do
+  curl -fs "http://$LISTEN/ready" >/dev/null && break
+  sleep 0.1
+done
+sleep 6 # let the sampler pass once (every 5 s by default)
+
+cat <<MSG
+
+xray-warden is watching 4 tunnels in a sandboxed systemd:
+  metrics:   http://$LISTEN/metrics
+  liveness:  http://$LISTEN/live     readiness: http://$LISTEN/ready
+  systemctl: nsenter -t $systemd_pid -m -p -C -- systemctl status 'xray-tunnel-*'
+Sample:
+MSG
+curl -fs "http://$LISTEN/metrics" | grep -E '^xray_tunnel_(up|restarts_total|memory_rss_bytes|tasks)\{' | sed 's/^/  /'
+echo
+
+if [[ -n ${DEMO_SECONDS:-} ]]; then
+  sleep "$DEMO_SECONDS"
+else
+  echo "Ctrl-C stops the demo."
+  wait "$nsenter_pid"
+fi

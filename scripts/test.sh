@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test command: installs what the tests need, then runs every tier.
+#   1. lint   cargo fmt --check, cargo clippy --all-targets -D warnings
+#   2. unit   pure logic beside the code, in-process HTTP on port 0 (cargo test --lib)
+#   3. proof  the real binary against a REAL systemd booted in namespaces (tests/*.rs; needs root)
+# Usage (as root, from anywhere): scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $EUID -ne 0 ]]; then
+  echo "scripts/test.sh needs root: the proof tier boots systemd in new namespaces" >&2
+  exit 1
+fi
+scripts/install-deps.sh
+
+echo "== lint"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== unit + proof tiers"
+# Not --all-targets: that would also run benches/scrape.rs, a benchmark, not a test.
+cargo test --locked --lib --bins --tests

@@ -1,0 +1,218 @@
+//! The real binary on the host, without systemd: flags, config errors, an unreachable bus and
+//! the shutdown path. (The proof against a real systemd is in systemd_proof.rs.)
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::warden::http_get;
+
+const BIN: &str = env!("CARGO_BIN_EXE_xray-warden");
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// A daemon on the host with a bus address that leads nowhere; killed by PID on drop.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Daemon {
+    fn start(name: &str, grace: &str) -> Daemon {
+        let config = scratch(&format!("{name}.toml"));
+        let bus = scratch(&format!("{name}-no-bus"));
+        let text = format!(
+            "shutdown_grace = \"{grace}\"\n[systemd]\nbus_address = \"unix:path={}\"\nreconnect_min = \"20ms\"\nreconnect_max = \"100ms\"\n",
+            bus.display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut lines = stderr.lines().map_while(Result::ok);
+        let addr = lines
+            .find_map(|l| {
+                let rest = l.split("listening on http://").nth(1)?.to_owned();
+                rest.split('/').next()?.parse().ok()
+            })
+            .expect("the daemon logs its address");
+        // Keep draining stderr so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Daemon { child, addr }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-s", signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let out = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    for flag in [
+        "--config",
+        "--listen",
+        "--check",
+        "127.0.0.1:9550",
+        "config.example.toml",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().contains("run"));
+}
+
+#[test]
+fn every_config_error_is_reported_and_nothing_is_bound() {
+    // The port is free; a daemon that bound it before validating would show up as taken.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = scratch("bad.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:{port}\"\nshutdown_grace = \"soon\"\ncolour = 1\n[sampler]\nproc_root = \"proc\"\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    for needle in [
+        "shutdown_grace",
+        "unknown key `colour`",
+        "sampler.proc_root",
+        "bad.toml",
+    ] {
+        assert!(stderr.contains(needle), "{needle} missing from:\n{stderr}");
+    }
+    assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+
+    let out = Command::new(BIN)
+        .args(["run", "--check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn example_config_passes_the_check() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/config.example.toml");
+    let out = Command::new(BIN)
+        .args(["run", "--check", "-c", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn unreachable_bus_is_reported_not_fatal() {
+    let mut daemon = Daemon::start("nobus", "1s");
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = http_get(daemon.addr, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("xray_warden_systemd_up 0"), "{body}");
+    assert_eq!(http_get(daemon.addr, "/live").unwrap().0, 200);
+    assert_eq!(http_get(daemon.addr, "/ready").unwrap().0, 503);
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(Duration::from_secs(5)), Some(0));
+}
+
+/// Holds a connection with half a request, so a graceful HTTP shutdown has to wait for it.
+fn stall(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stream
+}
+
+#[test]
+fn shutdown_is_bounded_by_the_grace_period() {
+    let mut daemon = Daemon::start("grace", "1s");
+    let _stalled = stall(daemon.addr);
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait(Duration::from_secs(5)),
+        Some(1),
+        "grace exceeded is not clean"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "left before the grace period: {took:?}"
+    );
+}
+
+#[test]
+fn a_second_signal_aborts_the_shutdown() {
+    let mut daemon = Daemon::start("abort", "60s");
+    let _stalled = stall(daemon.addr);
+    std::thread::sleep(Duration::from_millis(100));
+    daemon.signal("TERM");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        daemon.child.try_wait().unwrap(),
+        None,
+        "still draining after the first signal"
+    );
+    daemon.signal("INT");
+    assert_eq!(daemon.wait(Duration::from_secs(2)), Some(1));
+}
