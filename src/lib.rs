@@ -2,8 +2,16 @@
 //! Prometheus.
 //!
 //! Modules, each owning one concern:
-//! - [`domain`]: tunnels, unit states, restart and CPU accounting rules. Pure, no I/O.
-//! - [`procfs`]: per-process CPU, memory, threads and fds of a unit's cgroup (procfs crate).
+//! - [`domain`]: tunnel ids, unit states, restart and CPU accounting rules. Pure, no I/O.
+//! - [`config`]: the TOML file plus flags, validated into one immutable `Config`.
+//! - [`systemd`]: the zbus client and the watcher (connect, list, follow signals, reconnect).
+//! - [`procfs`]: per-process CPU, memory, threads and fds of a unit's cgroup.
+//! - [`sampler`]: the periodic resource pass that merges systemd accounting with procfs.
+//! - [`state`]: the snapshot the collectors write and every scrape reads.
+//! - [`metrics`]: the owned Prometheus registry and its snapshot collectors.
+//! - [`http`]: `/metrics`, `/live`, `/ready`.
+//! - [`daemon`]: spawns every long-lived task in one place and runs the shutdown path.
+//! - [`cli`]: the command-line flags.
 #![forbid(unsafe_code)]
 
 pub mod cli;

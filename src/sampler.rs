@@ -82,11 +82,16 @@ impl Sampler {
         let mut resources = HashMap::new();
         let (mut vanished, mut failures) = (0, 0);
         for (target, sample) in targets.iter().zip(sampled) {
-            let sample = sample.unwrap_or_else(|err| {
-                report(&target.id, &err);
-                failures += 1;
-                CgroupSample::default()
-            });
+            let sample = match sample {
+                Ok(sample) => sample,
+                // The unit stopped between the listing and this read: nothing runs, all is well.
+                Err(ProcfsError::CgroupNotFound(_)) => CgroupSample::default(),
+                Err(err) => {
+                    warn!(tunnel = %target.id, error = %err, "cannot sample the tunnel's processes");
+                    failures += 1;
+                    CgroupSample::default()
+                }
+            };
             vanished += sample.vanished;
             let account = self.accounts.entry(target.id.clone()).or_default();
             let systemd = accounting.get(&target.id).copied().unwrap_or_default();
@@ -183,14 +188,6 @@ fn combine(sample: &CgroupSample, systemd: Accounting, account: &mut CpuAccount)
         tasks: systemd.tasks_current.unwrap_or_else(|| sample.threads()),
         processes: sample.processes.len() as u64,
         open_fds: sample.open_fds(),
-    }
-}
-
-fn report(id: &TunnelId, err: &ProcfsError) {
-    match err {
-        // The unit stopped between listing and sampling: normal.
-        ProcfsError::CgroupNotFound(_) => debug!(tunnel = %id, error = %err, "cgroup gone"),
-        _ => warn!(tunnel = %id, error = %err, "cannot sample the tunnel's processes"),
     }
 }
 
