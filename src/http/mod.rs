@@ -9,9 +9,15 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::metrics::{CONTENT_TYPE, Metrics};
 use crate::state::SharedState;
@@ -32,12 +38,54 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
+/// How long a client may take to send its request headers before the connection is closed, so
+/// that idle or slow connections cannot pile up or hold a graceful shutdown open.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves until `shutdown` is cancelled and in-flight requests are done.
+///
+/// A hand-rolled accept loop over hyper rather than `axum::serve`, because only hyper's own
+/// connection builder offers a header-read timeout.
 pub async fn serve(listener: TcpListener, app: AppState) -> std::io::Result<()> {
+    serve_with(listener, app, HEADER_READ_TIMEOUT).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    app: AppState,
+    header_read_timeout: Duration,
+) -> std::io::Result<()> {
     let shutdown = app.shutdown.clone();
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let service = TowerToHyperService::new(router(app));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(err) => {
+                    // Out of fds and the like: back off instead of spinning.
+                    warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                debug!(error = %err, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
@@ -73,6 +121,10 @@ mod tests {
     use super::*;
 
     async fn start() -> (String, AppState) {
+        start_with(HEADER_READ_TIMEOUT).await
+    }
+
+    async fn start_with(header_read_timeout: Duration) -> (String, AppState) {
         let state = SharedState::default();
         let app = AppState {
             metrics: Metrics::new(state.clone()),
@@ -81,7 +133,7 @@ mod tests {
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(listener, app.clone()));
+        tokio::spawn(serve_with(listener, app.clone(), header_read_timeout));
         (base, app)
     }
 
@@ -123,5 +175,24 @@ mod tests {
         app.shutdown.cancel();
         let (status, _) = ready(State(app)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn slow_headers_are_cut_off_and_do_not_hold_shutdown() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (base, app) = start_with(Duration::from_millis(200)).await;
+        let addr = base.trim_start_matches("http://");
+        let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stalled
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(3), stalled.read_to_end(&mut buf));
+        assert!(
+            closed.await.is_ok(),
+            "the server kept a header-less connection open"
+        );
+        app.shutdown.cancel();
     }
 }
