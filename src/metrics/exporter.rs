@@ -2,11 +2,10 @@
 
 use std::time::UNIX_EPOCH;
 
-use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 
 use super::family::Spec;
-use crate::state::{SharedState, Snapshot};
+use crate::state::Snapshot;
 
 const SYSTEMD_UP: Spec = Spec::gauge(
     "xray_warden_systemd_up",
@@ -55,7 +54,7 @@ const CGROUP_ERRORS: Spec = Spec::counter(
     &[],
 );
 
-const SPECS: [Spec; 10] = [
+pub const SPECS: [Spec; 10] = [
     SYSTEMD_UP,
     COLLECTOR_SUCCESS,
     COLLECTOR_DURATION,
@@ -68,31 +67,8 @@ const SPECS: [Spec; 10] = [
     CGROUP_ERRORS,
 ];
 
-pub struct ExporterCollector {
-    state: SharedState,
-    descs: Vec<Desc>,
-}
-
-impl ExporterCollector {
-    pub fn new(state: SharedState) -> Self {
-        Self {
-            state,
-            descs: SPECS.iter().map(Spec::desc).collect(),
-        }
-    }
-}
-
-impl Collector for ExporterCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        build(&self.state.read())
-    }
-}
-
-fn build(s: &Snapshot) -> Vec<MetricFamily> {
+/// Builds the warden's own families from `s`.
+pub fn build(s: &Snapshot) -> Vec<MetricFamily> {
     let single = |spec: &Spec, value: f64| {
         let mut family = spec.family();
         family.push(&[], value);

@@ -18,12 +18,7 @@ impl Spec {
         help: &'static str,
         labels: &'static [&'static str],
     ) -> Self {
-        Self {
-            name,
-            help,
-            kind: MetricType::GAUGE,
-            labels,
-        }
+        Self::new(MetricType::GAUGE, name, help, labels)
     }
 
     pub const fn counter(
@@ -31,10 +26,19 @@ impl Spec {
         help: &'static str,
         labels: &'static [&'static str],
     ) -> Self {
+        Self::new(MetricType::COUNTER, name, help, labels)
+    }
+
+    const fn new(
+        kind: MetricType,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+    ) -> Self {
         Self {
             name,
             help,
-            kind: MetricType::COUNTER,
+            kind,
             labels,
         }
     }

@@ -7,9 +7,12 @@ mod exporter;
 mod family;
 mod tunnels;
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, Registry, TextEncoder};
 
-use crate::state::SharedState;
+use crate::state::{SharedState, Snapshot};
+use family::Spec;
 
 /// The registry behind `/metrics`.
 #[derive(Clone)]
@@ -23,12 +26,13 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 impl Metrics {
     pub fn new(state: SharedState) -> Self {
         let registry = Registry::new();
-        registry
-            .register(Box::new(tunnels::TunnelCollector::new(state.clone())))
-            .expect("tunnel collector registers once");
-        registry
-            .register(Box::new(exporter::ExporterCollector::new(state)))
-            .expect("exporter collector registers once");
+        let tunnels = SnapshotCollector::new(state.clone(), &tunnels::SPECS, tunnels::build);
+        let exporter = SnapshotCollector::new(state, &exporter::SPECS, exporter::build);
+        for collector in [tunnels, exporter] {
+            registry
+                .register(Box::new(collector))
+                .expect("each collector registers once, with valid static specs");
+        }
         Self { registry }
     }
 
@@ -38,6 +42,34 @@ impl Metrics {
         let mut buf = Vec::with_capacity(64 * 1024);
         TextEncoder::new().encode(&families, &mut buf)?;
         Ok(buf)
+    }
+}
+
+/// A collector that builds its families from the snapshot at scrape time.
+struct SnapshotCollector {
+    state: SharedState,
+    descs: Vec<Desc>,
+    build: fn(&Snapshot) -> Vec<MetricFamily>,
+}
+
+impl SnapshotCollector {
+    fn new(state: SharedState, specs: &[Spec], build: fn(&Snapshot) -> Vec<MetricFamily>) -> Self {
+        let descs = specs.iter().map(Spec::desc).collect();
+        Self {
+            state,
+            descs,
+            build,
+        }
+    }
+}
+
+impl Collector for SnapshotCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        (self.build)(&self.state.read())
     }
 }
 

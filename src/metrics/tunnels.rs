@@ -4,12 +4,11 @@
 //! most). The only extra labels have small closed sets: `state` (6 values), `reason` (2) and the
 //! info-style `sub_state` / `result` (one series per tunnel each, the current value).
 
-use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 
 use super::family::{Family, Spec};
 use crate::domain::{ActiveState, RestartReason};
-use crate::state::{SharedState, Snapshot};
+use crate::state::Snapshot;
 
 const T: &[&str] = &["tunnel"];
 
@@ -99,7 +98,7 @@ const OPEN_FDS: Spec = Spec::gauge(
     T,
 );
 
-const SPECS: [Spec; 17] = [
+pub const SPECS: [Spec; 17] = [
     INFO,
     UP,
     STATE,
@@ -124,33 +123,8 @@ const CLD_EXITED: i32 = 1;
 const CLD_KILLED: i32 = 2;
 const CLD_DUMPED: i32 = 3;
 
-/// Collects every per-tunnel family from the shared snapshot.
-pub struct TunnelCollector {
-    state: SharedState,
-    descs: Vec<Desc>,
-}
-
-impl TunnelCollector {
-    pub fn new(state: SharedState) -> Self {
-        Self {
-            state,
-            descs: SPECS.iter().map(Spec::desc).collect(),
-        }
-    }
-}
-
-impl Collector for TunnelCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let snapshot = self.state.read();
-        build(&snapshot)
-    }
-}
-
-fn build(snapshot: &Snapshot) -> Vec<MetricFamily> {
+/// Builds every per-tunnel family from `snapshot`.
+pub fn build(snapshot: &Snapshot) -> Vec<MetricFamily> {
     let mut f: Vec<Family> = SPECS.iter().map(Spec::family).collect();
     let [
         info,
