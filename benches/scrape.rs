@@ -131,13 +131,10 @@ fn dbus_daemon_of(sandbox: &Sandbox) -> u32 {
 
 /// Everything measured of one exporter.
 struct Figures {
-    scrapes: usize,
-    /// Sorted, client side, request sent to body read.
-    latencies: Vec<Duration>,
-    /// Over the measured scrapes: the exporter, systemd, dbus-daemon.
-    cpu: [Cpu; 3],
-    body_bytes: usize,
-    series: usize,
+    /// GET /metrics.
+    scrapes: Run,
+    /// A tiny page (the warden's /live, node_exporter's /): what HTTP alone costs.
+    floor: Run,
     rss_kib: u64,
     /// Over `Settings::idle` without scrapes: the exporter, systemd, dbus-daemon.
     idle_cpu: [Cpu; 3],
@@ -153,34 +150,39 @@ fn bench_warden(sandbox: &Sandbox, dbus: u32, settings: &Settings) -> Figures {
         s.0.lines().filter(|l| l.starts_with(cpu_prefix)).count() == settings.units
     });
     let pids = [warden.pid(), sandbox.systemd_pid(), dbus];
-    let (run, clean) = warden_loop(&warden, pids, settings.warden_scrapes);
+    let (scrapes, floor, clean) = warden_loops(&warden, pids, settings.warden_scrapes);
     thread::sleep(RSS_SETTLE);
     let rss_kib = rss_kib(warden.pid());
     eprintln!("bench: idle window of {:?}", settings.idle);
     let idle_cpu = idle_cpu(pids, settings.idle);
-    let last = warden.scrape();
-    let mut notes = vec![if clean {
-        "warden loop synchronised to the sampler tick: no sampler pass inside it".to_owned()
-    } else {
-        "a sampler pass fell inside the warden loop: its CPU is included".to_owned()
-    }];
-    let pass = last.value(
+    let pass = warden.scrape().value(
         "xray_warden_collector_duration_seconds",
         &[("collector", "sampler")],
     );
+    let mut notes = vec![if clean {
+        "warden loops synchronised to the sampler tick: no sampler pass inside them".to_owned()
+    } else {
+        "a sampler pass fell inside the warden loops: its CPU is included".to_owned()
+    }];
     notes.push(format!(
-        "sampler pass wall time (warden's own figure): {:.1} ms for {} units",
+        "sampler pass wall time (the warden's own figure): {:.1} ms for {} units",
         pass.unwrap_or(f64::NAN) * 1e3,
         settings.units
     ));
-    let status = warden.stop();
-    notes.push(format!("warden stopped by SIGTERM: {status}"));
-    run.into_figures(rss_kib, idle_cpu, notes)
+    notes.push(format!("warden stopped by SIGTERM: {}", warden.stop()));
+    Figures {
+        scrapes,
+        floor,
+        rss_kib,
+        idle_cpu,
+        notes,
+    }
 }
 
 /// Measures right after a sampler pass, so the pass's D-Bus and procfs work stays out of the
-/// per-scrape figures; retries (twice) if a refresh still landed inside. Returns whether clean.
-fn warden_loop(warden: &Warden, pids: [u32; 3], scrapes: usize) -> (Run, bool) {
+/// per-scrape figures; retries (twice) if a refresh still landed inside. Returns the /metrics
+/// and /live runs, and whether they were clean.
+fn warden_loops(warden: &Warden, pids: [u32; 3], scrapes: usize) -> (Run, Run, bool) {
     let refresh = |body: &str| Scrape(body.to_owned()).value(LAST_REFRESH, &[]);
     let mut attempt = 1;
     loop {
@@ -190,11 +192,12 @@ fn warden_loop(warden: &Warden, pids: [u32; 3], scrapes: usize) -> (Run, bool) {
         });
         thread::sleep(Duration::from_millis(200));
         let synced = Instant::now();
-        let run = measure(warden.addr, scrapes, pids);
+        let floor = measure(warden.addr, "/live", scrapes, pids);
+        let run = measure(warden.addr, "/metrics", scrapes, pids);
         let in_time = synced.elapsed() + Duration::from_millis(300) < SAMPLER_INTERVAL;
         let clean = in_time && refresh(&run.first_body) == refresh(&run.last_body);
         if clean || !in_time || attempt == 3 {
-            return (run, clean);
+            return (run, floor, clean);
         }
         eprintln!("bench: the snapshot changed during the loop; measuring again");
         attempt += 1;
@@ -205,79 +208,95 @@ fn bench_node_exporter(sandbox: &Sandbox, dbus: u32, settings: &Settings) -> Fig
     eprintln!("bench: starting node_exporter (the warden is stopped)");
     let exporter = NodeExporter::start(sandbox);
     let pids = [exporter.pid(), sandbox.systemd_pid(), dbus];
-    let run = measure(exporter.addr, settings.node_scrapes, pids);
-    let units = run
-        .last_body
-        .lines()
-        .filter(|l| l.starts_with("node_systemd_unit_state{") && l.contains("state=\"active\""))
-        .count();
+    let floor = measure(exporter.addr, "/", settings.warden_scrapes, pids);
+    let scrapes = measure(exporter.addr, "/metrics", settings.node_scrapes, pids);
+    let active = "state=\"active\"";
+    let units = scrapes.last_body.lines();
+    let units = units.filter(|l| l.starts_with("node_systemd_unit_state{") && l.contains(active));
+    let units = units.count();
     thread::sleep(RSS_SETTLE);
     let rss_kib = rss_kib(exporter.pid());
     let idle_cpu = idle_cpu(pids, settings.idle);
-    let notes = vec![
-        format!("node_exporter saw {units} units; measured alone (systemd and dbus serve only it)"),
-        "node_exporter series include its own go_*/process_*/promhttp_* series".to_owned(),
-    ];
     drop(exporter);
-    run.into_figures(rss_kib, idle_cpu, notes)
+    let notes = vec![
+        format!("node_exporter saw {units} units, measured alone (systemd and dbus serve only it)"),
+        "node_exporter's series include its own go_*, process_* and promhttp_* series".to_owned(),
+    ];
+    Figures {
+        scrapes,
+        floor,
+        rss_kib,
+        idle_cpu,
+        notes,
+    }
 }
 
-/// One measured loop of scrapes.
+/// One measured loop of GETs.
 struct Run {
+    /// Sorted; client side, from connect to the body read in full.
     latencies: Vec<Duration>,
+    /// Over the loop: the exporter, systemd, dbus-daemon.
     cpu: [Cpu; 3],
+    /// The whole machine over the loop, for context: other load makes every figure noisier.
+    host: HostCpu,
     first_body: String,
     last_body: String,
 }
 
 impl Run {
-    fn into_figures(mut self, rss_kib: u64, idle_cpu: [Cpu; 3], notes: Vec<String>) -> Figures {
-        self.latencies.sort();
-        let series = self.last_body.lines();
-        let series = series.filter(|l| !l.is_empty() && !l.starts_with('#'));
-        Figures {
-            scrapes: self.latencies.len(),
-            series: series.count(),
-            body_bytes: self.last_body.len(),
-            latencies: self.latencies,
-            cpu: self.cpu,
-            rss_kib,
-            idle_cpu,
-            notes,
-        }
+    /// Nearest-rank percentile, in ms.
+    fn latency_ms(&self, p: f64) -> f64 {
+        let rank = (p * self.latencies.len() as f64).ceil() as usize;
+        let at = rank.clamp(1, self.latencies.len()) - 1;
+        self.latencies[at].as_secs_f64() * 1e3
+    }
+
+    /// CPU per request of each process, in ms, by `unit` (ticks or schedstat).
+    fn cpu_ms(&self, unit: fn(Cpu) -> f64) -> [f64; 3] {
+        self.cpu.map(|c| unit(c) / self.latencies.len() as f64)
+    }
+
+    fn series(&self) -> usize {
+        let lines = self.last_body.lines();
+        lines
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .count()
     }
 }
 
-/// `WARMUP` scrapes, then `scrapes` timed ones in a row, with the CPU of `pids` read around them.
-fn measure(addr: SocketAddr, scrapes: usize, pids: [u32; 3]) -> Run {
+/// `WARMUP` GETs of `path`, then `count` timed ones in a row, with the CPU of `pids` read around
+/// them.
+fn measure(addr: SocketAddr, path: &str, count: usize, pids: [u32; 3]) -> Run {
     for _ in 0..WARMUP {
-        get_metrics(addr);
+        get(addr, path);
     }
-    let before = pids.map(Cpu::of);
-    let mut latencies = Vec::with_capacity(scrapes);
+    let (before, host_before) = (pids.map(Cpu::of), HostCpu::now());
+    let mut latencies = Vec::with_capacity(count);
     let mut bodies = Vec::with_capacity(2);
-    for i in 0..scrapes {
+    for i in 0..count {
         let started = Instant::now();
-        let body = get_metrics(addr);
+        let body = get(addr, path);
         latencies.push(started.elapsed());
-        if i == 0 || i + 1 == scrapes {
+        if i == 0 || i + 1 == count {
             bodies.push(body);
         }
     }
     let after = pids.map(Cpu::of);
-    let last_body = bodies.pop().expect("at least one scrape");
+    latencies.sort();
+    let last_body = bodies.pop().expect("at least one GET");
     Run {
         latencies,
         cpu: [0, 1, 2].map(|i| after[i].since(before[i])),
+        host: HostCpu::now().since(host_before),
         first_body: bodies.pop().unwrap_or_else(|| last_body.clone()),
         last_body,
     }
 }
 
-fn get_metrics(addr: SocketAddr) -> String {
+fn get(addr: SocketAddr, path: &str) -> String {
     let (status, body) =
-        http_get(addr, "/metrics").unwrap_or_else(|e| panic!("GET http://{addr}/metrics: {e}"));
-    assert_eq!(status, 200, "GET http://{addr}/metrics: {body:.300}");
+        http_get(addr, path).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
+    assert_eq!(status, 200, "GET http://{addr}{path}: {body:.300}");
     body
 }
 
@@ -327,6 +346,51 @@ impl Cpu {
 
     fn run_ms(self) -> f64 {
         self.run_ns as f64 / 1e6
+    }
+}
+
+/// The machine's CPU time from the first line of /proc/stat, in USER_HZ ticks.
+#[derive(Debug, Clone, Copy)]
+struct HostCpu {
+    /// user + nice + system + irq + softirq.
+    busy: u64,
+    steal: u64,
+    total: u64,
+}
+
+impl HostCpu {
+    fn now() -> HostCpu {
+        let stat = fs::read_to_string("/proc/stat").expect("reading /proc/stat");
+        let line = stat.lines().next().expect("the cpu line");
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .flat_map(str::parse)
+            .collect();
+        let busy = v[0] + v[1] + v[2] + v[5] + v[6];
+        HostCpu {
+            busy,
+            steal: v[7],
+            total: v.iter().sum(),
+        }
+    }
+
+    fn since(self, before: HostCpu) -> HostCpu {
+        HostCpu {
+            busy: self.busy - before.busy,
+            steal: self.steal - before.steal,
+            total: self.total - before.total,
+        }
+    }
+
+    fn describe(self) -> String {
+        let pct = |part: u64| 100.0 * part as f64 / self.total.max(1) as f64;
+        format!(
+            "all CPUs {:.0}% busy, {:.1}% stolen",
+            pct(self.busy),
+            pct(self.steal)
+        )
     }
 }
 
@@ -456,130 +520,113 @@ fn free_addr() -> SocketAddr {
 
 fn print_report(settings: &Settings, systemd: &str, w: &Figures, n: &Figures) {
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
-    println!(
-        "\nscrape benchmark, {} xray-tunnel units, sandboxed {systemd}, {cpus} CPUs",
-        settings.units
-    );
-    let mut t = Table::default();
-    t.row("", "xray-warden", "target", "node_exporter(systemd)");
-    let measured = format!("scrapes measured (after {WARMUP} warm-up)");
+    let units = settings.units;
+    println!("\nscrape benchmark, {units} xray-tunnel units, sandboxed {systemd}, {cpus} CPUs");
+    let mut t = Table::new(w, n);
+    t.line(["", "xray-warden", "target", "node_exporter(systemd)"].map(str::to_owned));
     t.row(
-        &measured,
-        &w.scrapes.to_string(),
-        "",
-        &n.scrapes.to_string(),
+        &format!("scrapes measured (after {WARMUP} warm-up)"),
+        None,
+        |f| f.scrapes.latencies.len().to_string(),
     );
-    let (wm, nm) = (percentile(&w.latencies, 0.5), percentile(&n.latencies, 0.5));
+    let median = |f: &Figures| f.scrapes.latency_ms(0.5);
     t.row(
         "median scrape latency",
-        &ms(wm),
-        &target(wm, TARGET_MEDIAN_MS, "ms"),
-        &ms(nm),
+        Some(target(median(w), TARGET_MEDIAN_MS, "ms")),
+        |f| ms(median(f)),
     );
-    let (w90, n90) = (percentile(&w.latencies, 0.9), percentile(&n.latencies, 0.9));
-    t.row("p90 scrape latency", &ms(w90), "", &ms(n90));
-    let (wc, nc) = (per_scrape(w, Cpu::ms), per_scrape(n, Cpu::ms));
-    t.row(
-        "CPU per scrape (exp+systemd+dbus)",
-        &ms(wc),
-        &target(wc, TARGET_CPU_MS, "ms"),
-        &ms(nc),
-    );
-    t.row(
-        "  exporter / systemd / dbus",
-        &split(w, Cpu::ms),
-        "",
-        &split(n, Cpu::ms),
-    );
-    let (wr, nr) = (per_scrape(w, Cpu::run_ms), per_scrape(n, Cpu::run_ms));
-    t.row("  same from schedstat (ns precision)", &ms(wr), "", &ms(nr));
-    t.row(
-        "  exporter / systemd / dbus",
-        &split(w, Cpu::run_ms),
-        "",
-        &split(n, Cpu::run_ms),
-    );
-    t.row("body size", &kib(w.body_bytes), "", &kib(n.body_bytes));
-    t.row("series", &w.series.to_string(), "", &n.series.to_string());
-    let (wrss, nrss) = (w.rss_kib as f64 / 1024.0, n.rss_kib as f64 / 1024.0);
-    let rss_target = target(wrss, TARGET_RSS_MIB, "MiB");
-    t.row(
-        "RSS after 2 s idle",
-        &format!("{wrss:.1} MiB"),
-        &rss_target,
-        &format!("{nrss:.1} MiB"),
-    );
-    let idle = format!("background CPU, {} s idle (ms/s)", settings.idle.as_secs());
-    t.row(
-        &idle,
-        &idle_rate(w, settings.idle),
-        "",
-        &idle_rate(n, settings.idle),
-    );
-    t.row(
-        "  exporter / systemd / dbus",
-        &idle_split(w, settings.idle),
-        "",
-        &idle_split(n, settings.idle),
-    );
+    t.row("p90 scrape latency", None, |f| {
+        ms(f.scrapes.latency_ms(0.9))
+    });
+    let cpu = |f: &Figures| f.scrapes.cpu_ms(Cpu::ms).iter().sum::<f64>();
+    let cpu_target = target(cpu(w), TARGET_CPU_MS, "ms");
+    t.row("CPU per scrape (exp+systemd+dbus)", Some(cpu_target), |f| {
+        ms(cpu(f))
+    });
+    t.row("  exporter / systemd / dbus", None, |f| {
+        split(f.scrapes.cpu_ms(Cpu::ms))
+    });
+    let precise = |f: &Figures| f.scrapes.cpu_ms(Cpu::run_ms);
+    t.row("  same from schedstat (ns)", None, |f| {
+        ms(precise(f).iter().sum())
+    });
+    t.row("  exporter / systemd / dbus", None, |f| split(precise(f)));
+    t.row("HTTP floor (GET /live | /): median", None, |f| {
+        ms(f.floor.latency_ms(0.5))
+    });
+    t.row("HTTP floor: CPU per GET (schedstat)", None, |f| {
+        ms(f.floor.cpu_ms(Cpu::run_ms).iter().sum())
+    });
+    t.row("body size", None, |f| kib(f.scrapes.last_body.len()));
+    t.row("series", None, |f| f.scrapes.series().to_string());
+    let mib = |f: &Figures| f.rss_kib as f64 / 1024.0;
+    let rss_target = target(mib(w), TARGET_RSS_MIB, "MiB");
+    t.row("RSS after 2 s idle", Some(rss_target), |f| {
+        format!("{:.1} MiB", mib(f))
+    });
+    let secs = settings.idle.as_secs_f64();
+    let idle = format!("background CPU, {secs} s idle, ms/s");
+    let rate = |f: &Figures, unit: fn(Cpu) -> f64| f.idle_cpu.map(|c| unit(c) / secs);
+    t.row(&idle, None, |f| {
+        let (ticks, ns) = (rate(f, Cpu::ms), rate(f, Cpu::run_ms));
+        let sum = |v: [f64; 3]| v.iter().sum::<f64>();
+        format!("{:.2} (schedstat {:.2})", sum(ticks), sum(ns))
+    });
+    t.row("  exporter / systemd / dbus", None, |f| {
+        split(rate(f, Cpu::ms))
+    });
     t.print();
     println!("notes:");
+    println!("  CPU = delta of utime+stime (USER_HZ=100, so 10 ms per reading) / requests");
+    println!("  schedstat rows sum the run time of live threads; threads that exit are missed");
+    let host = |f: &Figures| f.scrapes.host.describe();
     println!(
-        "  CPU = delta of utime+stime (USER_HZ=100: 10 ms per reading) over the loop / scrapes"
+        "  machine during the /metrics loops (this client included): warden {}; node_exporter {}",
+        host(w),
+        host(n)
     );
-    println!("  schedstat rows sum the live threads' run time; threads that exit are missed");
     for note in w.notes.iter().chain(&n.notes) {
         println!("  {note}");
     }
 }
 
-#[derive(Default)]
-struct Table(Vec<[String; 4]>);
+/// Rows of label, warden figure, target, node_exporter figure.
+struct Table<'a> {
+    warden: &'a Figures,
+    node: &'a Figures,
+    lines: Vec<[String; 4]>,
+}
 
-impl Table {
-    fn row(&mut self, label: &str, warden: &str, target: &str, node: &str) {
-        self.0
-            .push([label, warden, target, node].map(str::to_owned));
+impl<'a> Table<'a> {
+    fn new(warden: &'a Figures, node: &'a Figures) -> Self {
+        let lines = Vec::new();
+        Self {
+            warden,
+            node,
+            lines,
+        }
+    }
+
+    fn row(&mut self, label: &str, target: Option<String>, show: impl Fn(&Figures) -> String) {
+        let (warden, node) = (show(self.warden), show(self.node));
+        self.line([label.to_owned(), warden, target.unwrap_or_default(), node]);
+    }
+
+    fn line(&mut self, cells: [String; 4]) {
+        self.lines.push(cells);
     }
 
     fn print(&self) {
-        let width = |i: usize| self.0.iter().map(|r| r[i].len()).max().unwrap_or(0) + 3;
+        let width = |i: usize| self.lines.iter().map(|r| r[i].len()).max().unwrap_or(0) + 3;
         let (w0, w1, w2) = (width(0), width(1), width(2));
-        for [label, warden, target, node] in &self.0 {
+        for [label, warden, target, node] in &self.lines {
             println!("{label:w0$}{warden:w1$}{target:w2$}{node}");
         }
     }
 }
 
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1e3
-}
-
-fn per_scrape(f: &Figures, cpu_ms: fn(Cpu) -> f64) -> f64 {
-    f.cpu.iter().map(|c| cpu_ms(*c)).sum::<f64>() / f.scrapes as f64
-}
-
-fn split(f: &Figures, cpu_ms: fn(Cpu) -> f64) -> String {
-    let parts = f
-        .cpu
-        .map(|c| format!("{:.2}", cpu_ms(c) / f.scrapes as f64));
-    format!("{} ms", parts.join(" / "))
-}
-
-fn idle_rate(f: &Figures, window: Duration) -> String {
-    let total: f64 = f.idle_cpu.iter().map(|c| c.ms()).sum();
-    let run: f64 = f.idle_cpu.iter().map(|c| c.run_ms()).sum();
-    let secs = window.as_secs_f64();
-    format!("{:.2} (schedstat {:.2})", total / secs, run / secs)
-}
-
-fn idle_split(f: &Figures, window: Duration) -> String {
-    let parts = f
-        .idle_cpu
-        .map(|c| format!("{:.2}", c.ms() / window.as_secs_f64()));
-    parts.join(" / ")
+fn split(values: [f64; 3]) -> String {
+    format!("{:.2} / {:.2} / {:.2}", values[0], values[1], values[2])
 }
 
 fn ms(value: f64) -> String {
