@@ -43,6 +43,10 @@ impl Spec {
         }
     }
 
+    pub fn is_counter(&self) -> bool {
+        self.kind == MetricType::COUNTER
+    }
+
     /// The registry's description of this family (checked for valid names at registration).
     pub fn desc(&self) -> Desc {
         let labels = self.labels.iter().map(|l| (*l).to_owned()).collect();

@@ -1,15 +1,22 @@
-//! Prometheus exposition: an owned registry whose collectors read the snapshot at scrape time,
-//! so a scrape makes no D-Bus call and a vanished unit's series vanish with it.
+//! Prometheus exposition, read from the snapshot at scrape time, so a scrape makes no D-Bus call
+//! and a vanished unit's series vanish with it.
+//!
+//! The warden's own families go through an owned `prometheus::Registry`; the per-tunnel families,
+//! whose number grows with the node, are written straight into the body ([`text`]).
 //!
 //! Every family is documented in docs/metrics.md.
 
 mod exporter;
 mod family;
+mod text;
 mod tunnels;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::{Registry, TextEncoder};
 
 use crate::state::{SharedState, Snapshot};
 use family::Spec;
@@ -18,6 +25,9 @@ use family::Spec;
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    state: SharedState,
+    /// Size of the last body, to allocate the next one at once.
+    last_len: Arc<AtomicUsize>,
 }
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -26,22 +36,24 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 impl Metrics {
     pub fn new(state: SharedState) -> Self {
         let registry = Registry::new();
-        let tunnels = SnapshotCollector::new(state.clone(), &tunnels::SPECS, tunnels::build);
-        let exporter = SnapshotCollector::new(state, &exporter::SPECS, exporter::build);
-        for collector in [tunnels, exporter] {
-            registry
-                .register(Box::new(collector))
-                .expect("each collector registers once, with valid static specs");
+        let exporter = SnapshotCollector::new(state.clone(), &exporter::SPECS, exporter::build);
+        registry
+            .register(Box::new(exporter))
+            .expect("the collector registers once, with valid static specs");
+        Self {
+            registry,
+            state,
+            last_len: Arc::default(),
         }
-        Self { registry }
     }
 
     /// Renders every family in the Prometheus text format.
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
-        let families = self.registry.gather();
-        let mut buf = Vec::with_capacity(64 * 1024);
-        TextEncoder::new().encode(&families, &mut buf)?;
-        Ok(buf)
+        let mut body = String::with_capacity(self.last_len.load(Ordering::Relaxed) + 4096);
+        TextEncoder::new().encode_utf8(&self.registry.gather(), &mut body)?;
+        tunnels::write(&self.state.read(), &mut text::TextWriter::new(&mut body));
+        self.last_len.store(body.len(), Ordering::Relaxed);
+        Ok(body.into_bytes())
     }
 }
 

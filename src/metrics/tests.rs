@@ -112,3 +112,23 @@ fn refresh_time_is_exported() {
     let now = UNIX_EPOCH.elapsed().unwrap().as_secs_f64();
     assert!((now - value).abs() < 60.0, "{line}");
 }
+
+#[test]
+fn every_family_has_a_valid_unique_name() {
+    let specs: Vec<_> = tunnels::specs().chain(exporter::SPECS.iter()).collect();
+    for spec in &specs {
+        // Desc::new checks the metric and label names the way the registry would.
+        prometheus::core::Desc::new(
+            spec.name.into(),
+            spec.help.into(),
+            spec.labels.iter().map(|l| (*l).to_owned()).collect(),
+            Default::default(),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+        assert!(!spec.help.contains(['\\', '\n']), "{}", spec.name);
+    }
+    let mut names: Vec<_> = specs.iter().map(|s| s.name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), specs.len(), "duplicate family names");
+}

@@ -1,14 +1,14 @@
-//! Per-tunnel series, built from the snapshot at scrape time.
+//! Per-tunnel series, written from the snapshot at scrape time straight into the text format
+//! (see [`super::text`] for why these families skip the registry).
 //!
 //! Cardinality: every family is keyed by `tunnel` (one per unit on the node, a few hundred at
 //! most). The only extra labels have small closed sets: `state` (6 values), `reason` (2) and the
 //! info-style `sub_state` / `result` (one series per tunnel each, the current value).
 
-use prometheus::proto::MetricFamily;
-
-use super::family::{Family, Spec};
+use super::family::Spec;
+use super::text::{Samples, TextWriter};
 use crate::domain::{ActiveState, RestartReason};
-use crate::state::Snapshot;
+use crate::state::{Snapshot, Tunnel};
 
 const T: &[&str] = &["tunnel"];
 
@@ -98,24 +98,89 @@ const OPEN_FDS: Spec = Spec::gauge(
     T,
 );
 
-pub const SPECS: [Spec; 17] = [
-    INFO,
-    UP,
-    STATE,
-    SUB_STATE,
-    ENABLED,
-    RESTARTS,
-    OBSERVED_RESTARTS,
-    RESULT,
-    EXIT_CODE,
-    EXIT_SIGNAL,
-    START_TIME,
-    CPU,
-    RSS,
-    MEMORY_CURRENT,
-    TASKS,
-    PROCESSES,
-    OPEN_FDS,
+/// Writes the samples of one family for one tunnel (none when it has no value).
+type Emit = fn(&str, &Tunnel, &mut Samples<'_, '_>);
+
+/// Every per-tunnel family, with how a tunnel contributes to it.
+const FAMILIES: [(Spec, Emit); 17] = [
+    (INFO, |t, x, s| {
+        s.push(&[t, &x.unit, &x.status.description], 1.0)
+    }),
+    (UP, |t, x, s| {
+        s.push(&[t], flag(x.status.active_state().is_up()))
+    }),
+    (STATE, |t, x, s| {
+        let active = x.status.active_state();
+        for known in ActiveState::KNOWN {
+            s.push(&[t, known.as_str()], flag(*active == known));
+        }
+    }),
+    (SUB_STATE, |t, x, s| {
+        if !x.status.sub_state.is_empty() {
+            s.push(&[t, &x.status.sub_state], 1.0);
+        }
+    }),
+    (ENABLED, |t, x, s| {
+        s.push(&[t], flag(x.status.unit_file_state == "enabled"))
+    }),
+    (RESTARTS, |t, x, s| {
+        s.push(&[t], f64::from(x.status.n_restarts))
+    }),
+    (OBSERVED_RESTARTS, |t, x, s| {
+        for reason in RestartReason::ALL {
+            s.push(&[t, reason.as_str()], x.restarts.get(reason) as f64);
+        }
+    }),
+    (RESULT, |t, x, s| {
+        if !x.status.result.is_empty() {
+            s.push(&[t, &x.status.result], 1.0);
+        }
+    }),
+    (EXIT_CODE, |t, x, s| {
+        if x.status.exec_main_code == CLD_EXITED {
+            s.push(&[t], f64::from(x.status.exec_main_status));
+        }
+    }),
+    (EXIT_SIGNAL, |t, x, s| {
+        if matches!(x.status.exec_main_code, CLD_KILLED | CLD_DUMPED) {
+            s.push(&[t], f64::from(x.status.exec_main_status));
+        }
+    }),
+    (START_TIME, |t, x, s| {
+        if x.status.exec_main_start_usec != 0 {
+            s.push(&[t], x.status.exec_main_start_usec as f64 / 1e6);
+        }
+    }),
+    (CPU, |t, x, s| {
+        if let Some(r) = &x.resources {
+            s.push(&[t], r.cpu_seconds);
+        }
+    }),
+    (RSS, |t, x, s| {
+        if let Some(r) = &x.resources {
+            s.push(&[t], r.rss_bytes as f64);
+        }
+    }),
+    (MEMORY_CURRENT, |t, x, s| {
+        if let Some(bytes) = x.resources.and_then(|r| r.memory_current_bytes) {
+            s.push(&[t], bytes as f64);
+        }
+    }),
+    (TASKS, |t, x, s| {
+        if let Some(r) = &x.resources {
+            s.push(&[t], r.tasks as f64);
+        }
+    }),
+    (PROCESSES, |t, x, s| {
+        if let Some(r) = &x.resources {
+            s.push(&[t], r.processes as f64);
+        }
+    }),
+    (OPEN_FDS, |t, x, s| {
+        if let Some(r) = &x.resources {
+            s.push(&[t], r.open_fds as f64);
+        }
+    }),
 ];
 
 /// `CLD_EXITED`, `CLD_KILLED`, `CLD_DUMPED`: how systemd's ExecMainCode says a process ended.
@@ -123,71 +188,20 @@ const CLD_EXITED: i32 = 1;
 const CLD_KILLED: i32 = 2;
 const CLD_DUMPED: i32 = 3;
 
-/// Builds every per-tunnel family from `snapshot`.
-pub fn build(snapshot: &Snapshot) -> Vec<MetricFamily> {
-    let mut f: Vec<Family> = SPECS.iter().map(Spec::family).collect();
-    let [
-        info,
-        up,
-        state,
-        sub_state,
-        enabled,
-        restarts,
-        observed,
-        result,
-        exit_code,
-        exit_signal,
-        start,
-        cpu,
-        rss,
-        memory_current,
-        tasks,
-        processes,
-        fds,
-    ] = &mut f[..]
-    else {
-        unreachable!("SPECS has 17 entries");
-    };
-    for (id, tunnel) in &snapshot.tunnels {
-        let t = id.as_str();
-        let s = &tunnel.status;
-        let active = s.active_state();
-        info.push(&[t, &tunnel.unit, &s.description], 1.0);
-        up.push(&[t], flag(active.is_up()));
-        for known in ActiveState::KNOWN {
-            state.push(&[t, known.as_str()], flag(*active == known));
-        }
-        if !s.sub_state.is_empty() {
-            sub_state.push(&[t, &s.sub_state], 1.0);
-        }
-        enabled.push(&[t], flag(s.unit_file_state == "enabled"));
-        restarts.push(&[t], f64::from(s.n_restarts));
-        for reason in RestartReason::ALL {
-            observed.push(&[t, reason.as_str()], tunnel.restarts.get(reason) as f64);
-        }
-        if !s.result.is_empty() {
-            result.push(&[t, &s.result], 1.0);
-        }
-        match s.exec_main_code {
-            CLD_EXITED => exit_code.push(&[t], f64::from(s.exec_main_status)),
-            CLD_KILLED | CLD_DUMPED => exit_signal.push(&[t], f64::from(s.exec_main_status)),
-            _ => {}
-        }
-        if s.exec_main_start_usec != 0 {
-            start.push(&[t], s.exec_main_start_usec as f64 / 1e6);
-        }
-        if let Some(r) = &tunnel.resources {
-            cpu.push(&[t], r.cpu_seconds);
-            rss.push(&[t], r.rss_bytes as f64);
-            if let Some(bytes) = r.memory_current_bytes {
-                memory_current.push(&[t], bytes as f64);
-            }
-            tasks.push(&[t], r.tasks as f64);
-            processes.push(&[t], r.processes as f64);
-            fds.push(&[t], r.open_fds as f64);
+/// The specs of every per-tunnel family.
+#[cfg(test)]
+pub fn specs() -> impl Iterator<Item = &'static Spec> {
+    FAMILIES.iter().map(|(spec, _)| spec)
+}
+
+/// Writes every per-tunnel family of `snapshot`.
+pub fn write(snapshot: &Snapshot, writer: &mut TextWriter<'_>) {
+    for (spec, emit) in &FAMILIES {
+        let mut samples = writer.family(spec);
+        for (id, tunnel) in &snapshot.tunnels {
+            emit(id.as_str(), tunnel, &mut samples);
         }
     }
-    f.into_iter().map(Family::finish).collect()
 }
 
 fn flag(on: bool) -> f64 {
