@@ -403,3 +403,66 @@ fn survives_daemon_reexec() {
     });
     assert_eq!(warden.stop().code(), Some(0));
 }
+
+/// The shipped unit (deploy/xray-warden.service) with its sandboxing still lets the warden read
+/// everything, including the fds of a tunnel running as another user.
+#[test]
+fn the_shipped_unit_works_under_its_hardening() {
+    let sandbox = Sandbox::boot("proof-unit");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = sandbox.state_dir().join("shipped.toml");
+    std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n{CONFIG}")).unwrap();
+    let shipped = include_str!("../deploy/xray-warden.service").replace(
+        "ExecStart=/usr/local/bin/xray-warden run --config /etc/xray-warden/config.toml",
+        &format!(
+            "ExecStart={} run --config {}",
+            env!("CARGO_BIN_EXE_xray-warden"),
+            config.display()
+        ),
+    );
+    assert!(
+        shipped.contains(env!("CARGO_BIN_EXE_xray-warden")),
+        "ExecStart line changed"
+    );
+    sandbox.write_unit("xray-warden.service", &shipped);
+    let nobody = "[Service]\nUser=nobody\nExecStart=/bin/sleep infinity\n";
+    install(&sandbox, &[("other-user", nobody)]);
+    sandbox.systemctl(&["start", &unit("other-user"), "xray-warden.service"]);
+
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut scrape = String::new();
+    sandbox.wait_for("the unit's warden sampled the tunnel", WAIT, || {
+        scrape = support::warden::http_get(addr, "/metrics")
+            .map(|r| r.1)
+            .unwrap_or_default();
+        Scrape(scrape.clone())
+            .tunnel("xray_tunnel_open_fds", "other-user")
+            .is_some()
+    });
+    let scrape = Scrape(scrape);
+    let pid = show_u64(&sandbox, "other-user", "MainPID");
+    assert_eq!(
+        scrape.tunnel("xray_tunnel_open_fds", "other-user"),
+        Some(proc_fds(&sandbox, pid) as f64)
+    );
+    assert!(
+        scrape
+            .tunnel("xray_tunnel_memory_rss_bytes", "other-user")
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        scrape.value("xray_warden_collector_success", &[("collector", "sampler")]),
+        Some(1.0)
+    );
+    sandbox.systemctl(&["stop", "xray-warden.service"]);
+    let result = sandbox.show("xray-warden.service", &["Result", "ExecMainStatus"]);
+    assert_eq!(
+        (result["Result"].as_str(), result["ExecMainStatus"].as_str()),
+        ("success", "0")
+    );
+}
