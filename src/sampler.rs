@@ -41,6 +41,13 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => sampler.pass().await,
+            // A new bus session has just listed every unit: sample them now rather than up to
+            // one interval later.
+            Ok(()) = sampler.client.changed() => {
+                if sampler.client.borrow_and_update().is_some() {
+                    sampler.pass().await;
+                }
+            }
         }
     }
 }
