@@ -6,7 +6,9 @@
 mod cpu;
 mod tunnel;
 mod unit;
+mod users;
 
 pub use cpu::{CpuAccount, ProcessKey};
 pub use tunnel::{TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX};
 pub use unit::{ActiveState, Resources, RestartCounts, RestartReason, UnitStatus};
+pub use users::{canonical_uuid, Credential, Flavour, Protocol, User};
