@@ -1,12 +1,10 @@
 //! The raw shape of the TOML file and its validation into [`Config`].
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
-
 use serde::{Deserialize, Deserializer};
 
+use super::check::Checker;
 use super::{Config, Overrides};
+use crate::domain::Flavour;
 
 /// The configuration file as written: every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -17,6 +15,37 @@ pub struct FileConfig {
     log_filter: Option<Lenient<String>>,
     systemd: FileSystemd,
     sampler: FileSampler,
+    tunnels: FileTunnels,
+    users: FileUsers,
+    api: FileApi,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileTunnels {
+    config_dir: Option<Lenient<String>>,
+    flavour: Option<Lenient<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileUsers {
+    source: Option<Lenient<String>>,
+    token_file: Option<Lenient<String>>,
+    timeout: Option<Lenient<String>>,
+    interval: Option<Lenient<String>>,
+    max_remove_fraction: Option<Lenient<f64>>,
+    state_dir: Option<Lenient<String>>,
+    concurrency: Option<Lenient<i64>>,
+    call_timeout: Option<Lenient<String>>,
+    per_user_traffic: Option<Lenient<bool>>,
+    max_user_series: Option<Lenient<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileApi {
+    token_file: Option<Lenient<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,7 +70,7 @@ struct FileSampler {
 /// A leaf value that never fails deserialization: a wrong type is kept as a message, so that
 /// serde goes on and every other problem in the file is found too.
 #[derive(Debug)]
-pub struct Lenient<T>(Result<T, String>);
+pub struct Lenient<T>(pub Result<T, String>);
 
 impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -73,6 +102,11 @@ impl FileConfig {
             log_filter: c.log_filter("log_filter", self.log_filter, d.log_filter),
             systemd: self.systemd.validate(&mut c, d.systemd),
             sampler: self.sampler.validate(&mut c, d.sampler),
+            tunnels: self.tunnels.validate(&mut c, d.tunnels),
+            users: self.users.validate(&mut c, d.users),
+            api: super::ApiConfig {
+                token_file: c.opt_abs_path("api.token_file", self.api.token_file),
+            },
         };
         if config.systemd.reconnect_min > config.systemd.reconnect_max {
             c.problems
@@ -104,103 +138,72 @@ impl FileSystemd {
     }
 }
 
+impl FileTunnels {
+    fn validate(self, c: &mut Checker, d: super::TunnelsConfig) -> super::TunnelsConfig {
+        super::TunnelsConfig {
+            config_dir: c.abs_path("tunnels.config_dir", self.config_dir, d.config_dir),
+            flavour: c.parsed(
+                "tunnels.flavour",
+                self.flavour,
+                d.flavour,
+                |text| match text {
+                    "auto" => Ok(None),
+                    "xray" => Ok(Some(Flavour::Xray)),
+                    "v2ray" => Ok(Some(Flavour::V2ray)),
+                    _ => Err("must be \"auto\", \"xray\" or \"v2ray\"".into()),
+                },
+            ),
+        }
+    }
+}
+
+impl FileUsers {
+    fn validate(self, c: &mut Checker, d: super::UsersConfig) -> super::UsersConfig {
+        let fraction = c.value(
+            "users.max_remove_fraction",
+            self.max_remove_fraction,
+            d.max_remove_fraction,
+        );
+        if !(0.0..=1.0).contains(&fraction) {
+            c.problems.push(format!(
+                "`users.max_remove_fraction` = {fraction}: must be between 0 and 1"
+            ));
+        }
+        super::UsersConfig {
+            source: c.parsed(
+                "users.source",
+                self.source,
+                d.source,
+                super::UserSource::parse,
+            ),
+            token_file: c.opt_abs_path("users.token_file", self.token_file),
+            timeout: c.duration("users.timeout", self.timeout, d.timeout),
+            interval: c.duration("users.interval", self.interval, d.interval),
+            max_remove_fraction: fraction,
+            state_dir: c.abs_path("users.state_dir", self.state_dir, d.state_dir),
+            concurrency: c.count("users.concurrency", self.concurrency, d.concurrency),
+            call_timeout: c.duration("users.call_timeout", self.call_timeout, d.call_timeout),
+            per_user_traffic: c.value(
+                "users.per_user_traffic",
+                self.per_user_traffic,
+                d.per_user_traffic,
+            ),
+            max_user_series: c.count_up_to(
+                "users.max_user_series",
+                self.max_user_series,
+                d.max_user_series,
+                1_000_000,
+            ),
+        }
+    }
+}
+
 impl FileSampler {
     fn validate(self, c: &mut Checker, d: super::SamplerConfig) -> super::SamplerConfig {
         super::SamplerConfig {
             interval: c.duration("sampler.interval", self.interval, d.interval),
             proc_root: c.abs_path("sampler.proc_root", self.proc_root, d.proc_root),
             cgroup_root: c.abs_path("sampler.cgroup_root", self.cgroup_root, d.cgroup_root),
-        }
-    }
-}
-
-/// Collects problems while reading values, substituting the default for a bad one.
-#[derive(Default)]
-struct Checker {
-    problems: Vec<String>,
-}
-
-impl Checker {
-    fn value<T>(&mut self, key: &str, value: Option<Lenient<T>>, default: T) -> T {
-        match value {
-            None => default,
-            Some(Lenient(Ok(value))) => value,
-            Some(Lenient(Err(err))) => {
-                self.problems.push(format!("`{key}`: {err}"));
-                default
-            }
-        }
-    }
-
-    /// Reads a value given as a string and converted by `parse`.
-    fn parsed<T>(
-        &mut self,
-        key: &str,
-        value: Option<Lenient<String>>,
-        default: T,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> T {
-        let text = match value {
-            None => return default,
-            Some(Lenient(Ok(text))) => text,
-            Some(Lenient(Err(err))) => {
-                self.problems.push(format!("`{key}`: {err}"));
-                return default;
-            }
-        };
-        parse(&text).unwrap_or_else(|err| {
-            self.problems.push(format!("`{key}` = {text:?}: {err}"));
-            default
-        })
-    }
-
-    fn duration(&mut self, key: &str, v: Option<Lenient<String>>, default: Duration) -> Duration {
-        self.parsed(key, v, default, |text| {
-            let duration = humantime::parse_duration(text)
-                .map_err(|err| format!("not a duration like \"5s\" or \"250ms\" ({err})"))?;
-            if duration.is_zero() {
-                return Err("must be longer than zero".into());
-            }
-            Ok(duration)
-        })
-    }
-
-    fn addr(&mut self, key: &str, v: Option<Lenient<String>>, default: SocketAddr) -> SocketAddr {
-        self.parsed(key, v, default, |text| {
-            text.parse()
-                .map_err(|_| "not an IP address and port like \"127.0.0.1:9550\"".into())
-        })
-    }
-
-    fn abs_path(&mut self, key: &str, v: Option<Lenient<String>>, default: PathBuf) -> PathBuf {
-        self.parsed(key, v, default, |text| {
-            let path = PathBuf::from(text);
-            if path.is_absolute() {
-                Ok(path)
-            } else {
-                Err("must be an absolute path".into())
-            }
-        })
-    }
-
-    fn log_filter(&mut self, key: &str, v: Option<Lenient<String>>, default: String) -> String {
-        self.parsed(key, v, default, |text| {
-            tracing_subscriber::EnvFilter::builder()
-                .parse(text)
-                .map(|_| text.to_owned())
-                .map_err(|err| err.to_string())
-        })
-    }
-
-    fn count(&mut self, key: &str, v: Option<Lenient<i64>>, default: usize) -> usize {
-        let value = self.value(key, v, default as i64);
-        match usize::try_from(value) {
-            Ok(n) if (1..=1024).contains(&n) => n,
-            _ => {
-                self.problems
-                    .push(format!("`{key}` = {value}: must be between 1 and 1024"));
-                default
-            }
         }
     }
 }

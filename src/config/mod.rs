@@ -6,6 +6,7 @@
 //! at the first one), values of the wrong type (each leaf is read leniently, see [`file::Lenient`])
 //! and values that parse but make no sense.
 
+mod check;
 mod file;
 
 use std::net::SocketAddr;
@@ -13,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use file::FileConfig;
+
+use crate::domain::Flavour;
 
 /// The validated configuration of the daemon. Defaults are in deploy/config.example.toml.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +28,78 @@ pub struct Config {
     pub log_filter: String,
     pub systemd: SystemdConfig,
     pub sampler: SamplerConfig,
+    pub tunnels: TunnelsConfig,
+    pub users: UsersConfig,
+    pub api: ApiConfig,
+}
+
+/// Where tunnels keep their files and which core they run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TunnelsConfig {
+    /// Where `xray-{id}.json` lives when the unit's ExecStart names no `-config`.
+    pub config_dir: PathBuf,
+    /// The core flavour of every tunnel; `None` detects it per tunnel with a harmless request.
+    pub flavour: Option<Flavour>,
+}
+
+/// Where the desired users come from and how they are synced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsersConfig {
+    /// `None` turns user sync off.
+    pub source: Option<UserSource>,
+    /// File holding a bearer token sent to an https source.
+    pub token_file: Option<PathBuf>,
+    /// Deadline of one fetch of the source.
+    pub timeout: Duration,
+    /// Period of the reconcile loop (SIGHUP, the API and tunnel restarts also trigger it).
+    pub interval: Duration,
+    /// A sync that would remove more than this fraction of a tunnel's users removes nobody.
+    pub max_remove_fraction: f64,
+    /// Where the warden records what it applied and the last good desired set.
+    pub state_dir: PathBuf,
+    /// gRPC calls in flight per tunnel.
+    pub concurrency: usize,
+    /// Deadline of every gRPC call.
+    pub call_timeout: Duration,
+    /// Export per-user traffic counters (one series pair per user).
+    pub per_user_traffic: bool,
+    /// Cap on per-user traffic series.
+    pub max_user_series: usize,
+}
+
+/// A source of the desired users document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserSource {
+    File(PathBuf),
+    Https(String),
+}
+
+impl UserSource {
+    fn parse(text: &str) -> Result<Option<Self>, String> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        if let Some(path) = text.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err("a file:// source needs an absolute path (file:///etc/...)".into());
+            }
+            return Ok(Some(Self::File(path.into())));
+        }
+        if text.starts_with("https://")
+            || text.starts_with("http://127.0.0.1")
+            || text.starts_with("http://localhost")
+        {
+            return Ok(Some(Self::Https(text.to_owned())));
+        }
+        Err("must start with file:/// or https:// (plain http only to loopback)".into())
+    }
+}
+
+/// The management API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// File holding the bearer token `/api` routes require; `None` turns `/api` off.
+    pub token_file: Option<PathBuf>,
 }
 
 /// How the warden talks to systemd.
@@ -73,6 +148,23 @@ impl Default for Config {
                 proc_root: "/proc".into(),
                 cgroup_root: "/sys/fs/cgroup".into(),
             },
+            tunnels: TunnelsConfig {
+                config_dir: "/etc/raptor-tunnel".into(),
+                flavour: None,
+            },
+            users: UsersConfig {
+                source: None,
+                token_file: None,
+                timeout: Duration::from_secs(10),
+                interval: Duration::from_secs(60),
+                max_remove_fraction: 0.5,
+                state_dir: "/var/lib/xray-warden".into(),
+                concurrency: 16,
+                call_timeout: Duration::from_secs(5),
+                per_user_traffic: false,
+                max_user_series: 10_000,
+            },
+            api: ApiConfig { token_file: None },
         }
     }
 }

@@ -92,3 +92,58 @@ fn unreadable_file_names_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn user_sync_settings_are_checked() {
+    let text = r#"
+        [tunnels]
+        flavour = "sing-box"
+        [users]
+        source = "ftp://example.com/users.json"
+        max_remove_fraction = 1.5
+        token_file = "relative/token"
+        [api]
+        token_file = "token"
+    "#;
+    let err = Config::from_toml(text, &Overrides::default()).unwrap_err();
+    let all = err.problems.join("\n");
+    for needle in [
+        "tunnels.flavour",
+        "users.source",
+        "max_remove_fraction",
+        "users.token_file",
+        "api.token_file",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn user_sources_parse() {
+    let config = |source: &str| {
+        Config::from_toml(
+            &format!("[users]\nsource = {source:?}"),
+            &Overrides::default(),
+        )
+        .unwrap()
+        .users
+        .source
+    };
+    assert_eq!(
+        config("file:///etc/users.json"),
+        Some(UserSource::File("/etc/users.json".into()))
+    );
+    assert_eq!(
+        config("https://panel.example/users"),
+        Some(UserSource::Https("https://panel.example/users".into()))
+    );
+    assert_eq!(config(""), None);
+    assert!(Config::from_toml("[users]\nsource = \"file://rel\"", &Overrides::default()).is_err());
+    assert!(
+        Config::from_toml(
+            "[users]\nsource = \"http://panel.example\"",
+            &Overrides::default()
+        )
+        .is_err()
+    );
+}

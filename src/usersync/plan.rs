@@ -1,0 +1,200 @@
+//! What a sync does to one tunnel: the per-inbound difference between the users the core has and
+//! the users it should have, and the removal guard. Pure: no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::domain::User;
+
+/// One change to one inbound. Operations on the same email run in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Add(User),
+    Remove(String),
+}
+
+impl Op {
+    pub fn email(&self) -> &str {
+        match self {
+            Op::Add(user) => &user.email,
+            Op::Remove(email) => email,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Add(_) => "add",
+            Op::Remove(_) => "remove",
+        }
+    }
+}
+
+/// The difference for one inbound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboundDiff {
+    pub add: Vec<User>,
+    /// Emails to remove (users no longer wanted).
+    pub remove: Vec<String>,
+    /// Users whose credential, flow or level changed: removed, then added again.
+    pub change: Vec<User>,
+}
+
+impl InboundDiff {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty() && self.change.is_empty()
+    }
+
+    /// The operations, grouped per email so that a change is remove-then-add.
+    pub fn ops(&self, with_removals: bool) -> Vec<Vec<Op>> {
+        let changes = self
+            .change
+            .iter()
+            .map(|u| vec![Op::Remove(u.email.clone()), Op::Add(u.clone())]);
+        let adds = self.add.iter().map(|u| vec![Op::Add(u.clone())]);
+        let removes = self
+            .remove
+            .iter()
+            .filter(|_| with_removals)
+            .map(|e| vec![Op::Remove(e.clone())]);
+        changes.chain(adds).chain(removes).collect()
+    }
+}
+
+/// Cores treat emails case-insensitively ("remove ALICE@X" removes alice@x), so users are
+/// matched on the lower-cased email.
+fn key(email: &str) -> String {
+    email.to_lowercase()
+}
+
+/// The difference between `current` and `desired` for one inbound.
+pub fn diff(current: &[User], desired: &[User]) -> InboundDiff {
+    let current: BTreeMap<String, &User> = current.iter().map(|u| (key(&u.email), u)).collect();
+    let desired: BTreeMap<String, &User> = desired.iter().map(|u| (key(&u.email), u)).collect();
+    let mut out = InboundDiff::default();
+    for (k, want) in &desired {
+        match current.get(k) {
+            None => out.add.push((*want).clone()),
+            Some(have) if !same_login(have, want) => out.change.push((*want).clone()),
+            Some(_) => {}
+        }
+    }
+    for (k, have) in &current {
+        if !desired.contains_key(k) {
+            out.remove.push(have.email.clone());
+        }
+    }
+    out
+}
+
+fn same_login(a: &User, b: &User) -> bool {
+    a.credential == b.credential && a.flow == b.flow && a.level == b.level
+}
+
+/// The removal guard's verdict for one tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Removals may go ahead.
+    Allow,
+    /// Removals would drop `removing` of `total` users, more than the allowed fraction.
+    Tripped { removing: usize, total: usize },
+}
+
+/// Whether the removals of a tunnel's diffs may be applied: not when they would take away more
+/// than `max_fraction` of the tunnel's users (counted once per email across its inbounds).
+/// A source that suddenly returns nothing, or a fraction of its users, is far likelier broken
+/// than right; an operator can force it.
+pub fn guard(current: &[&[User]], diffs: &[&InboundDiff], max_fraction: f64) -> Guard {
+    let total: BTreeSet<String> = current
+        .iter()
+        .flat_map(|users| users.iter().map(|u| key(&u.email)))
+        .collect();
+    let removing: BTreeSet<String> = diffs
+        .iter()
+        .flat_map(|d| d.remove.iter().map(|e| key(e)))
+        .collect();
+    let allowed = (total.len() as f64 * max_fraction).floor() as usize;
+    if removing.len() > allowed {
+        Guard::Tripped {
+            removing: removing.len(),
+            total: total.len(),
+        }
+    } else {
+        Guard::Allow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Credential;
+
+    fn user(email: &str, id: &str) -> User {
+        User {
+            email: email.into(),
+            credential: Credential::Id(id.into()),
+            flow: String::new(),
+            level: 0,
+        }
+    }
+
+    #[test]
+    fn diff_finds_adds_removes_and_changes() {
+        let current = [user("a@x", "1"), user("b@x", "2"), user("c@x", "3")];
+        let desired = [user("A@x", "1"), user("b@x", "9"), user("d@x", "4")];
+        let d = diff(&current, &desired);
+        assert_eq!(d.add, vec![user("d@x", "4")]);
+        assert_eq!(d.remove, vec!["c@x".to_owned()]);
+        assert_eq!(d.change, vec![user("b@x", "9")]);
+    }
+
+    #[test]
+    fn no_change_is_empty() {
+        let users = [user("a@x", "1"), user("b@x", "2")];
+        assert!(diff(&users, &users).is_empty());
+    }
+
+    #[test]
+    fn a_change_is_remove_then_add() {
+        let d = diff(&[user("b@x", "2")], &[user("b@x", "9")]);
+        assert_eq!(
+            d.ops(true),
+            vec![vec![Op::Remove("b@x".into()), Op::Add(user("b@x", "9"))]]
+        );
+    }
+
+    #[test]
+    fn removals_can_be_withheld() {
+        let d = diff(&[user("a@x", "1")], &[user("b@x", "2")]);
+        assert_eq!(d.ops(false), vec![vec![Op::Add(user("b@x", "2"))]]);
+        assert_eq!(d.ops(true).len(), 2);
+    }
+
+    #[test]
+    fn guard_trips_on_mass_removal() {
+        let current: Vec<User> = (0..10).map(|i| user(&format!("{i}@x"), "1")).collect();
+        let empty = diff(&current, &[]);
+        assert_eq!(
+            guard(&[&current], &[&empty], 0.5),
+            Guard::Tripped {
+                removing: 10,
+                total: 10
+            }
+        );
+        let half = diff(&current, &current[..5]);
+        assert_eq!(guard(&[&current], &[&half], 0.5), Guard::Allow);
+        let six = diff(&current, &current[..4]);
+        assert!(matches!(
+            guard(&[&current], &[&six], 0.5),
+            Guard::Tripped { .. }
+        ));
+        // Nobody to remove from an empty tunnel.
+        assert_eq!(guard(&[&[]], &[&InboundDiff::default()], 0.5), Guard::Allow);
+    }
+
+    #[test]
+    fn guard_counts_each_email_once_across_inbounds() {
+        let a = [user("a@x", "1"), user("b@x", "2")];
+        let d = diff(&a, &a[..1]);
+        // b@x removed from two inbounds is one user of two: 50% is allowed.
+        assert_eq!(guard(&[&a, &a], &[&d, &d], 0.5), Guard::Allow);
+    }
+}
