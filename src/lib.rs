@@ -24,3 +24,4 @@ pub mod procfs;
 pub mod sampler;
 pub mod state;
 pub mod systemd;
+pub mod usersync;

@@ -11,4 +11,4 @@ mod users;
 pub use cpu::{CpuAccount, ProcessKey};
 pub use tunnel::{TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX};
 pub use unit::{ActiveState, Resources, RestartCounts, RestartReason, UnitStatus};
-pub use users::{canonical_uuid, Credential, Flavour, Protocol, User};
+pub use users::{Credential, Flavour, Protocol, User, canonical_uuid};

@@ -84,7 +84,9 @@ impl Protocol {
         match (self, flavour) {
             (Self::Vless | Self::Vmess | Self::Trojan, _) => None,
             (Self::Shadowsocks, Flavour::Xray) => None,
-            (Self::Shadowsocks, Flavour::V2ray) => Some("V2Ray's shadowsocks inbound is single-user"),
+            (Self::Shadowsocks, Flavour::V2ray) => {
+                Some("V2Ray's shadowsocks inbound is single-user")
+            }
             (Self::Other(_), _) => Some("this protocol has no users"),
         }
     }
@@ -137,9 +139,20 @@ mod tests {
 
     #[test]
     fn user_management_depends_on_the_core() {
-        assert_eq!(Protocol::Shadowsocks.user_management_refusal(Flavour::Xray), None);
-        assert!(Protocol::Shadowsocks.user_management_refusal(Flavour::V2ray).is_some());
-        assert!(Protocol::parse("socks").user_management_refusal(Flavour::Xray).is_some());
+        assert_eq!(
+            Protocol::Shadowsocks.user_management_refusal(Flavour::Xray),
+            None
+        );
+        assert!(
+            Protocol::Shadowsocks
+                .user_management_refusal(Flavour::V2ray)
+                .is_some()
+        );
+        assert!(
+            Protocol::parse("socks")
+                .user_management_refusal(Flavour::Xray)
+                .is_some()
+        );
         assert_eq!(Protocol::parse("vless"), Protocol::Vless);
     }
 
@@ -149,7 +162,12 @@ mod tests {
             canonical_uuid("A1B2C3D4-0000-4000-8000-00000000000F").as_deref(),
             Some("a1b2c3d4-0000-4000-8000-00000000000f")
         );
-        for bad in ["", "hello", "a1b2c3d4000040008000000000000000000f", "g1b2c3d4-0000-4000-8000-00000000000f"] {
+        for bad in [
+            "",
+            "hello",
+            "a1b2c3d4000040008000000000000000000f",
+            "g1b2c3d4-0000-4000-8000-00000000000f",
+        ] {
             assert_eq!(canonical_uuid(bad), None, "{bad}");
         }
     }
