@@ -17,6 +17,23 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: watch the tunnel units and serve /metrics, /live and /ready.
     Run(RunArgs),
+    /// Ask the running daemon for a user sync now and print what it did (POST /api/v1/sync).
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The daemon's configuration: its `listen` address and `api.token_file` are used.
+    #[arg(long, short, value_name = "FILE", env = "XRAY_WARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Apply removals even when they exceed users.max_remove_fraction.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the daemon's JSON answer instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -9,12 +9,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::config::Config;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::config::{Config, Secrets};
+use crate::http::api::ApiState;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::sampler;
 use crate::state::SharedState;
 use crate::systemd::watcher;
+use crate::usersync::{self, SyncRequest, metrics::SyncMetrics};
 
 /// How a run ended, when it did not end cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +40,14 @@ pub struct Stop {
 
 /// Runs the daemon on `listener` until `stop.shutdown` is cancelled, then waits up to
 /// `config.shutdown_grace` (or until `stop.abort`) for every task to finish.
-pub async fn run(config: Config, listener: TcpListener, stop: Stop) -> Result<(), DaemonError> {
+pub async fn run(
+    config: Config,
+    secrets: Secrets,
+    listener: TcpListener,
+    stop: Stop,
+) -> Result<(), DaemonError> {
     let state = SharedState::default();
+    let metrics = Metrics::new(state.clone());
     let (client_tx, client_rx) = watch::channel(None);
     let tracker = TaskTracker::new();
     let shutdown = stop.shutdown.clone();
@@ -58,10 +70,34 @@ pub async fn run(config: Config, listener: TcpListener, stop: Stop) -> Result<()
         )
         .instrument(info_span!("sampler")),
     );
+    let (sync_tx, sync_rx) = mpsc::channel(8);
+    let sync_metrics = SyncMetrics::new(metrics.registry());
+    let sync_on = config.users.source.is_some();
+    tracker.spawn(
+        usersync::run(
+            config.users.clone(),
+            config.tunnels.clone(),
+            state.clone(),
+            sync_metrics,
+            sync_rx,
+            shutdown.clone(),
+        )
+        .instrument(info_span!("usersync")),
+    );
+    if sync_on {
+        tracker.spawn(
+            sync_on_sighup(sync_tx.clone(), shutdown.clone()).instrument(info_span!("sighup")),
+        );
+    }
+    let api = secrets.api_token.map(|token| ApiState {
+        token: Arc::new(token),
+        sync: sync_on.then_some(sync_tx),
+    });
     let app = AppState {
-        metrics: Metrics::new(state.clone()),
+        metrics,
         state,
         shutdown: shutdown.clone(),
+        api,
     };
     tracker.spawn(
         async move {
@@ -82,6 +118,24 @@ pub async fn run(config: Config, listener: TcpListener, stop: Stop) -> Result<()
         }
         _ = tokio::time::sleep(config.shutdown_grace) => Err(DaemonError::GraceExceeded(config.shutdown_grace)),
         _ = stop.abort.cancelled() => Err(DaemonError::Aborted),
+    }
+}
+
+/// Asks for a sync round on every SIGHUP.
+async fn sync_on_sighup(sync: mpsc::Sender<SyncRequest>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => {
+                info!("SIGHUP: syncing users");
+                let _ = sync.send(SyncRequest { force: false, reply: None }).await;
+            }
+        }
     }
 }
 

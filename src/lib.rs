@@ -12,6 +12,10 @@
 //! - [`http`]: `/metrics`, `/live`, `/ready`.
 //! - [`daemon`]: spawns every long-lived task in one place and runs the shutdown path.
 //! - [`cli`]: the command-line flags.
+//! - [`tunnelcfg`]: a tunnel's Xray/V2Ray JSON config: inbounds, clients, API address, and the
+//!   atomic rewrite of the clients.
+//! - [`users`]: the desired-users document, validated entry by entry, and who goes where.
+//! - [`xray`]: the gRPC client of a core's API (users, stats), refusing requests that crash it.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -21,7 +25,11 @@ pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod procfs;
+pub mod remote;
 pub mod sampler;
 pub mod state;
 pub mod systemd;
+pub mod tunnelcfg;
+pub mod users;
 pub mod usersync;
+pub mod xray;

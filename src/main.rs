@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::{error, info};
-use xray_warden::cli::{Cli, Command, RunArgs};
-use xray_warden::config::{Config, Overrides};
+use xray_warden::cli::{Cli, Command, RunArgs, SyncArgs};
+use xray_warden::config::{Config, Overrides, Secrets};
 use xray_warden::daemon::{self, Stop};
+use xray_warden::remote;
 
 /// sysexits.h EX_USAGE / EX_CONFIG family: the configuration is wrong.
 const EXIT_CONFIG: u8 = 64;
@@ -16,19 +17,55 @@ const EXIT_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(args),
+        Command::Sync(args) => sync(args),
     }
+}
+
+fn sync(args: SyncArgs) -> ExitCode {
+    let (config, secrets) = match load(args.config.as_deref(), &Overrides::default()) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let answer = runtime
+        .expect("building the tokio runtime")
+        .block_on(remote::sync(&config, &secrets, args.force));
+    match answer {
+        Ok(summary) if args.json => println!("{summary:#}"),
+        Ok(summary) => print!("{}", remote::sync_table(&summary)),
+        Err(err) => {
+            eprintln!("xray-warden: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Loads the configuration and its secrets, or the exit code for a bad one (after saying why).
+fn load(
+    path: Option<&std::path::Path>,
+    overrides: &Overrides,
+) -> Result<(Config, Secrets), ExitCode> {
+    let config = Config::load(path, overrides).map_err(|err| {
+        eprintln!("xray-warden: {err}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let secrets = Secrets::load(&config).map_err(|err| {
+        eprintln!("xray-warden: {err}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    Ok((config, secrets))
 }
 
 fn run(args: RunArgs) -> ExitCode {
     let overrides = Overrides {
         listen: args.listen,
     };
-    let config = match Config::load(args.config.as_deref(), &overrides) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("xray-warden: {err}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let (config, secrets) = match load(args.config.as_deref(), &overrides) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     if args.check {
         println!("configuration is valid:\n{config:#?}");
@@ -40,13 +77,13 @@ fn run(args: RunArgs) -> ExitCode {
         .enable_all()
         .build()
         .expect("building the tokio runtime");
-    let code = runtime.block_on(serve(config));
+    let code = runtime.block_on(serve(config, secrets));
     // Tasks that outlived the grace period are abandoned, not awaited.
     runtime.shutdown_background();
     code
 }
 
-async fn serve(config: Config) -> ExitCode {
+async fn serve(config: Config, secrets: Secrets) -> ExitCode {
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -61,7 +98,7 @@ async fn serve(config: Config) -> ExitCode {
     );
     let stop = Stop::default();
     tokio::spawn(daemon::watch_signals(stop.clone()));
-    match daemon::run(config, listener, stop).await {
+    match daemon::run(config, secrets, listener, stop).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(error = %err, "unclean shutdown");

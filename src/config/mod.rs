@@ -227,5 +227,43 @@ impl Config {
     }
 }
 
+/// Secrets the configuration points at, read once at start-up.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    /// The `/api` bearer token; `None` when no token file is configured.
+    pub api_token: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets { .. }")
+    }
+}
+
+impl Secrets {
+    /// Reads the token files. An unreadable or empty token file is a configuration error.
+    pub fn load(config: &Config) -> Result<Self, ConfigError> {
+        let Some(path) = &config.api.token_file else {
+            return Ok(Self::default());
+        };
+        let fail = |problem: String| ConfigError {
+            source_name: None,
+            problems: vec![problem],
+        };
+        let token = std::fs::read_to_string(path)
+            .map_err(|err| fail(format!("`api.token_file` {}: {err}", path.display())))?;
+        let token = token.trim();
+        if token.len() < 16 {
+            return Err(fail(format!(
+                "`api.token_file` {}: the token must be at least 16 characters",
+                path.display()
+            )));
+        }
+        Ok(Self {
+            api_token: Some(token.to_owned()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -95,6 +95,27 @@ pub struct UnitStatus {
     pub result: String,
     /// `ControlGroup`: the unit's cgroup path, empty while it has none.
     pub control_group: String,
+    /// argv of the first `ExecStart=` command (where the core's `-config` is named).
+    pub exec_start: Vec<String>,
+}
+
+impl UnitStatus {
+    /// The config file named on the command line: `-config F`, `-c F`, `--config F`,
+    /// `-config=F` (the forms Xray and V2Ray accept).
+    pub fn config_arg(&self) -> Option<&str> {
+        let mut args = self.exec_start.iter().skip(1);
+        while let Some(arg) = args.next() {
+            let flag = arg.split_once('=').map_or(arg.as_str(), |(flag, _)| flag);
+            if !matches!(flag, "-config" | "--config" | "-c") {
+                continue;
+            }
+            return match arg.split_once('=') {
+                Some((_, value)) => Some(value),
+                None => args.next().map(String::as_str),
+            };
+        }
+        None
+    }
 }
 
 impl UnitStatus {
@@ -184,6 +205,29 @@ mod tests {
             exec_main_start_usec: start,
             ..UnitStatus::default()
         }
+    }
+
+    #[test]
+    fn finds_the_config_argument() {
+        let argv = |args: &[&str]| UnitStatus {
+            exec_start: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..UnitStatus::default()
+        };
+        assert_eq!(
+            argv(&["/usr/bin/xray", "run", "-config", "/a.json"]).config_arg(),
+            Some("/a.json")
+        );
+        assert_eq!(
+            argv(&["/usr/bin/v2ray", "-c", "/b.json"]).config_arg(),
+            Some("/b.json")
+        );
+        assert_eq!(
+            argv(&["/usr/bin/xray", "run", "--config=/c.json"]).config_arg(),
+            Some("/c.json")
+        );
+        assert_eq!(argv(&["/usr/bin/xray", "run"]).config_arg(), None);
+        assert_eq!(argv(&["/usr/bin/xray", "-config"]).config_arg(), None);
+        assert_eq!(argv(&[]).config_arg(), None);
     }
 
     #[test]

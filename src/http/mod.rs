@@ -1,8 +1,10 @@
-//! The HTTP server: `/metrics`, `/live` and `/ready`.
+//! The HTTP server: `/metrics`, `/live`, `/ready`, and the authenticated `/api/v1` ([`api`]).
 //!
 //! [`serve`] takes a bound listener and a shutdown token, so tests run it on port 0. Once the
 //! token is cancelled, `/ready` answers 503 (load balancers stop sending) while in-flight
 //! requests finish.
+
+pub mod api;
 
 use axum::Router;
 use axum::extract::State;
@@ -28,14 +30,21 @@ pub struct AppState {
     pub metrics: Metrics,
     pub state: SharedState,
     pub shutdown: CancellationToken,
+    /// `None` when no API token is configured: `/api` is then not served.
+    pub api: Option<api::ApiState>,
 }
 
 pub fn router(app: AppState) -> Router {
-    Router::new()
+    let api = app.api.clone();
+    let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/live", get(live))
         .route("/ready", get(ready))
-        .with_state(app)
+        .with_state(app);
+    match api {
+        Some(api_state) => router.merge(api::router(api_state)),
+        None => router,
+    }
 }
 
 /// How long a client may take to send its request headers before the connection is closed, so
@@ -130,6 +139,7 @@ mod tests {
             metrics: Metrics::new(state.clone()),
             state,
             shutdown: CancellationToken::new(),
+            api: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

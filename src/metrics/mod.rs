@@ -47,6 +47,11 @@ impl Metrics {
         }
     }
 
+    /// The registry other parts of the warden register their own metrics in.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Renders every family in the Prometheus text format.
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
         let mut body = String::with_capacity(self.last_len.load(Ordering::Relaxed) + 4096);

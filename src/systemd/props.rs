@@ -31,7 +31,21 @@ pub fn unit_status(unit: &PropertyMap, service: &PropertyMap) -> UnitStatus {
         exec_main_code: number(service, "ExecMainCode"),
         result: string(service, "Result"),
         control_group: string(service, "ControlGroup"),
+        exec_start: exec_start(service),
     }
+}
+
+/// `ExecStart` is `a(sasbttttuii)`: (path, argv, ignore errors, timestamps..., pid, code, status)
+/// per command; the first command's argv is what the warden needs.
+type ExecCommand = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32, i32);
+
+fn exec_start(service: &PropertyMap) -> Vec<String> {
+    service
+        .get("ExecStart")
+        .and_then(|v| Vec::<ExecCommand>::try_from(v.try_clone().ok()?).ok())
+        .and_then(|commands| commands.into_iter().next())
+        .map(|command| command.1)
+        .unwrap_or_default()
 }
 
 /// An accounting property (`CPUUsageNSec`, `MemoryCurrent`, `TasksCurrent`), `None` when systemd

@@ -1,3 +1,271 @@
-//! Keeps each tunnel's users in sync with the desired set, through the core's gRPC API.
+//! Keeps each tunnel's users in sync with the desired set, through the core's gRPC API: no
+//! restart, no downtime, users persisted to the tunnel's config.
+//!
+//! The loop runs a round every `users.interval`, when asked (SIGHUP, `POST /api/v1/sync`), when
+//! a file source changes, and for one tunnel as soon as its core (re)starts. A round fetches the
+//! source; a source that fails or does not parse leaves the last good set in force and forbids
+//! every removal until it is healthy again.
 
+pub mod engine;
+pub mod metrics;
 pub mod plan;
+mod record;
+pub mod source;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{TunnelsConfig, UsersConfig};
+use crate::domain::TunnelId;
+use crate::state::SharedState;
+use crate::users::{self, Document};
+use engine::{Engine, Settings, Target};
+use metrics::SyncMetrics;
+use source::{Fetched, Source};
+
+/// How often the loop looks for restarted cores and changed source files.
+const WATCH: Duration = Duration::from_secs(1);
+/// The last good document, kept across warden restarts.
+const LAST_GOOD: &str = "desired-users.json";
+
+/// A request for a round, answered with its summary.
+#[derive(Debug)]
+pub struct SyncRequest {
+    pub force: bool,
+    pub reply: Option<oneshot::Sender<Summary>>,
+}
+
+/// What one round did, per tunnel.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub source_up: bool,
+    pub tunnels: Vec<TunnelSummary>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TunnelSummary {
+    pub tunnel: String,
+    pub added: usize,
+    pub removed: usize,
+    pub changed: usize,
+    pub failed: usize,
+    pub total: usize,
+    pub guard_tripped: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Runs until `shutdown` is cancelled. Does nothing when no source is configured.
+pub async fn run(
+    users: UsersConfig,
+    tunnels: TunnelsConfig,
+    state: SharedState,
+    metrics: SyncMetrics,
+    mut requests: mpsc::Receiver<SyncRequest>,
+    shutdown: CancellationToken,
+) {
+    let Some(kind) = users.source.clone() else {
+        info!("no users source configured: user sync is off");
+        return;
+    };
+    let settings = Settings {
+        max_remove_fraction: users.max_remove_fraction,
+        concurrency: users.concurrency,
+        call_timeout: users.call_timeout,
+        flavour: tunnels.flavour,
+        state_dir: users.state_dir.clone(),
+    };
+    let mut sync = Loop {
+        source: Source::new(kind, users.token_file.clone(), users.timeout),
+        engine: Engine::new(settings, metrics.clone()),
+        metrics,
+        state,
+        config_dir: tunnels.config_dir,
+        state_dir: users.state_dir,
+        desired: None,
+        synced_starts: HashMap::new(),
+    };
+    sync.desired = sync.load_last_good();
+    let mut rounds = tokio::time::interval(users.interval);
+    rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut watch = tokio::time::interval(WATCH);
+    watch.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = rounds.tick() => { sync.round(false, None).await; }
+            Some(request) = requests.recv() => {
+                let summary = sync.round(request.force, None).await;
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(summary);
+                }
+            }
+            _ = watch.tick() => sync.watch().await,
+        }
+    }
+}
+
+struct Loop {
+    source: Source,
+    engine: Engine,
+    metrics: SyncMetrics,
+    state: SharedState,
+    config_dir: PathBuf,
+    state_dir: PathBuf,
+    /// The last good document and whether the source is healthy right now.
+    desired: Option<Arc<Document>>,
+    /// The core start time each tunnel was last synced at.
+    synced_starts: HashMap<TunnelId, u64>,
+}
+
+impl Loop {
+    /// Syncs every running tunnel (or only `only`), after refreshing the desired set.
+    async fn round(&mut self, force: bool, only: Option<&[TunnelId]>) -> Summary {
+        let source_up = self.refresh().await;
+        let mut summary = Summary {
+            source_up,
+            tunnels: Vec::new(),
+        };
+        let Some(desired) = self.desired.clone() else {
+            warn!(source = %self.source.describe(), "no good users document yet: nothing to sync");
+            return summary;
+        };
+        let (targets, alive) = self.targets();
+        self.engine.retain(&alive);
+        for target in targets {
+            if only.is_some_and(|only| !only.contains(&target.id)) {
+                continue;
+            }
+            let result = self
+                .engine
+                .sync(&target, &desired.users, source_up, force)
+                .await;
+            if result.is_ok() {
+                self.synced_starts
+                    .insert(target.id.clone(), target.core_start_usec);
+            }
+            summary.tunnels.push(tunnel_summary(&target.id, result));
+        }
+        summary
+    }
+
+    /// Syncs tunnels whose core started since their last sync, and everything when a file
+    /// source changed.
+    async fn watch(&mut self) {
+        if self.source.file_changed().await {
+            info!(source = %self.source.describe(), "users source changed");
+            self.round(false, None).await;
+            return;
+        }
+        let (targets, _) = self.targets();
+        let restarted: Vec<TunnelId> = targets
+            .iter()
+            .filter(|t| self.synced_starts.get(&t.id) != Some(&t.core_start_usec))
+            .map(|t| t.id.clone())
+            .collect();
+        if !restarted.is_empty() && self.desired.is_some() {
+            info!(tunnels = ?restarted, "core (re)started: syncing its users");
+            self.round(false, Some(&restarted)).await;
+        }
+    }
+
+    /// Fetches the source; returns whether it is healthy. Keeps the last good document when not.
+    async fn refresh(&mut self) -> bool {
+        let bytes = match self.source.fetch().await {
+            Ok(Fetched::Unchanged) => return self.desired.is_some(),
+            Ok(Fetched::Changed(bytes)) => bytes,
+            Err(err) => {
+                warn!(error = %err, "users source unreachable: keeping the last good set, removing nobody");
+                self.metrics.source_up.set(0.0);
+                return false;
+            }
+        };
+        match users::parse_document(&bytes) {
+            Ok(doc) => {
+                for r in &doc.rejected {
+                    warn!(entry = r.index, email = r.email.as_deref().unwrap_or(""), reason = %r.reason, "invalid user rejected");
+                }
+                self.metrics.invalid_users.set(doc.rejected.len() as f64);
+                self.metrics.source_up.set(1.0);
+                self.save_last_good(&bytes);
+                self.desired = Some(Arc::new(doc));
+                true
+            }
+            Err(err) => {
+                warn!(error = %err, "users document unusable: keeping the last good set, removing nobody");
+                self.metrics.source_up.set(0.0);
+                // Read it again next time even if it does not change, so the state is re-reported.
+                self.source.forget();
+                false
+            }
+        }
+    }
+
+    /// Running tunnels to sync, and every tunnel id that exists.
+    fn targets(&self) -> (Vec<Target>, Vec<TunnelId>) {
+        let snapshot = self.state.read();
+        let alive = snapshot.tunnels.keys().cloned().collect();
+        let targets = snapshot
+            .tunnels
+            .iter()
+            .filter(|(_, t)| t.status.active_state().is_up() && t.status.exec_main_start_usec != 0)
+            .map(|(id, t)| Target {
+                id: id.clone(),
+                config_path: t
+                    .status
+                    .config_arg()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| self.config_dir.join(format!("xray-{id}.json"))),
+                core_start_usec: t.status.exec_main_start_usec,
+            })
+            .collect();
+        (targets, alive)
+    }
+
+    fn load_last_good(&self) -> Option<Arc<Document>> {
+        let bytes = std::fs::read(self.state_dir.join(LAST_GOOD)).ok()?;
+        let doc = users::parse_document(&bytes).ok()?;
+        info!(
+            users = doc.users.len(),
+            "loaded the last good users document"
+        );
+        Some(Arc::new(doc))
+    }
+
+    fn save_last_good(&self, bytes: &[u8]) {
+        let path = self.state_dir.join(LAST_GOOD);
+        let saved = std::fs::create_dir_all(&self.state_dir)
+            .and_then(|()| crate::tunnelcfg::write_atomic(&path, bytes));
+        if let Err(err) = saved {
+            warn!(path = %path.display(), error = %err, "cannot keep the last good users document");
+        }
+    }
+}
+
+fn tunnel_summary(
+    id: &TunnelId,
+    result: Result<engine::Outcome, engine::SyncError>,
+) -> TunnelSummary {
+    let (outcome, error) = match result {
+        Ok(outcome) => (outcome, None),
+        Err(err) => (engine::Outcome::default(), Some(err.to_string())),
+    };
+    TunnelSummary {
+        tunnel: id.to_string(),
+        added: outcome.added,
+        removed: outcome.removed,
+        changed: outcome.changed,
+        failed: outcome.failed,
+        total: outcome.total,
+        guard_tripped: outcome.guard_tripped,
+        error,
+    }
+}

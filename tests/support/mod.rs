@@ -4,4 +4,5 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod sandbox;
+pub mod v2ray;
 pub mod warden;

@@ -1,0 +1,184 @@
+//! Rewriting the clients of some inbounds inside a parsed config document, leaving every other
+//! value, and the order of every object's keys, as it was.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::{Map, Value};
+
+use super::clients::{self, classify_all, email_of};
+use super::model::{ShapeError, config_from_value, raw_clients};
+use crate::domain::{Credential, Flavour, Protocol, User};
+
+/// Why the clients could not be merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum MergeError {
+    Shape(ShapeError),
+    Clients { tag: String, problem: String },
+}
+
+/// Replaces the clients of each inbound named in `wanted` (tag -> users), see
+/// [`super::persist_clients`]. Checks everything before changing anything, so an error leaves
+/// `root` as it was.
+pub(super) fn merge(
+    root: &mut Value,
+    wanted: &BTreeMap<String, Vec<User>>,
+    flavour: Flavour,
+) -> Result<(), MergeError> {
+    let config = config_from_value(root).map_err(MergeError::Shape)?;
+    let mut rebuilt = Vec::new();
+    for (tag, users) in wanted {
+        let fail = |problem| MergeError::Clients {
+            tag: tag.clone(),
+            problem,
+        };
+        let inbound = config.inbounds.iter().find(|ib| &ib.tag == tag);
+        let protocol = &inbound
+            .ok_or_else(|| fail("no inbound has this tag".into()))?
+            .protocol;
+        if let Some(list) = new_list(root, tag, protocol, users, flavour).map_err(fail)? {
+            rebuilt.push((tag, list));
+        }
+    }
+    for (tag, list) in rebuilt {
+        let obj = inbound_object_mut(root, tag);
+        let settings = obj.entry("settings").or_insert(Value::Null);
+        if settings.is_null() {
+            *settings = Value::Object(Map::new());
+        }
+        let settings = settings
+            .as_object_mut()
+            .expect("checked by config_from_value");
+        settings.insert("clients".into(), Value::Array(list));
+    }
+    Ok(())
+}
+
+/// The new `settings.clients` of one inbound, or `None` when it is left as it is.
+fn new_list(
+    root: &Value,
+    tag: &str,
+    protocol: &Protocol,
+    users: &[User],
+    flavour: Flavour,
+) -> Result<Option<Vec<Value>>, String> {
+    if let Some(why) = protocol.user_management_refusal(flavour) {
+        if users.is_empty() {
+            return Ok(None); // nothing to write, and nothing there to remove
+        }
+        return Err(format!(
+            "a {protocol} inbound on {flavour} cannot take users: {why}"
+        ));
+    }
+    check_users(protocol, users)?;
+    let obj = inbound_object(root, tag);
+    let old = raw_clients(obj).expect("checked by config_from_value");
+    if old.is_empty() && users.is_empty() {
+        return Ok(None); // keeps an absent `settings` or `clients` absent
+    }
+    let method = match protocol {
+        Protocol::Shadowsocks if !users.is_empty() => {
+            let empty = Map::new();
+            let settings = obj.get("settings").and_then(Value::as_object);
+            clients::shadowsocks_method(settings.unwrap_or(&empty), old)?
+        }
+        _ => None,
+    };
+    rebuild(protocol, old, users, method.as_deref()).map(Some)
+}
+
+/// The inbound object with this tag; the caller has seen it in `config_from_value`.
+fn inbound_object<'a>(root: &'a Value, tag: &str) -> &'a Map<String, Value> {
+    root["inbounds"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .find(|ib| ib.get("tag").and_then(Value::as_str) == Some(tag))
+        .expect("the inbound was found by config_from_value")
+}
+
+fn inbound_object_mut<'a>(root: &'a mut Value, tag: &str) -> &'a mut Map<String, Value> {
+    root["inbounds"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+        .find(|ib| ib.get("tag").and_then(Value::as_str) == Some(tag))
+        .expect("the inbound was found by config_from_value")
+}
+
+/// Refuses users the inbound could not run: writing them would stop the core from starting.
+fn check_users(protocol: &Protocol, users: &[User]) -> Result<(), String> {
+    let mut emails = HashSet::new();
+    for user in users {
+        if user.email.is_empty() {
+            return Err("a user has an empty email".into());
+        }
+        if !emails.insert(user.email.to_lowercase()) {
+            return Err(format!("user {:?} is given twice", user.email));
+        }
+        if !protocol.accepts(&user.credential) {
+            let has = match user.credential {
+                Credential::Id(_) => "an id",
+                Credential::Password(_) => "a password",
+            };
+            return Err(format!(
+                "user {:?} has {has}, which a {protocol} inbound does not take",
+                user.email
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The new client list: the old clients in their order (readable ones updated when wanted and
+/// dropped when not, unreadable ones kept as they are), then the users that had no client.
+fn rebuild(
+    protocol: &Protocol,
+    old: &[Value],
+    users: &[User],
+    ss_method: Option<&str>,
+) -> Result<Vec<Value>, String> {
+    let classes = classify_all(protocol, old);
+    let mut kept_emails = HashMap::new();
+    for (client, class) in old.iter().zip(&classes) {
+        if let (Err(why), Some(email)) = (class, email_of(client)) {
+            kept_emails.insert(email.to_lowercase(), why.clone());
+        }
+    }
+    if let Some((user, why)) = users
+        .iter()
+        .find_map(|u| Some((u, kept_emails.get(&u.email.to_lowercase())?)))
+    {
+        return Err(format!(
+            "user {:?} is wanted, but the file holds a client with that email which the warden \
+             cannot read ({why}); fix or remove that client by hand",
+            user.email
+        ));
+    }
+    let by_email: HashMap<String, &User> =
+        users.iter().map(|u| (u.email.to_lowercase(), u)).collect();
+    let mut placed = HashSet::new();
+    let mut list = Vec::with_capacity(users.len() + old.len());
+    for (client, class) in old.iter().zip(classes) {
+        let Ok(found) = class else {
+            list.push(client.clone());
+            continue;
+        };
+        let key = found.email.to_lowercase();
+        if let Some(user) = by_email.get(&key) {
+            let mut obj = client
+                .as_object()
+                .expect("a readable client is an object")
+                .clone();
+            clients::update(&mut obj, protocol, user);
+            list.push(Value::Object(obj));
+            placed.insert(key);
+        }
+    }
+    let new = users
+        .iter()
+        .filter(|u| !placed.contains(&u.email.to_lowercase()));
+    list.extend(new.map(|u| clients::new_client(protocol, u, ss_method)));
+    Ok(list)
+}

@@ -1,0 +1,378 @@
+//! Syncing one tunnel: read its config, find out what its core has, diff against the desired
+//! users, apply the difference through the API, then persist it to the config file and the
+//! warden's record.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{self, StreamExt};
+use tracing::{info, warn};
+
+use super::metrics::SyncMetrics;
+use super::plan::{self, Guard, InboundDiff, Op};
+use super::record::Record;
+use crate::domain::{Flavour, Protocol, TunnelId, User};
+use crate::tunnelcfg;
+use crate::users::{self, DesiredUser};
+use crate::xray::{ApiClient, ApiError};
+
+/// Attempts per operation when the core answers with a retryable error.
+const ATTEMPTS: u32 = 3;
+const RETRY_BASE: Duration = Duration::from_millis(100);
+
+/// One tunnel to sync, as the watcher sees it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: TunnelId,
+    pub config_path: PathBuf,
+    /// `ExecMainStartTimestamp` of the running core: a new value means the core restarted and
+    /// holds exactly the users of its config file again.
+    pub core_start_usec: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_remove_fraction: f64,
+    pub concurrency: usize,
+    pub call_timeout: Duration,
+    pub flavour: Option<Flavour>,
+    pub state_dir: PathBuf,
+}
+
+/// Emails touched during one sync (a user added to two inbounds is one added user).
+#[derive(Default)]
+struct Tally {
+    added: BTreeSet<String>,
+    removed: BTreeSet<String>,
+    changed: BTreeSet<String>,
+    /// Operations that failed.
+    failed: usize,
+}
+
+/// What a sync of one tunnel did; users are counted once however many inbounds they are on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub added: usize,
+    pub removed: usize,
+    pub changed: usize,
+    pub failed: usize,
+    /// Users the tunnel holds afterwards (unique emails over its inbounds).
+    pub total: usize,
+    pub guard_tripped: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Config(#[from] tunnelcfg::TunnelConfigError),
+    #[error(
+        "the config names no TCP API address (api.listen, or a dokodemo-door inbound routed to the api tag)"
+    )]
+    NoApi,
+    #[error("cannot reach the core's API: {0}")]
+    Api(#[from] ApiError),
+    #[error("the warden's record: {0}")]
+    Record(#[from] super::record::RecordError),
+}
+
+/// A core's API client, kept while the core's process lives.
+struct Connection {
+    core_start_usec: u64,
+    client: ApiClient,
+    can_list_users: bool,
+}
+
+pub struct Engine {
+    settings: Settings,
+    metrics: SyncMetrics,
+    connections: HashMap<TunnelId, Connection>,
+}
+
+impl Engine {
+    pub fn new(settings: Settings, metrics: SyncMetrics) -> Self {
+        Self {
+            settings,
+            metrics,
+            connections: HashMap::new(),
+        }
+    }
+
+    /// Forgets tunnels that no longer exist (and drops their series).
+    pub fn retain(&mut self, alive: &[TunnelId]) {
+        self.connections.retain(|id, _| alive.contains(id));
+        self.metrics.retain(alive);
+    }
+
+    /// Brings `target`'s users to `desired`. Removals are only applied when `removals_allowed`
+    /// (the source is healthy) and the guard allows them or `force` overrides it.
+    pub async fn sync(
+        &mut self,
+        target: &Target,
+        desired: &[DesiredUser],
+        removals_allowed: bool,
+        force: bool,
+    ) -> Result<Outcome, SyncError> {
+        let started = Instant::now();
+        let result = self
+            .sync_inner(target, desired, removals_allowed, force)
+            .await;
+        self.metrics.observe_duration(started.elapsed());
+        let api_up = !matches!(result, Err(SyncError::Api(_) | SyncError::NoApi));
+        self.metrics.set_api_up(&target.id, api_up);
+        match &result {
+            Ok(outcome) => self
+                .metrics
+                .record_success(&target.id, outcome.guard_tripped),
+            Err(err) => warn!(tunnel = %target.id, error = %err, "user sync failed"),
+        }
+        result
+    }
+
+    async fn sync_inner(
+        &mut self,
+        target: &Target,
+        desired: &[DesiredUser],
+        removals_allowed: bool,
+        force: bool,
+    ) -> Result<Outcome, SyncError> {
+        let config = tunnelcfg::read(&target.config_path)?;
+        let addr = config.api.ok_or(SyncError::NoApi)?;
+        let (client, can_list) = self.connection(target, addr).await?;
+        let mut record = Record::load_or_start(&self.settings.state_dir, target, &config)?;
+        let flavour = client.flavour();
+
+        // Per inbound: what the core has now and what it should have.
+        let mut inbounds = Vec::new();
+        for inbound in &config.inbounds {
+            if let Some(reason) = inbound.protocol.user_management_refusal(flavour) {
+                tracing::debug!(tunnel = %target.id, tag = %inbound.tag, reason, "inbound skipped");
+                continue;
+            }
+            let current = match can_list {
+                true => client
+                    .inbound_users(&inbound.tag)
+                    .await?
+                    .unwrap_or_default(),
+                false => record.users(&inbound.tag).to_vec(),
+            };
+            let want = users::desired_for(
+                desired,
+                &target.id,
+                &inbound.tag,
+                &inbound.protocol,
+                flavour,
+            );
+            let diff = plan::diff(&current, &want);
+            self.metrics
+                .set_users(&target.id, &inbound.tag, want.len(), current.len());
+            inbounds.push((inbound.tag.clone(), inbound.protocol.clone(), current, diff));
+        }
+
+        let guard = guard_of(&inbounds, self.settings.max_remove_fraction);
+        let mut tally = Tally::default();
+        if let (Guard::Tripped { removing, total }, false) = (guard, force) {
+            warn!(tunnel = %target.id, removing, total, max = self.settings.max_remove_fraction,
+                "removal guard tripped: applying additions only (force to override)");
+        }
+        let with_removals = removals_allowed && (force || guard == Guard::Allow);
+
+        let mut changed_tags = Vec::new();
+        for (tag, protocol, current, diff) in &inbounds {
+            if diff.is_empty() || (!with_removals && diff.add.is_empty() && diff.change.is_empty())
+            {
+                continue;
+            }
+            let applied = self
+                .apply(
+                    target,
+                    &client,
+                    tag,
+                    protocol,
+                    diff,
+                    with_removals,
+                    &mut tally,
+                )
+                .await;
+            record.set(tag, merge(current, &applied));
+            changed_tags.push(tag.clone());
+        }
+        if !changed_tags.is_empty() {
+            let clients: BTreeMap<String, Vec<User>> = changed_tags
+                .iter()
+                .map(|tag| (tag.clone(), record.users(tag).to_vec()))
+                .collect();
+            tunnelcfg::persist_clients(&target.config_path, &clients, flavour)?;
+            record.save(&self.settings.state_dir, &target.id)?;
+        }
+        let outcome = Outcome {
+            added: tally.added.len(),
+            removed: tally.removed.len(),
+            changed: tally.changed.len(),
+            failed: tally.failed,
+            total: record.total_users(),
+            guard_tripped: matches!(guard, Guard::Tripped { .. }) && !force,
+        };
+        for (tag, _, _, _) in &inbounds {
+            self.metrics
+                .set_applied(&target.id, tag, record.users(tag).len());
+        }
+        info!(tunnel = %target.id, added = outcome.added, removed = outcome.removed, changed = outcome.changed,
+            failed = outcome.failed, total = outcome.total,
+            "user sync complete: tunnel={} added={} removed={} total={}",
+            target.id, outcome.added + outcome.changed, outcome.removed, outcome.total);
+        Ok(outcome)
+    }
+
+    /// The tunnel's API client, detecting the flavour once per core process.
+    async fn connection(
+        &mut self,
+        target: &Target,
+        addr: std::net::SocketAddr,
+    ) -> Result<(ApiClient, bool), ApiError> {
+        if let Some(c) = self.connections.get(&target.id)
+            && c.core_start_usec == target.core_start_usec
+        {
+            return Ok((c.client.clone(), c.can_list_users));
+        }
+        let timeout = self.settings.call_timeout;
+        let detected = ApiClient::detect(addr, timeout).await?;
+        let flavour = self.settings.flavour.unwrap_or(detected.flavour);
+        let client = ApiClient::new(addr, flavour, timeout);
+        let can_list = detected.can_list_users && flavour == Flavour::Xray;
+        self.connections.insert(
+            target.id.clone(),
+            Connection {
+                core_start_usec: target.core_start_usec,
+                client: client.clone(),
+                can_list_users: can_list,
+            },
+        );
+        Ok((client, can_list))
+    }
+
+    /// Applies one inbound's diff, `concurrency` emails at a time, each email's ops in order.
+    /// Returns the ops that took effect.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        target: &Target,
+        client: &ApiClient,
+        tag: &str,
+        protocol: &Protocol,
+        diff: &InboundDiff,
+        with_removals: bool,
+        tally: &mut Tally,
+    ) -> Vec<Op> {
+        let groups = diff.ops(with_removals);
+        let runs: Vec<_> = groups
+            .into_iter()
+            .map(|ops| async move {
+                let mut done = Vec::new();
+                for op in ops {
+                    match run_op(client, tag, protocol, &op).await {
+                        Ok(()) => done.push(op),
+                        Err(err) => return (done, Some((op, err))),
+                    }
+                }
+                (done, None)
+            })
+            .collect();
+        let results: Vec<_> = stream::iter(runs)
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await;
+        let mut applied = Vec::new();
+        let changes: HashSet<&str> = diff.change.iter().map(|u| u.email.as_str()).collect();
+        let is_change = |email: &str| changes.contains(email);
+        for (done, failure) in results {
+            for op in &done {
+                self.metrics.count_op(&target.id, op.kind(), "ok");
+                match op {
+                    Op::Add(u) if is_change(&u.email) => {
+                        tally.changed.insert(u.email.to_lowercase());
+                    }
+                    Op::Add(u) => {
+                        tally.added.insert(u.email.to_lowercase());
+                        info!(
+                            "added user {} to {}/{} via API (no restart)",
+                            u.email, target.id, tag
+                        );
+                    }
+                    Op::Remove(e) if is_change(e) => {}
+                    Op::Remove(e) => {
+                        tally.removed.insert(e.to_lowercase());
+                        info!(
+                            "removed user {} from {}/{} via API (no restart)",
+                            e, target.id, tag
+                        );
+                    }
+                }
+            }
+            if let Some((op, err)) = failure {
+                tally.failed += 1;
+                let result = if matches!(err, ApiError::Refused(_)) {
+                    "refused"
+                } else {
+                    "error"
+                };
+                self.metrics.count_op(&target.id, op.kind(), result);
+                warn!(tunnel = %target.id, %tag, op = op.kind(), email = op.email(), error = %err, "user operation failed");
+            }
+            applied.extend(done);
+        }
+        applied
+    }
+}
+
+/// Runs one operation with retries; "already exists" on add and "not found" on remove mean the
+/// core is already where we want it.
+async fn run_op(
+    client: &ApiClient,
+    tag: &str,
+    protocol: &Protocol,
+    op: &Op,
+) -> Result<(), ApiError> {
+    let mut attempt = 0;
+    loop {
+        let result = match op {
+            Op::Add(user) => client.add_user(tag, protocol, user).await,
+            Op::Remove(email) => client.remove_user(tag, email).await,
+        };
+        match (op, result) {
+            (_, Ok(()))
+            | (Op::Add(_), Err(ApiError::AlreadyExists))
+            | (Op::Remove(_), Err(ApiError::NotFound)) => return Ok(()),
+            (_, Err(err)) if err.is_retryable() && attempt + 1 < ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(RETRY_BASE * 2u32.pow(attempt)).await;
+            }
+            (_, Err(err)) => return Err(err),
+        }
+    }
+}
+
+fn guard_of(inbounds: &[(String, Protocol, Vec<User>, InboundDiff)], max_fraction: f64) -> Guard {
+    let current: Vec<&[User]> = inbounds.iter().map(|(_, _, c, _)| c.as_slice()).collect();
+    let diffs: Vec<&InboundDiff> = inbounds.iter().map(|(_, _, _, d)| d).collect();
+    plan::guard(&current, &diffs, max_fraction)
+}
+
+/// The users an inbound holds after `applied` ops on `current`.
+fn merge(current: &[User], applied: &[Op]) -> Vec<User> {
+    let mut users: BTreeMap<String, User> = current
+        .iter()
+        .map(|u| (u.email.to_lowercase(), u.clone()))
+        .collect();
+    for op in applied {
+        match op {
+            Op::Add(u) => {
+                users.insert(u.email.to_lowercase(), u.clone());
+            }
+            Op::Remove(e) => {
+                users.remove(&e.to_lowercase());
+            }
+        }
+    }
+    users.into_values().collect()
+}

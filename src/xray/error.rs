@@ -1,0 +1,271 @@
+//! The client's error enum and the one place where the core's error strings are read.
+//!
+//! Both cores report almost every failure as gRPC status UNKNOWN with a Go error text as the
+//! message (facts §0, §6), so the kind of failure can only be told from that text.
+//! [`classify`] is the single function that does it; each string it knows has a test below.
+//! It also reads the two answers the client uses as probes: "unknown service" (detection) and
+//! "Email must not be empty." (which proxy serves an inbound).
+
+use std::error::Error as _;
+
+use tonic::{Code, Status, TimeoutExpired};
+
+/// Why a call to a core's API did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// Add: the inbound already has a user with this email (compared case-insensitively by the
+    /// core). It does not mean the existing user has the same credential (facts P2, P3).
+    #[error("the user already exists on this inbound")]
+    AlreadyExists,
+    /// Remove: the inbound has no user with this email.
+    #[error("the user is not on this inbound")]
+    NotFound,
+    /// The core does not know this service or method (V2Ray, an older Xray, or a service that
+    /// is not listed in the core's `api.services`). Holds the core's message.
+    #[error("not implemented by the core: {0}")]
+    Unimplemented(String),
+    /// Nothing was sent: the request would have been malformed or would have crashed the core.
+    #[error("refused to send: {0}")]
+    Refused(String),
+    /// The call did not finish within the client's timeout. It may still have taken effect.
+    #[error("the call timed out")]
+    Timeout,
+    /// The core could not be reached or the connection broke (refused, reset, unavailable).
+    #[error("transport: {0}")]
+    Transport(String),
+    /// Any other failure the core reported, with its text (e.g. an unknown inbound tag), or an
+    /// answer this client could not read.
+    #[error("core: {0}")]
+    Core(String),
+}
+
+impl ApiError {
+    /// Whether trying the same call again later may succeed: timeouts and transport failures.
+    /// After a timeout the first attempt may have been applied, so a retried add can answer
+    /// [`ApiError::AlreadyExists`] and a retried remove [`ApiError::NotFound`].
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Timeout | Self::Transport(_))
+    }
+}
+
+/// What a failed call's status says. Most of it is an [`ApiError`]; the other variants are
+/// answers that detection and the inbound check read, and become [`ApiError`]s otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    Api(ApiError),
+    /// grpc-go "unknown service S": the core has no such service (e.g. Xray's on V2Ray).
+    UnknownService(String),
+    /// grpc-go "unknown method M for service S".
+    UnknownMethod(String),
+    /// "<pkg>/proxy/<proxy>[/...]: Email must not be empty.", the answer to removing the
+    /// empty email: it names the inbound's proxy (`vless`, `vmess`, `trojan`, ...).
+    EmptyEmail {
+        proxy: String,
+        message: String,
+    },
+    /// "... proxy is not a UserManager": the inbound cannot hold users (facts §3.4).
+    NotUserManager(String),
+}
+
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> ApiError {
+        match failure {
+            Failure::Api(error) => error,
+            Failure::UnknownService(message) | Failure::UnknownMethod(message) => {
+                ApiError::Unimplemented(message)
+            }
+            Failure::EmptyEmail { message, .. } | Failure::NotUserManager(message) => {
+                ApiError::Core(message)
+            }
+        }
+    }
+}
+
+/// Reads a failed call's status. The only function that reads the core's error texts.
+pub(crate) fn classify(status: &Status) -> Failure {
+    let message = status.message();
+    let api = |error| Failure::Api(error);
+    match status.code() {
+        Code::DeadlineExceeded => return api(ApiError::Timeout),
+        // tonic's own grpc-timeout expiry is reported as CANCELLED with a TimeoutExpired source.
+        Code::Cancelled if source_is::<TimeoutExpired>(status) => return api(ApiError::Timeout),
+        Code::Unavailable => return api(ApiError::Transport(message.to_owned())),
+        Code::Unimplemented if message.starts_with("unknown service") => {
+            return Failure::UnknownService(message.to_owned());
+        }
+        Code::Unimplemented => return Failure::UnknownMethod(message.to_owned()),
+        // A status that carries a local error as its source was made by tonic, not sent by the
+        // core: the connection broke mid-call (reset, h2 protocol error, the core crashed).
+        _ if status.source().is_some() => return api(ApiError::Transport(message.to_owned())),
+        _ => {}
+    }
+    // facts §0: "<pkg>: <message>[ > <inner>]"; the innermost error is last.
+    let inner = message.rsplit(" > ").next().unwrap_or(message);
+    // facts §6: "<pkg>: User EMAIL already exists." / "<pkg>: User EMAIL not found."; the
+    // "handler not found: TAG" of an unknown inbound has no "User " and stays a Core error.
+    if inner.contains(": User ") && inner.ends_with(" already exists.") {
+        api(ApiError::AlreadyExists)
+    } else if inner.contains(": User ") && inner.ends_with(" not found.") {
+        api(ApiError::NotFound)
+    } else if let Some(package) = inner.strip_suffix(": Email must not be empty.") {
+        // "v2ray.com/core/proxy/vmess/inbound" (4.34, live) or "proxy/vless" (Xray, facts §6).
+        let after = package
+            .rfind("proxy/")
+            .map_or("", |at| &package[at + "proxy/".len()..]);
+        let proxy = after.split('/').next().unwrap_or("").to_owned();
+        Failure::EmptyEmail {
+            proxy,
+            message: message.to_owned(),
+        }
+    } else if inner.ends_with("proxy is not a UserManager") {
+        Failure::NotUserManager(message.to_owned())
+    } else {
+        api(ApiError::Core(message.to_owned()))
+    }
+}
+
+fn source_is<E: std::error::Error + 'static>(status: &Status) -> bool {
+    let mut source = status.source();
+    while let Some(error) = source {
+        if error.is::<E>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: Status) -> ApiError {
+        classify(&status).into()
+    }
+
+    fn unknown(message: &str) -> ApiError {
+        api(Status::unknown(message))
+    }
+
+    #[test]
+    fn already_exists_from_each_protocol_and_core() {
+        for text in [
+            "v2ray.com/core/proxy/vless: User alice@x already exists.",
+            "v2ray.com/core/proxy/vmess/inbound: User ALICE@x already exists.",
+            "v2ray.com/core/proxy/trojan: User t@x already exists.",
+            "proxy/vless: User alice@x already exists.",
+            "proxy/shadowsocks_2022: User s@x already exists.",
+        ] {
+            assert_eq!(unknown(text), ApiError::AlreadyExists, "{text}");
+        }
+    }
+
+    #[test]
+    fn not_found_on_remove() {
+        for text in [
+            "v2ray.com/core/proxy/vless: User nobody@x not found.",
+            "v2ray.com/core/proxy/vmess/inbound: User nobody@x not found.",
+            "proxy/trojan: User nobody@x not found.",
+        ] {
+            assert_eq!(unknown(text), ApiError::NotFound, "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_tag_and_other_texts_stay_core_errors() {
+        for text in [
+            "v2ray.com/core/app/proxyman/command: failed to get handler: nope > \
+             v2ray.com/core/app/proxyman/inbound: handler not found: nope",
+            "v2ray.com/core/app/proxyman/command: failed to parse user > \
+             v2ray.com/core/proxy/vless: failed to parse ID > invalid UUID: hello",
+            "v2ray.com/core/app/stats/command: user>>>carol@x>>>traffic>>>downlink not found.",
+            "not enough information for making a decision",
+        ] {
+            assert_eq!(unknown(text), ApiError::Core(text.to_owned()), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_empty_email_answer_names_the_inbound_proxy() {
+        for (text, proxy) in [
+            (
+                "v2ray.com/core/proxy/vless: Email must not be empty.",
+                "vless",
+            ),
+            (
+                "v2ray.com/core/proxy/vmess/inbound: Email must not be empty.",
+                "vmess",
+            ),
+            (
+                "v2ray.com/core/proxy/trojan: Email must not be empty.",
+                "trojan",
+            ),
+            (
+                "proxy/shadowsocks_2022: Email must not be empty.",
+                "shadowsocks_2022",
+            ),
+            ("proxy/shadowsocks: Email must not be empty.", "shadowsocks"),
+        ] {
+            let expected = Failure::EmptyEmail {
+                proxy: proxy.into(),
+                message: text.into(),
+            };
+            assert_eq!(classify(&Status::unknown(text)), expected);
+            assert_eq!(unknown(text), ApiError::Core(text.into()));
+        }
+        let text = "v2ray.com/core/app/proxyman/command: proxy is not a UserManager";
+        assert_eq!(
+            classify(&Status::unknown(text)),
+            Failure::NotUserManager(text.into())
+        );
+        assert_eq!(unknown(text), ApiError::Core(text.into()));
+    }
+
+    #[test]
+    fn unknown_service_and_method_are_unimplemented() {
+        let service = "unknown service xray.app.proxyman.command.HandlerService";
+        let method = "unknown method GetInboundUsers for service \
+                      v2ray.core.app.proxyman.command.HandlerService";
+        let failure = classify(&Status::unimplemented(service));
+        assert_eq!(failure, Failure::UnknownService(service.into()));
+        assert_eq!(
+            ApiError::from(failure),
+            ApiError::Unimplemented(service.into())
+        );
+        let failure = classify(&Status::unimplemented(method));
+        assert_eq!(failure, Failure::UnknownMethod(method.into()));
+        assert_eq!(
+            ApiError::from(failure),
+            ApiError::Unimplemented(method.into())
+        );
+    }
+
+    #[test]
+    fn transport_failures_are_retryable() {
+        let refused = api(Status::unavailable("tcp connect error: Connection refused"));
+        assert!(matches!(refused, ApiError::Transport(ref m) if m.contains("refused")));
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        let reset = api(Status::from_error(Box::new(io)));
+        assert!(matches!(reset, ApiError::Transport(_)), "{reset:?}");
+        // What a core that crashed mid-call looks like (seen live: Unknown "transport error").
+        let broken = api(Status::from_error("transport error".into()));
+        assert!(matches!(broken, ApiError::Transport(_)), "{broken:?}");
+        assert!(refused.is_retryable() && reset.is_retryable());
+        assert!(!ApiError::AlreadyExists.is_retryable());
+        assert!(!ApiError::Core(String::new()).is_retryable());
+    }
+
+    #[test]
+    fn deadlines_are_timeouts() {
+        assert_eq!(
+            api(Status::deadline_exceeded("deadline")),
+            ApiError::Timeout
+        );
+        let local = Status::from_error(Box::new(TimeoutExpired(())));
+        assert_eq!(local.code(), Code::Cancelled);
+        assert_eq!(api(local), ApiError::Timeout);
+        assert!(ApiError::Timeout.is_retryable());
+        // A cancellation sent by the peer is not ours to retry blindly.
+        assert!(matches!(api(Status::cancelled("peer")), ApiError::Core(_)));
+    }
+}

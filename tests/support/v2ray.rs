@@ -1,0 +1,162 @@
+//! Real V2Ray pieces for the user-sync proofs: a tunnel config, a VLESS client process with a
+//! SOCKS inbound, an origin HTTP server, and a fetch through the tunnel with curl.
+//!
+//! Everything listens on 127.0.0.1; every process started here is stopped by its PID on drop.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const V2RAY: &str = "/usr/bin/v2ray";
+
+/// A free port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Ports of one tunnel's inbounds.
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelPorts {
+    pub api: u16,
+    pub vless: u16,
+    pub vmess: u16,
+    pub trojan: u16,
+}
+
+impl TunnelPorts {
+    pub fn free() -> Self {
+        Self {
+            api: free_port(),
+            vless: free_port(),
+            vmess: free_port(),
+            trojan: free_port(),
+        }
+    }
+}
+
+/// A V2Ray 4.34 server config: the API behind a dokodemo-door inbound routed to the api tag
+/// (xray-api-facts.md §9.1), and VLESS, VMess and Trojan inbounds without users.
+pub fn tunnel_config(ports: TunnelPorts) -> String {
+    format!(
+        r#"{{
+  "log": {{"loglevel": "warning"}},
+  "api": {{"tag": "api", "services": ["HandlerService", "StatsService"]}},
+  "stats": {{}},
+  "policy": {{"levels": {{"0": {{"statsUserUplink": true, "statsUserDownlink": true}}}},
+              "system": {{"statsInboundUplink": true, "statsInboundDownlink": true}}}},
+  "inbounds": [
+    {{"tag": "api", "listen": "127.0.0.1", "port": {api}, "protocol": "dokodemo-door", "settings": {{"address": "127.0.0.1"}}}},
+    {{"tag": "vless-in", "listen": "127.0.0.1", "port": {vless}, "protocol": "vless", "settings": {{"clients": [], "decryption": "none"}}}},
+    {{"tag": "vmess-in", "listen": "127.0.0.1", "port": {vmess}, "protocol": "vmess", "settings": {{"clients": []}}}},
+    {{"tag": "trojan-in", "listen": "127.0.0.1", "port": {trojan}, "protocol": "trojan", "settings": {{"clients": []}}}}
+  ],
+  "outbounds": [{{"protocol": "freedom", "tag": "direct"}}],
+  "routing": {{"rules": [{{"type": "field", "inboundTag": ["api"], "outboundTag": "api"}}]}}
+}}
+"#,
+        api = ports.api,
+        vless = ports.vless,
+        vmess = ports.vmess,
+        trojan = ports.trojan,
+    )
+}
+
+/// A unit running V2Ray on `config`.
+pub fn tunnel_unit(config: &Path) -> String {
+    format!(
+        "[Unit]\nDescription=v2ray tunnel\nStartLimitIntervalSec=0\n[Service]\n\
+         ExecStart={V2RAY} -config {}\nRestart=always\nRestartSec=1\n",
+        config.display()
+    )
+}
+
+/// A V2Ray process acting as a VLESS client: SOCKS on `socks`, tunnel at `vless_port`.
+pub struct VlessClient {
+    child: Child,
+    pub socks: u16,
+}
+
+impl VlessClient {
+    pub fn start(dir: &Path, name: &str, vless_port: u16, id: &str) -> VlessClient {
+        let socks = free_port();
+        let config = format!(
+            r#"{{"log": {{"loglevel": "warning"}},
+ "inbounds": [{{"listen": "127.0.0.1", "port": {socks}, "protocol": "socks", "settings": {{"udp": false}}}}],
+ "outbounds": [{{"protocol": "vless", "settings": {{"vnext": [{{"address": "127.0.0.1", "port": {vless_port},
+   "users": [{{"id": "{id}", "encryption": "none"}}]}}]}}}}]}}"#
+        );
+        let path: PathBuf = dir.join(format!("client-{name}.json"));
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new(V2RAY)
+            .arg("-config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the v2ray client");
+        let client = VlessClient { child, socks };
+        wait_listening(socks);
+        client
+    }
+}
+
+impl Drop for VlessClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A tiny origin server answering every request with `body`, on a thread of its own.
+pub struct Origin {
+    pub port: u16,
+}
+
+impl Origin {
+    pub fn start(body: &'static str) -> Origin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                let mut buf = [0u8; 4096];
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream.read(&mut buf);
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        Origin { port }
+    }
+}
+
+/// GETs the origin through a SOCKS proxy with curl; `Err` with curl's complaint when refused.
+pub fn fetch_via(socks: u16, origin: &Origin) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "3", "--socks5-hostname"])
+        .arg(format!("127.0.0.1:{socks}"))
+        .arg(format!("http://127.0.0.1:{}/", origin.port))
+        .output()
+        .expect("running curl");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

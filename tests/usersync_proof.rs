@@ -1,0 +1,336 @@
+//! Proof tier for the user sync: a REAL V2Ray 4.34 runs as an xray-tunnel-* unit of a REAL
+//! systemd (the namespace sandbox), the real warden syncs its users from a file source, and a
+//! REAL client (a second V2Ray, VLESS outbound, SOCKS inbound) fetches a page from a local origin
+//! through the tunnel. Needs root: `cargo test --test usersync_proof`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use support::sandbox::Sandbox;
+use support::v2ray::{Origin, TunnelPorts, VlessClient, fetch_via, tunnel_config, tunnel_unit};
+use support::warden::{Scrape, Warden, http_post};
+
+const UNIT: &str = "xray-tunnel-edge.service";
+const TOKEN: &str = "proof-token-0123456789abcdef";
+const WAIT: Duration = Duration::from_secs(15);
+
+const ALICE: &str = "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
+const BOB: &str = "6d1e2f3a-4b5c-4d6e-8f70-81a2b3c4d5e6";
+const CAROL: &str = "a1b2c3d4-0000-4000-8000-00000000000f";
+const DAVE: &str = "b2c3d4e5-1111-4111-9111-111111111111";
+
+struct Tunnel {
+    sandbox: Sandbox,
+    dir: PathBuf,
+    config: PathBuf,
+    users: PathBuf,
+    ports: TunnelPorts,
+}
+
+impl Tunnel {
+    fn boot(name: &str) -> Tunnel {
+        let sandbox = Sandbox::boot(name);
+        let dir = sandbox.state_dir().join("edge");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports = TunnelPorts::free();
+        let config = dir.join("xray-edge.json");
+        std::fs::write(&config, tunnel_config(ports)).unwrap();
+        sandbox.write_unit(UNIT, &tunnel_unit(&config));
+        sandbox.systemctl(&["daemon-reload"]);
+        sandbox.systemctl(&["start", UNIT]);
+        let users = dir.join("users.json");
+        Tunnel {
+            sandbox,
+            dir,
+            config,
+            users,
+            ports,
+        }
+    }
+
+    fn set_users(&self, json: &str) {
+        let tmp = self.dir.join("users.json.new");
+        std::fs::write(&tmp, json).unwrap();
+        std::fs::rename(tmp, &self.users).unwrap();
+    }
+
+    fn warden(&self) -> Warden {
+        let token = self.dir.join("token");
+        std::fs::write(&token, TOKEN).unwrap();
+        let config = format!(
+            "[users]\nsource = \"file://{}\"\ninterval = \"1h\"\nstate_dir = \"{}\"\n\
+             [api]\ntoken_file = \"{}\"\n[sampler]\ninterval = \"1s\"\n",
+            self.users.display(),
+            self.dir.join("state").display(),
+            token.display()
+        );
+        let warden = Warden::start(&self.sandbox, &config);
+        warden.wait_ready();
+        warden
+    }
+
+    fn restarts_and_pid(&self) -> (String, String) {
+        let p = self.sandbox.show(UNIT, &["NRestarts", "MainPID"]);
+        (p["NRestarts"].clone(), p["MainPID"].clone())
+    }
+
+    fn config_clients(&self, tag: &str) -> Vec<String> {
+        clients_in(&self.config, tag)
+    }
+}
+
+/// Emails of the clients of inbound `tag` in a config file (which must parse).
+fn clients_in(path: &Path, tag: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&text).expect("the config file always parses");
+    let inbound = json["inbounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["tag"] == tag)
+        .unwrap();
+    let mut emails: Vec<String> = inbound["settings"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["email"].as_str().unwrap().to_owned())
+        .collect();
+    emails.sort();
+    emails
+}
+
+fn sync(warden: &Warden, force: bool) -> serde_json::Value {
+    let body = format!("{{\"force\": {force}}}");
+    let (status, answer) = http_post(warden.addr, "/api/v1/sync", Some(TOKEN), &body).unwrap();
+    assert_eq!(status, 200, "{answer}");
+    serde_json::from_str(&answer).unwrap()
+}
+
+fn applied(scrape: &Scrape, inbound: &str) -> Option<f64> {
+    scrape.value(
+        "xray_usersync_applied_users",
+        &[("tunnel", "edge"), ("inbound", inbound)],
+    )
+}
+
+fn wait_fetch(client: &VlessClient, origin: &Origin, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        match fetch_via(client.socks, origin) {
+            Ok(body) => {
+                assert_eq!(body, "hello through the tunnel");
+                return started.elapsed();
+            }
+            Err(err) if started.elapsed() > within => {
+                panic!("no connection within {within:?}: {err}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[test]
+fn users_follow_the_source_without_restarting_the_core() {
+    let tunnel = Tunnel::boot("sync-follow");
+    let origin = Origin::start("hello through the tunnel");
+    tunnel.set_users(&format!(
+        r#"{{"users": [
+            {{"email": "alice@example.com", "id": "{ALICE}"}},
+            {{"email": "carol@example.com", "id": "{CAROL}"}},
+            {{"email": "dave@example.com", "id": "{DAVE}"}},
+            {{"email": "trudy@example.com", "password": "trudy-secret"}}
+        ]}}"#
+    ));
+    let before = tunnel.restarts_and_pid();
+    let warden = tunnel.warden();
+    warden.wait_for("first sync", WAIT, |s| applied(s, "vless-in") == Some(3.0));
+    assert_eq!(
+        tunnel.config_clients("vless-in"),
+        ["alice@example.com", "carol@example.com", "dave@example.com"]
+    );
+    assert_eq!(tunnel.config_clients("trojan-in"), ["trudy@example.com"]);
+    let scrape = warden.scrape();
+    assert_eq!(
+        applied(&scrape, "vmess-in"),
+        Some(3.0),
+        "ids go to every id-protocol inbound"
+    );
+    assert_eq!(
+        scrape.value("xray_tunnel_api_up", &[("tunnel", "edge")]),
+        Some(1.0)
+    );
+    assert_eq!(scrape.value("xray_usersync_source_up", &[]), Some(1.0));
+
+    // Alice connects through the tunnel; Bob, not yet in the source, cannot.
+    let alice = VlessClient::start(&tunnel.dir, "alice", tunnel.ports.vless, ALICE);
+    let bob = VlessClient::start(&tunnel.dir, "bob", tunnel.ports.vless, BOB);
+    wait_fetch(&alice, &origin, Duration::from_secs(5));
+    assert!(
+        fetch_via(bob.socks, &origin).is_err(),
+        "bob is not a user yet"
+    );
+
+    // Bob is added to the source; a triggered sync lets him in within 2 s.
+    tunnel.set_users(&format!(
+        r#"{{"users": [
+            {{"email": "alice@example.com", "id": "{ALICE}"}},
+            {{"email": "bob@example.com", "id": "{BOB}"}},
+            {{"email": "carol@example.com", "id": "{CAROL}"}},
+            {{"email": "dave@example.com", "id": "{DAVE}"}},
+            {{"email": "trudy@example.com", "password": "trudy-secret"}}
+        ]}}"#
+    ));
+    let triggered = Instant::now();
+    let summary = sync(&warden, false);
+    let took = wait_fetch(&bob, &origin, Duration::from_secs(2));
+    eprintln!(
+        "bob connected {:?} after the triggered sync ({took:?} after its answer)",
+        triggered.elapsed()
+    );
+    assert!(triggered.elapsed() < Duration::from_secs(2), "{summary}");
+    assert!(
+        warden
+            .log()
+            .contains("added user bob@example.com to edge/vless-in via API (no restart)")
+    );
+
+    // Alice is removed: her new connections are refused.
+    tunnel.set_users(&format!(
+        r#"{{"users": [
+            {{"email": "bob@example.com", "id": "{BOB}"}},
+            {{"email": "carol@example.com", "id": "{CAROL}"}},
+            {{"email": "dave@example.com", "id": "{DAVE}"}},
+            {{"email": "trudy@example.com", "password": "trudy-secret"}}
+        ]}}"#
+    ));
+    let summary = sync(&warden, false);
+    assert_eq!(summary["tunnels"][0]["removed"], 1, "{summary}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while fetch_via(alice.socks, &origin).is_ok() {
+        assert!(Instant::now() < deadline, "alice still gets through");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(warden.log().contains("user sync complete: tunnel=edge"));
+
+    // None of it restarted the core.
+    assert_eq!(tunnel.restarts_and_pid(), before);
+
+    // After a restart of the tunnel, the users are still there (persisted to its config).
+    tunnel.sandbox.systemctl(&["restart", UNIT]);
+    wait_fetch(&bob, &origin, Duration::from_secs(5));
+    assert!(
+        fetch_via(alice.socks, &origin).is_err(),
+        "alice came back after the restart"
+    );
+    assert_eq!(
+        tunnel.config_clients("vless-in"),
+        ["bob@example.com", "carol@example.com", "dave@example.com"]
+    );
+}
+
+#[test]
+fn broken_sources_and_bad_users_harm_nobody() {
+    let tunnel = Tunnel::boot("sync-guard");
+    let origin = Origin::start("hello through the tunnel");
+    let four = format!(
+        r#"{{"users": [
+            {{"email": "alice@example.com", "id": "{ALICE}"}},
+            {{"email": "bob@example.com", "id": "{BOB}"}},
+            {{"email": "carol@example.com", "id": "{CAROL}"}},
+            {{"email": "dave@example.com", "id": "{DAVE}"}}
+        ]}}"#
+    );
+    tunnel.set_users(&four);
+    let warden = tunnel.warden();
+    warden.wait_for("first sync", WAIT, |s| applied(s, "vless-in") == Some(4.0));
+    let before = tunnel.restarts_and_pid();
+    let alice = VlessClient::start(&tunnel.dir, "alice", tunnel.ports.vless, ALICE);
+    wait_fetch(&alice, &origin, Duration::from_secs(5));
+
+    // Invalid entries and wrong-protocol credentials: rejected or refused, never sent.
+    tunnel.set_users(&format!(
+        r#"{{"users": [
+            {{"email": "alice@example.com", "id": "{ALICE}"}},
+            {{"email": "bob@example.com", "id": "{BOB}"}},
+            {{"email": "carol@example.com", "id": "{CAROL}"}},
+            {{"email": "dave@example.com", "id": "{DAVE}"}},
+            {{"email": "eve@example.com", "id": "not-a-uuid"}},
+            {{"email": "", "id": "{ALICE}"}},
+            {{"email": "ALICE@example.com", "id": "{BOB}"}},
+            {{"email": "mallory@example.com", "password": "pw", "inbounds": ["vless-in"]}},
+            {{"email": "oscar@example.com", "id": "{CAROL}", "inbounds": ["trojan-in"]}}
+        ]}}"#
+    ));
+    sync(&warden, false);
+    let scrape = warden.scrape();
+    assert!(
+        scrape.value("xray_usersync_invalid_users", &[]).unwrap() >= 3.0,
+        "{}",
+        scrape.0
+    );
+    assert_eq!(applied(&scrape, "vless-in"), Some(4.0));
+    assert_eq!(applied(&scrape, "trojan-in"), Some(0.0));
+
+    // An empty list removes nobody: the guard trips.
+    tunnel.set_users(r#"{"users": []}"#);
+    let summary = sync(&warden, false);
+    assert_eq!(summary["tunnels"][0]["guard_tripped"], true, "{summary}");
+    assert_eq!(summary["tunnels"][0]["removed"], 0, "{summary}");
+    let scrape = warden.scrape();
+    assert_eq!(
+        scrape.value("xray_usersync_removal_guard_tripped", &[("tunnel", "edge")]),
+        Some(1.0)
+    );
+    wait_fetch(&alice, &origin, Duration::from_secs(2));
+
+    // A source that does not parse or vanishes keeps the last good set and removes nobody.
+    tunnel.set_users("{ this is not json");
+    let summary = sync(&warden, true);
+    assert_eq!(summary["source_up"], false, "{summary}");
+    assert_eq!(summary["tunnels"][0]["removed"], 0, "{summary}");
+    std::fs::remove_file(&tunnel.users).unwrap();
+    sync(&warden, true);
+    assert_eq!(
+        warden.scrape().value("xray_usersync_source_up", &[]),
+        Some(0.0)
+    );
+    wait_fetch(&alice, &origin, Duration::from_secs(2));
+    assert_eq!(tunnel.config_clients("vless-in").len(), 4);
+
+    // Forced, a real removal of three of four users goes through.
+    tunnel.set_users(&format!(
+        r#"{{"users": [{{"email": "bob@example.com", "id": "{BOB}"}}]}}"#
+    ));
+    let summary = sync(&warden, true);
+    assert_eq!(summary["tunnels"][0]["removed"], 3, "{summary}");
+    assert!(fetch_via(alice.socks, &origin).is_err());
+
+    assert_eq!(
+        tunnel.restarts_and_pid(),
+        before,
+        "the core never restarted"
+    );
+}
+
+#[test]
+fn the_api_needs_the_token() {
+    let tunnel = Tunnel::boot("sync-auth");
+    tunnel.set_users(r#"{"users": []}"#);
+    let warden = tunnel.warden();
+    for token in [None, Some("wrong-token-0123456789")] {
+        let (status, body) = http_post(warden.addr, "/api/v1/sync", token, "{}").unwrap();
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("\"error\":\"unauthorized\""), "{body}");
+    }
+    let (status, _) = http_post(
+        warden.addr,
+        "/api/v1/sync",
+        Some(TOKEN),
+        "{\"force\": \"yes\"}",
+    )
+    .unwrap();
+    assert!((400..500).contains(&status), "bad body is a 4xx: {status}");
+}
