@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::domain::{Resources, RestartCounts, TunnelId, UnitStatus};
+use crate::domain::{Resources, RestartCounts, Traffic, TunnelId, UnitStatus};
 
 /// One tunnel as last seen.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,6 +17,21 @@ pub struct Tunnel {
     pub restarts: RestartCounts,
     /// `None` until the sampler has read the unit's processes at least once.
     pub resources: Option<Resources>,
+    /// The core's traffic counters; `None` until read (and for tunnels without a reachable API).
+    pub traffic: Option<Traffic>,
+}
+
+impl Tunnel {
+    /// A tunnel first seen with `status`: nothing counted or sampled yet.
+    pub fn new(unit: String, status: UnitStatus) -> Self {
+        Self {
+            unit,
+            status,
+            restarts: RestartCounts::default(),
+            resources: None,
+            traffic: None,
+        }
+    }
 }
 
 /// The outcome of a collector's last run (`xray_warden_collector_*`).

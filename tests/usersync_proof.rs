@@ -61,6 +61,7 @@ impl Tunnel {
         std::fs::write(&token, TOKEN).unwrap();
         let config = format!(
             "[users]\nsource = \"file://{}\"\ninterval = \"1h\"\nstate_dir = \"{}\"\n\
+             traffic_interval = \"300ms\"\nper_user_traffic = true\n\
              [api]\ntoken_file = \"{}\"\n[sampler]\ninterval = \"1s\"\n",
             self.users.display(),
             self.dir.join("state").display(),
@@ -214,6 +215,35 @@ fn users_follow_the_source_without_restarting_the_core() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(warden.log().contains("user sync complete: tunnel=edge"));
+
+    // Traffic: per inbound, and per current user; the removed user's series are gone.
+    let user_bytes = |s: &Scrape, user: &str| {
+        let labels = [
+            ("tunnel", "edge"),
+            ("user", user),
+            ("direction", "downlink"),
+        ];
+        s.value("xray_tunnel_user_traffic_bytes_total", &labels)
+    };
+    let scrape = warden.wait_for("traffic counters", WAIT, |s| {
+        user_bytes(s, "bob@example.com").is_some_and(|b| b > 0.0)
+    });
+    let inbound = [
+        ("tunnel", "edge"),
+        ("inbound", "vless-in"),
+        ("direction", "downlink"),
+    ];
+    assert!(
+        scrape
+            .value("xray_tunnel_inbound_traffic_bytes_total", &inbound)
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        user_bytes(&scrape, "alice@example.com"),
+        None,
+        "removed users lose their series"
+    );
 
     // None of it restarted the core.
     assert_eq!(tunnel.restarts_and_pid(), before);

@@ -39,6 +39,7 @@ struct FileUsers {
     concurrency: Option<Lenient<i64>>,
     call_timeout: Option<Lenient<String>>,
     per_user_traffic: Option<Lenient<bool>>,
+    traffic_interval: Option<Lenient<String>>,
     max_user_series: Option<Lenient<i64>>,
 }
 
@@ -183,6 +184,11 @@ impl FileUsers {
             state_dir: c.abs_path("users.state_dir", self.state_dir, d.state_dir),
             concurrency: c.count("users.concurrency", self.concurrency, d.concurrency),
             call_timeout: c.duration("users.call_timeout", self.call_timeout, d.call_timeout),
+            traffic_interval: c.duration(
+                "users.traffic_interval",
+                self.traffic_interval,
+                d.traffic_interval,
+            ),
             per_user_traffic: c.value(
                 "users.per_user_traffic",
                 self.per_user_traffic,

@@ -61,6 +61,8 @@ pub struct UsersConfig {
     pub concurrency: usize,
     /// Deadline of every gRPC call.
     pub call_timeout: Duration,
+    /// Period of reading each core's traffic counters (StatsService QueryStats).
+    pub traffic_interval: Duration,
     /// Export per-user traffic counters (one series pair per user).
     pub per_user_traffic: bool,
     /// Cap on per-user traffic series.
@@ -161,6 +163,7 @@ impl Default for Config {
                 state_dir: "/var/lib/xray-warden".into(),
                 concurrency: 16,
                 call_timeout: Duration::from_secs(5),
+                traffic_interval: Duration::from_secs(15),
                 per_user_traffic: false,
                 max_user_series: 10_000,
             },

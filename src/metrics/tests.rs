@@ -1,7 +1,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::domain::{ActiveState, Resources, RestartCounts, TunnelId, UnitStatus};
+use crate::domain::{
+    ActiveState, Resources, RestartCounts, Traffic, TrafficCounter, TunnelId, UnitStatus,
+};
 use crate::state::{COLLECTOR_SAMPLER, COLLECTOR_SYSTEMD, CollectorRun, Tunnel};
 
 const GOLDEN: &str = concat!(
@@ -11,19 +13,15 @@ const GOLDEN: &str = concat!(
 
 fn tunnel(id: &str, state: ActiveState, sub: &str) -> (TunnelId, Tunnel) {
     let id = TunnelId::new(id).unwrap();
-    let tunnel = Tunnel {
-        unit: id.unit_name(),
-        status: UnitStatus {
-            description: format!("Tunnel \"{id}\""),
-            load_state: "loaded".into(),
-            active_state: Some(state),
-            sub_state: sub.into(),
-            unit_file_state: "enabled".into(),
-            ..UnitStatus::default()
-        },
-        restarts: RestartCounts::default(),
-        resources: None,
+    let status = UnitStatus {
+        description: format!("Tunnel \"{id}\""),
+        load_state: "loaded".into(),
+        active_state: Some(state),
+        sub_state: sub.into(),
+        unit_file_state: "enabled".into(),
+        ..UnitStatus::default()
     };
+    let tunnel = Tunnel::new(id.unit_name(), status);
     (id, tunnel)
 }
 
@@ -36,6 +34,19 @@ fn fixture() -> SharedState {
         running.status.exec_main_start_usec = 1_700_000_000_500_000;
         running.status.result = "success".into();
         running.restarts = RestartCounts { auto: 3, manual: 1 };
+        let counter = |name: &str, direction, bytes| TrafficCounter {
+            name: name.into(),
+            direction,
+            bytes,
+        };
+        running.traffic = Some(Traffic {
+            inbounds: vec![
+                counter("vless-in", "uplink", 1024),
+                counter("vless-in", "downlink", 4096),
+            ],
+            users: vec![counter("a@example.com", "downlink", 4000)],
+            users_dropped: 0,
+        });
         running.resources = Some(Resources {
             cpu_seconds: 12.5,
             cpu_from_systemd: false,

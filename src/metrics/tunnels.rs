@@ -98,11 +98,22 @@ const OPEN_FDS: Spec = Spec::gauge(
     T,
 );
 
+const INBOUND_TRAFFIC: Spec = Spec::counter(
+    "xray_tunnel_inbound_traffic_bytes_total",
+    "Bytes through the inbound, from the core's StatsService (resets when the core restarts).",
+    &["tunnel", "inbound", "direction"],
+);
+const USER_TRAFFIC: Spec = Spec::counter(
+    "xray_tunnel_user_traffic_bytes_total",
+    "Bytes of one current user, from the core's StatsService; only with users.per_user_traffic.",
+    &["tunnel", "user", "direction"],
+);
+
 /// Writes the samples of one family for one tunnel (none when it has no value).
 type Emit = fn(&str, &Tunnel, &mut Samples<'_, '_>);
 
 /// Every per-tunnel family, with how a tunnel contributes to it.
-const FAMILIES: [(Spec, Emit); 17] = [
+const FAMILIES: [(Spec, Emit); 19] = [
     (INFO, |t, x, s| {
         s.push(&[t, &x.unit, &x.status.description], 1.0)
     }),
@@ -179,6 +190,16 @@ const FAMILIES: [(Spec, Emit); 17] = [
     (OPEN_FDS, |t, x, s| {
         if let Some(r) = &x.resources {
             s.push(&[t], r.open_fds as f64);
+        }
+    }),
+    (INBOUND_TRAFFIC, |t, x, s| {
+        for c in x.traffic.iter().flat_map(|traffic| &traffic.inbounds) {
+            s.push(&[t, &c.name, c.direction], c.bytes as f64);
+        }
+    }),
+    (USER_TRAFFIC, |t, x, s| {
+        for c in x.traffic.iter().flat_map(|traffic| &traffic.users) {
+            s.push(&[t, &c.name, c.direction], c.bytes as f64);
         }
     }),
 ];

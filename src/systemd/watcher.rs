@@ -208,16 +208,15 @@ impl Reader<'_> {
                     continue;
                 }
                 // Not loaded: systemd has no state for it beyond its file, so it is inactive.
-                let tunnel = s.tunnels.remove(&id).unwrap_or_else(|| Tunnel {
-                    unit,
-                    status: UnitStatus {
-                        load_state: "not-loaded".into(),
-                        active_state: Some(ActiveState::Inactive),
-                        ..UnitStatus::default()
-                    },
-                    restarts: Default::default(),
-                    resources: None,
-                });
+                let status = UnitStatus {
+                    load_state: "not-loaded".into(),
+                    active_state: Some(ActiveState::Inactive),
+                    ..UnitStatus::default()
+                };
+                let tunnel = s
+                    .tunnels
+                    .remove(&id)
+                    .unwrap_or_else(|| Tunnel::new(unit, status));
                 next.insert(id, tunnel);
             }
             s.tunnels = next;
@@ -297,12 +296,7 @@ fn apply_status(
         }
         None => {
             info!(tunnel = %id, state = %status.active_state(), "tunnel discovered");
-            let tunnel = Tunnel {
-                unit,
-                status,
-                restarts: Default::default(),
-                resources: None,
-            };
+            let tunnel = Tunnel::new(unit, status);
             tunnels.insert(id, tunnel);
         }
     }

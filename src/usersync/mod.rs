@@ -63,7 +63,7 @@ pub struct TunnelSummary {
     pub error: Option<String>,
 }
 
-/// Runs until `shutdown` is cancelled. Does nothing when no source is configured.
+/// Runs until `shutdown` is cancelled. Without a users source it only collects traffic.
 pub async fn run(
     users: UsersConfig,
     tunnels: TunnelsConfig,
@@ -72,10 +72,9 @@ pub async fn run(
     mut requests: mpsc::Receiver<SyncRequest>,
     shutdown: CancellationToken,
 ) {
-    let Some(kind) = users.source.clone() else {
-        info!("no users source configured: user sync is off");
-        return;
-    };
+    if users.source.is_none() {
+        info!("no users source configured: user sync is off (traffic is still collected)");
+    }
     let settings = Settings {
         max_remove_fraction: users.max_remove_fraction,
         concurrency: users.concurrency,
@@ -84,7 +83,10 @@ pub async fn run(
         state_dir: users.state_dir.clone(),
     };
     let mut sync = Loop {
-        source: Source::new(kind, users.token_file.clone(), users.timeout),
+        source: (users.source.clone())
+            .map(|kind| Source::new(kind, users.token_file.clone(), users.timeout)),
+        per_user_traffic: users.per_user_traffic,
+        max_user_series: users.max_user_series,
         engine: Engine::new(settings, metrics.clone()),
         metrics,
         state,
@@ -98,6 +100,8 @@ pub async fn run(
     rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut watch = tokio::time::interval(WATCH);
     watch.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut traffic = tokio::time::interval(users.traffic_interval);
+    traffic.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -109,12 +113,15 @@ pub async fn run(
                 }
             }
             _ = watch.tick() => sync.watch().await,
+            _ = traffic.tick() => sync.traffic().await,
         }
     }
 }
 
 struct Loop {
-    source: Source,
+    source: Option<Source>,
+    per_user_traffic: bool,
+    max_user_series: usize,
     engine: Engine,
     metrics: SyncMetrics,
     state: SharedState,
@@ -129,13 +136,18 @@ struct Loop {
 impl Loop {
     /// Syncs every running tunnel (or only `only`), after refreshing the desired set.
     async fn round(&mut self, force: bool, only: Option<&[TunnelId]>) -> Summary {
+        if self.source.is_none() {
+            return Summary::default();
+        }
         let source_up = self.refresh().await;
         let mut summary = Summary {
             source_up,
             tunnels: Vec::new(),
         };
         let Some(desired) = self.desired.clone() else {
-            warn!(source = %self.source.describe(), "no good users document yet: nothing to sync");
+            if let Some(source) = &self.source {
+                warn!(source = %source.describe(), "no good users document yet: nothing to sync");
+            }
             return summary;
         };
         let (targets, alive) = self.targets();
@@ -160,8 +172,10 @@ impl Loop {
     /// Syncs tunnels whose core started since their last sync, and everything when a file
     /// source changed.
     async fn watch(&mut self) {
-        if self.source.file_changed().await {
-            info!(source = %self.source.describe(), "users source changed");
+        if let Some(source) = &self.source
+            && source.file_changed().await
+        {
+            info!(source = %source.describe(), "users source changed");
             self.round(false, None).await;
             return;
         }
@@ -179,7 +193,10 @@ impl Loop {
 
     /// Fetches the source; returns whether it is healthy. Keeps the last good document when not.
     async fn refresh(&mut self) -> bool {
-        let bytes = match self.source.fetch().await {
+        let Some(source) = &mut self.source else {
+            return false;
+        };
+        let bytes = match source.fetch().await {
             Ok(Fetched::Unchanged) => return self.desired.is_some(),
             Ok(Fetched::Changed(bytes)) => bytes,
             Err(err) => {
@@ -203,9 +220,36 @@ impl Loop {
                 warn!(error = %err, "users document unusable: keeping the last good set, removing nobody");
                 self.metrics.source_up.set(0.0);
                 // Read it again next time even if it does not change, so the state is re-reported.
-                self.source.forget();
+                if let Some(source) = &mut self.source {
+                    source.forget();
+                }
                 false
             }
+        }
+    }
+
+    /// Reads every running core's traffic counters into the snapshot.
+    async fn traffic(&mut self) {
+        let (targets, _) = self.targets();
+        for target in targets {
+            let traffic = self
+                .engine
+                .traffic(&target, self.per_user_traffic, self.max_user_series)
+                .await
+                .map_err(
+                    |err| tracing::debug!(tunnel = %target.id, error = %err, "no traffic counters"),
+                )
+                .ok();
+            if let Some(t) = &traffic
+                && t.users_dropped > 0
+            {
+                warn!(tunnel = %target.id, dropped = t.users_dropped, "per-user traffic series capped by users.max_user_series");
+            }
+            self.state.update(|s| {
+                if let Some(tunnel) = s.tunnels.get_mut(&target.id) {
+                    tunnel.traffic = traffic;
+                }
+            });
         }
     }
 
