@@ -9,13 +9,15 @@
 //! - [`sampler`]: the periodic resource pass that merges systemd accounting with procfs.
 //! - [`state`]: the snapshot the collectors write and every scrape reads.
 //! - [`metrics`]: the owned Prometheus registry and its snapshot collectors.
-//! - [`http`]: `/metrics`, `/live`, `/ready`.
+//! - [`http`]: `/metrics`, `/live`, `/ready`, and the bearer-token `/api/v1`.
 //! - [`daemon`]: spawns every long-lived task in one place and runs the shutdown path.
 //! - [`cli`]: the command-line flags.
 //! - [`tunnelcfg`]: a tunnel's Xray/V2Ray JSON config: inbounds, clients, API address, and the
 //!   atomic rewrite of the clients.
 //! - [`users`]: the desired-users document, validated entry by entry, and who goes where.
 //! - [`xray`]: the gRPC client of a core's API (users, stats), refusing requests that crash it.
+//! - [`usersync`]: the reconcile loop: source, diff, removal guard, apply, persist, traffic.
+//! - [`remote`]: CLI commands that talk to a running daemon (`xray-warden sync`).
 #![forbid(unsafe_code)]
 
 pub mod cli;
