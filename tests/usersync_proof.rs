@@ -363,4 +363,33 @@ fn the_api_needs_the_token() {
     )
     .unwrap();
     assert!((400..500).contains(&status), "bad body is a 4xx: {status}");
+
+    // The CLI finds the daemon and its token through the same config file.
+    let cli_config = tunnel.dir.join("cli.toml");
+    let token = tunnel.dir.join("token");
+    let text = format!(
+        "listen = \"{}\"\n[api]\ntoken_file = \"{}\"\n",
+        warden.addr,
+        token.display()
+    );
+    std::fs::write(&cli_config, text).unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_xray-warden"))
+            .args(args)
+            .arg("--config")
+            .arg(&cli_config)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["sync", "--force", "--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answer["source_up"], true, "{answer}");
+    let out = cli(&["sync"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("source: up"));
 }

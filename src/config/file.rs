@@ -4,7 +4,9 @@ use serde::{Deserialize, Deserializer};
 
 use super::check::Checker;
 use super::{Config, Overrides};
-use crate::domain::Flavour;
+use std::collections::BTreeMap;
+
+use crate::domain::{Flavour, TunnelId};
 
 /// The configuration file as written: every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -25,6 +27,7 @@ pub struct FileConfig {
 struct FileTunnels {
     config_dir: Option<Lenient<String>>,
     flavour: Option<Lenient<String>>,
+    flavours: Option<Lenient<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,18 +146,34 @@ impl FileTunnels {
     fn validate(self, c: &mut Checker, d: super::TunnelsConfig) -> super::TunnelsConfig {
         super::TunnelsConfig {
             config_dir: c.abs_path("tunnels.config_dir", self.config_dir, d.config_dir),
-            flavour: c.parsed(
-                "tunnels.flavour",
-                self.flavour,
-                d.flavour,
-                |text| match text {
-                    "auto" => Ok(None),
-                    "xray" => Ok(Some(Flavour::Xray)),
-                    "v2ray" => Ok(Some(Flavour::V2ray)),
-                    _ => Err("must be \"auto\", \"xray\" or \"v2ray\"".into()),
-                },
-            ),
+            flavour: c.parsed("tunnels.flavour", self.flavour, d.flavour, parse_flavour),
+            flavours: c
+                .value("tunnels.flavours", self.flavours, BTreeMap::new())
+                .into_iter()
+                .filter_map(|(id, flavour)| {
+                    let key = format!("tunnels.flavours.{id}");
+                    let id = TunnelId::new(&id)
+                        .map_err(|err| c.problems.push(format!("`{key}`: {err}")))
+                        .ok()?;
+                    match parse_flavour(&flavour) {
+                        Ok(flavour) => flavour.map(|f| (id, f)),
+                        Err(err) => {
+                            c.problems.push(format!("`{key}` = {flavour:?}: {err}"));
+                            None
+                        }
+                    }
+                })
+                .collect(),
         }
+    }
+}
+
+fn parse_flavour(text: &str) -> Result<Option<Flavour>, String> {
+    match text {
+        "auto" => Ok(None),
+        "xray" => Ok(Some(Flavour::Xray)),
+        "v2ray" => Ok(Some(Flavour::V2ray)),
+        _ => Err("must be \"auto\", \"xray\" or \"v2ray\"".into()),
     }
 }
 

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 pub use file::FileConfig;
 
-use crate::domain::Flavour;
+use std::collections::BTreeMap;
+
+use crate::domain::{Flavour, TunnelId};
 
 /// The validated configuration of the daemon. Defaults are in deploy/config.example.toml.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +42,15 @@ pub struct TunnelsConfig {
     pub config_dir: PathBuf,
     /// The core flavour of every tunnel; `None` detects it per tunnel with a harmless request.
     pub flavour: Option<Flavour>,
+    /// Per-tunnel flavours, winning over `flavour`.
+    pub flavours: BTreeMap<TunnelId, Flavour>,
+}
+
+impl TunnelsConfig {
+    /// The configured flavour of tunnel `id`, `None` to detect it.
+    pub fn flavour_of(&self, id: &TunnelId) -> Option<Flavour> {
+        self.flavours.get(id).copied().or(self.flavour)
+    }
 }
 
 /// Where the desired users come from and how they are synced.
@@ -153,6 +164,7 @@ impl Default for Config {
             tunnels: TunnelsConfig {
                 config_dir: "/etc/raptor-tunnel".into(),
                 flavour: None,
+                flavours: BTreeMap::new(),
             },
             users: UsersConfig {
                 source: None,

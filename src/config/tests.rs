@@ -98,6 +98,7 @@ fn user_sync_settings_are_checked() {
     let text = r#"
         [tunnels]
         flavour = "sing-box"
+        flavours = { "../x" = "xray", ok = "clash" }
         [users]
         source = "ftp://example.com/users.json"
         max_remove_fraction = 1.5
@@ -146,4 +147,16 @@ fn user_sources_parse() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn per_tunnel_flavours_win() {
+    let text = "[tunnels]\nflavour = \"xray\"\nflavours = { old = \"v2ray\", auto1 = \"auto\" }\n";
+    let tunnels = Config::from_toml(text, &Overrides::default())
+        .unwrap()
+        .tunnels;
+    let id = |s: &str| crate::domain::TunnelId::new(s).unwrap();
+    assert_eq!(tunnels.flavour_of(&id("old")), Some(Flavour::V2ray));
+    assert_eq!(tunnels.flavour_of(&id("new")), Some(Flavour::Xray));
+    assert_eq!(tunnels.flavour_of(&id("auto1")), Some(Flavour::Xray));
 }

@@ -38,7 +38,8 @@ pub struct Settings {
     pub max_remove_fraction: f64,
     pub concurrency: usize,
     pub call_timeout: Duration,
-    pub flavour: Option<Flavour>,
+    /// The configured flavour of each tunnel (`tunnels.flavour` / `tunnels.flavours`).
+    pub flavours: crate::config::TunnelsConfig,
     pub state_dir: PathBuf,
 }
 
@@ -288,7 +289,8 @@ impl Engine {
         }
         let timeout = self.settings.call_timeout;
         let detected = ApiClient::detect(addr, timeout).await?;
-        let flavour = self.settings.flavour.unwrap_or(detected.flavour);
+        let configured = self.settings.flavours.flavour_of(&target.id);
+        let flavour = configured.unwrap_or(detected.flavour);
         let client = ApiClient::new(addr, flavour, timeout);
         let can_list = detected.can_list_users && flavour == Flavour::Xray;
         self.connections.insert(

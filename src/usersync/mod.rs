@@ -79,7 +79,7 @@ pub async fn run(
         max_remove_fraction: users.max_remove_fraction,
         concurrency: users.concurrency,
         call_timeout: users.call_timeout,
-        flavour: tunnels.flavour,
+        flavours: tunnels.clone(),
         state_dir: users.state_dir.clone(),
     };
     let mut sync = Loop {
