@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo: boots a REAL systemd in new namespaces (scripts/sandbox-boot.sh) with a few tunnels,
-# each a real V2Ray core run as an xray-tunnel-{id}.service unit, plus one whose config is broken
-# so that it crash-loops; then runs xray-warden against them and prints the /metrics URL.
+# each a real V2Ray core run as an xray-tunnel-{id}.service unit (API, VLESS and Trojan inbounds),
+# plus one whose config is broken so that it crash-loops; then runs xray-warden against them with
+# a users file as its source, so it syncs three users into every tunnel through the gRPC API, and
+# prints the /metrics URL.
 #
 # Usage (as root): scripts/demo.sh
 #   DEMO_SECONDS=N   stop by itself after N seconds (default: run until Ctrl-C)
@@ -59,19 +61,28 @@ for _ in $(seq 300); do
 done
 [[ -n $systemd_pid ]] || { cat "$STATE/boot.log"; echo "the sandbox did not boot" >&2; exit 1; }
 
-# Tunnels: real V2Ray cores with a SOCKS inbound each; "broken" has an invalid config.
+# Tunnels: real V2Ray cores, each with its API behind a dokodemo-door inbound and VLESS and
+# Trojan inbounds without users; "broken" has an invalid config.
 mkdir -p "$STATE/etc"
-port=10801
+port=10800
 for id in eu1 eu2 us1 broken; do
   if [[ $id == broken ]]; then
     echo '{"inbounds": [{"protocol": "no-such-protocol"}]}' >"$STATE/etc/xray-$id.json"
   else
     cat >"$STATE/etc/xray-$id.json" <<JSON
 {"log": {"loglevel": "warning"},
- "inbounds": [{"tag": "socks", "listen": "127.0.0.1", "port": $port, "protocol": "socks", "settings": {"udp": false}}],
- "outbounds": [{"protocol": "freedom"}]}
+ "api": {"tag": "api", "services": ["HandlerService", "StatsService"]},
+ "stats": {},
+ "policy": {"system": {"statsInboundUplink": true, "statsInboundDownlink": true}},
+ "inbounds": [
+  {"tag": "api", "listen": "127.0.0.1", "port": $((port + 1)), "protocol": "dokodemo-door", "settings": {"address": "127.0.0.1"}},
+  {"tag": "vless-in", "listen": "127.0.0.1", "port": $((port + 2)), "protocol": "vless", "settings": {"clients": [], "decryption": "none"}},
+  {"tag": "trojan-in", "listen": "127.0.0.1", "port": $((port + 3)), "protocol": "trojan", "settings": {"clients": []}}
+ ],
+ "outbounds": [{"protocol": "freedom"}],
+ "routing": {"rules": [{"type": "field", "inboundTag": ["api"], "outboundTag": "api"}]}}
 JSON
-    port=$((port + 1))
+    port=$((port + 10))
   fi
   cat >"$STATE/units/xray-tunnel-$id.service" <<UNIT
 [Unit]
@@ -90,9 +101,24 @@ done
 in_sandbox systemctl daemon-reload
 in_sandbox systemctl enable --now --no-block xray-tunnel-{eu1,eu2,us1,broken}.service 2>/dev/null
 
+# The desired users, and the warden's configuration.
+cat >"$STATE/etc/users.json" <<'JSON'
+{"users": [
+  {"email": "alice@example.com", "id": "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f"},
+  {"email": "bob@example.com", "id": "6d1e2f3a-4b5c-4d6e-8f70-81a2b3c4d5e6"},
+  {"email": "trudy@example.com", "password": "demo-password"}
+]}
+JSON
+cat >"$STATE/etc/warden.toml" <<TOML
+[users]
+source = "file://$STATE/etc/users.json"
+state_dir = "$STATE/warden-state"
+TOML
+
 echo "starting xray-warden"
 # Not through in_sandbox: $! must be nsenter itself, whose only child is the warden.
-nsenter -t "$systemd_pid" -m -p -C -- "$REPO/target/release/xray-warden" run --listen "$LISTEN" &
+nsenter -t "$systemd_pid" -m -p -C -- "$REPO/target/release/xray-warden" run \
+  --listen "$LISTEN" --config "$STATE/etc/warden.toml" &
 nsenter_pid=$!
 for _ in $(seq 100); do
   warden_pid=$(first_child "$nsenter_pid")
@@ -113,7 +139,10 @@ xray-warden is watching 4 tunnels in a sandboxed systemd:
   systemctl: nsenter -t $systemd_pid -m -p -C -- systemctl status 'xray-tunnel-*'
 Sample:
 MSG
-curl -fs "http://$LISTEN/metrics" | grep -E '^xray_tunnel_(up|restarts_total|memory_rss_bytes|tasks)\{' | sed 's/^/  /'
+curl -fs "http://$LISTEN/metrics" | grep -E '^xray_tunnel_(up|restarts_total|memory_rss_bytes)\{' | sed 's/^/  /'
+echo "Users synced through the gRPC API (no restart), per tunnel and inbound:"
+curl -fs "http://$LISTEN/metrics" | grep -E '^xray_usersync_applied_users\{' | sed 's/^/  /'
+echo "Edit $STATE/etc/users.json and the warden syncs the change within a second."
 echo
 
 if [[ -n ${DEMO_SECONDS:-} ]]; then
