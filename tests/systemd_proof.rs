@@ -355,33 +355,7 @@ fn promtool_finds_nothing_to_complain_about() {
     let scrape = warden.wait_for("sampled", WAIT, |s| {
         s.tunnel("xray_tunnel_tasks", "a").is_some()
     });
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .output_with_stdin(scrape.0.as_bytes());
-    assert!(
-        promtool.status.success() && promtool.stdout.is_empty() && promtool.stderr.is_empty(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&promtool.stdout),
-        String::from_utf8_lossy(&std::mem::take(&mut promtool.stderr))
-    );
-}
-
-trait OutputWithStdin {
-    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output;
-}
-
-impl OutputWithStdin for std::process::Command {
-    fn output_with_stdin(&mut self, input: &[u8]) -> std::process::Output {
-        use std::io::Write;
-        let mut child = self
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawning");
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        child.wait_with_output().unwrap()
-    }
+    scrape.assert_promtool_clean();
 }
 
 #[test]

@@ -244,6 +244,7 @@ fn users_follow_the_source_without_restarting_the_core() {
         None,
         "removed users lose their series"
     );
+    scrape.assert_promtool_clean();
 
     // None of it restarted the core.
     assert_eq!(tunnel.restarts_and_pid(), before);

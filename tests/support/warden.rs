@@ -242,6 +242,30 @@ impl Scrape {
         self.value(name, &[("tunnel", tunnel)])
     }
 
+    /// Runs `promtool check metrics` on the body; panics with its complaints, if any.
+    pub fn assert_promtool_clean(&self) {
+        let mut promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running promtool (Debian package prometheus)");
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(self.0.as_bytes())
+            .unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn has_tunnel(&self, tunnel: &str) -> bool {
         self.0.contains(&format!("tunnel=\"{tunnel}\""))
     }
