@@ -77,6 +77,8 @@ pub enum SyncError {
     Api(#[from] ApiError),
     #[error("the warden's record: {0}")]
     Record(#[from] super::record::RecordError),
+    #[error("file work failed: {0}")]
+    Blocking(String),
 }
 
 /// A core's API client, kept while the core's process lives.
@@ -139,10 +141,17 @@ impl Engine {
         removals_allowed: bool,
         force: bool,
     ) -> Result<Outcome, SyncError> {
-        let config = tunnelcfg::read(&target.config_path)?;
+        let (config, mut record) = {
+            let (target, state_dir) = (target.clone(), self.settings.state_dir.clone());
+            blocking(move || {
+                let config = tunnelcfg::read(&target.config_path)?;
+                let record = Record::load_or_start(&state_dir, &target, &config)?;
+                Ok((config, record))
+            })
+            .await?
+        };
         let addr = config.api.ok_or(SyncError::NoApi)?;
         let (client, can_list) = self.connection(target, addr).await?;
-        let mut record = Record::load_or_start(&self.settings.state_dir, target, &config)?;
         let flavour = client.flavour();
 
         // Per inbound: what the core has now and what it should have.
@@ -205,8 +214,17 @@ impl Engine {
                 .iter()
                 .map(|tag| (tag.clone(), record.users(tag).to_vec()))
                 .collect();
-            tunnelcfg::persist_clients(&target.config_path, &clients, flavour)?;
-            record.save(&self.settings.state_dir, &target.id)?;
+            let (target, state_dir, saved) = (
+                target.clone(),
+                self.settings.state_dir.clone(),
+                record.clone(),
+            );
+            blocking(move || {
+                tunnelcfg::persist_clients(&target.config_path, &clients, flavour)?;
+                saved.save(&state_dir, &target.id)?;
+                Ok(())
+            })
+            .await?;
         }
         let outcome = Outcome {
             added: tally.added.len(),
@@ -236,7 +254,8 @@ impl Engine {
         per_user: bool,
         cap: usize,
     ) -> Result<Traffic, SyncError> {
-        let config = tunnelcfg::read(&target.config_path)?;
+        let path = target.config_path.clone();
+        let config = blocking(move || Ok(tunnelcfg::read(&path)?)).await?;
         let addr = config.api.ok_or(SyncError::NoApi)?;
         let (client, _) = self.connection(target, addr).await?;
         let mut traffic = Traffic::default();
@@ -403,6 +422,15 @@ async fn run_op(
             (_, Err(err)) => return Err(err),
         }
     }
+}
+
+/// Runs file work (reads, fsyncs) on the blocking pool, off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
+) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|err| Err(SyncError::Blocking(err.to_string())))
 }
 
 fn counter(name: &str, direction: &'static str, value: i64) -> TrafficCounter {
