@@ -26,21 +26,16 @@ fn sync(args: SyncArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    let answer = runtime
-        .expect("building the tokio runtime")
-        .block_on(remote::sync(&config, &secrets, args.force));
-    match answer {
-        Ok(summary) if args.json => println!("{summary:#}"),
-        Ok(summary) => print!("{}", remote::sync_table(&summary)),
+    match remote::sync_command(&config, &secrets, args.force, args.json) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("xray-warden: {err}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
     }
-    ExitCode::SUCCESS
 }
 
 /// Loads the configuration and its secrets, or the exit code for a bad one (after saying why).

@@ -48,6 +48,25 @@ pub async fn sync(
     })
 }
 
+/// `xray-warden sync`: asks the daemon for a round and returns what to print (JSON or a table).
+pub fn sync_command(
+    config: &Config,
+    secrets: &Secrets,
+    force: bool,
+    json: bool,
+) -> Result<String, RemoteError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("building a current-thread tokio runtime");
+    let summary = runtime.block_on(sync(config, secrets, force))?;
+    Ok(if json {
+        format!("{summary:#}\n")
+    } else {
+        sync_table(&summary)
+    })
+}
+
 /// A table of a sync summary, for people.
 pub fn sync_table(summary: &serde_json::Value) -> String {
     let mut out = String::new();

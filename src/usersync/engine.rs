@@ -12,9 +12,7 @@ use tracing::{info, warn};
 use super::metrics::SyncMetrics;
 use super::plan::{self, Guard, InboundDiff, Op};
 use super::record::Record;
-use crate::domain::{
-    Flavour, Protocol, StatName, Traffic, TrafficCounter, TunnelId, User, parse_stat_name,
-};
+use crate::domain::{Flavour, Protocol, TunnelId, User};
 use crate::tunnelcfg;
 use crate::users::{self, DesiredUser};
 use crate::xray::{ApiClient, ApiError};
@@ -245,58 +243,8 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// Reads the core's traffic counters: every inbound's and, when `per_user`, those of the
-    /// tunnel's current users (counters of removed users live on in the core; they are left
-    /// out), at most `cap` of them.
-    pub async fn traffic(
-        &mut self,
-        target: &Target,
-        per_user: bool,
-        cap: usize,
-    ) -> Result<Traffic, SyncError> {
-        let path = target.config_path.clone();
-        let config = blocking(move || Ok(tunnelcfg::read(&path)?)).await?;
-        let addr = config.api.ok_or(SyncError::NoApi)?;
-        let (client, _) = self.connection(target, addr).await?;
-        let mut traffic = Traffic::default();
-        for (name, value) in client.query_stats("inbound>>>", false).await? {
-            if let Some(StatName::Inbound { tag, direction }) = parse_stat_name(&name) {
-                traffic.inbounds.push(counter(tag, direction, value));
-            }
-        }
-        traffic
-            .inbounds
-            .sort_by(|a, b| (&a.name, a.direction).cmp(&(&b.name, b.direction)));
-        if per_user {
-            let current: HashSet<String> = config
-                .inbounds
-                .iter()
-                .flat_map(|i| &i.clients)
-                .map(|u| u.email.to_lowercase())
-                .collect();
-            let mut users: Vec<TrafficCounter> = client
-                .query_stats("user>>>", false)
-                .await?
-                .into_iter()
-                .filter_map(|(name, value)| match parse_stat_name(&name) {
-                    Some(StatName::User { email, direction })
-                        if current.contains(&email.to_lowercase()) =>
-                    {
-                        Some(counter(email, direction, value))
-                    }
-                    _ => None,
-                })
-                .collect();
-            users.sort_by(|a, b| (&a.name, a.direction).cmp(&(&b.name, b.direction)));
-            traffic.users_dropped = users.len().saturating_sub(cap);
-            users.truncate(cap);
-            traffic.users = users;
-        }
-        Ok(traffic)
-    }
-
     /// The tunnel's API client, detecting the flavour once per core process.
-    async fn connection(
+    pub(super) async fn connection(
         &mut self,
         target: &Target,
         addr: std::net::SocketAddr,
@@ -425,20 +373,12 @@ async fn run_op(
 }
 
 /// Runs file work (reads, fsyncs) on the blocking pool, off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
 ) -> Result<T, SyncError> {
     tokio::task::spawn_blocking(work)
         .await
         .unwrap_or_else(|err| Err(SyncError::Blocking(err.to_string())))
-}
-
-fn counter(name: &str, direction: &'static str, value: i64) -> TrafficCounter {
-    TrafficCounter {
-        name: name.to_owned(),
-        direction,
-        bytes: u64::try_from(value).unwrap_or(0),
-    }
 }
 
 fn guard_of(inbounds: &[(String, Protocol, Vec<User>, InboundDiff)], max_fraction: f64) -> Guard {

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod plan;
 mod record;
 pub mod source;
+mod traffic;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
