@@ -4,6 +4,7 @@
 //! Modules, each owning one concern:
 //! - [`domain`]: tunnel ids, unit states, restart and CPU accounting rules. Pure, no I/O.
 //! - [`config`]: the TOML file plus flags, validated into one immutable `Config`.
+//! - [`core`]: the core binary itself: its own config test.
 //! - [`systemd`]: the zbus client and the watcher (connect, list, follow signals, reconnect).
 //! - [`procfs`]: per-process CPU, memory, threads and fds of a unit's cgroup.
 //! - [`sampler`]: the periodic resource pass that merges systemd accounting with procfs.
@@ -22,6 +23,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod core;
 pub mod daemon;
 pub mod domain;
 pub mod http;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::domain::{Resources, RestartCounts, Traffic, TunnelId, UnitStatus};
+use crate::domain::{Check, Orphan, Resources, RestartCounts, Traffic, TunnelId, UnitStatus};
 
 /// One tunnel as last seen.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +19,8 @@ pub struct Tunnel {
     pub resources: Option<Resources>,
     /// The core's traffic counters; `None` until read (and for tunnels without a reachable API).
     pub traffic: Option<Traffic>,
+    /// The last health checks; empty until the first health pass.
+    pub health: Vec<Check>,
 }
 
 impl Tunnel {
@@ -30,6 +32,7 @@ impl Tunnel {
             restarts: RestartCounts::default(),
             resources: None,
             traffic: None,
+            health: Vec::new(),
         }
     }
 }
@@ -44,6 +47,7 @@ pub struct CollectorRun {
 /// Collector names, used as the `collector` label.
 pub const COLLECTOR_SYSTEMD: &str = "systemd";
 pub const COLLECTOR_SAMPLER: &str = "sampler";
+pub const COLLECTOR_HEALTH: &str = "health";
 
 /// Counters of things that went wrong without stopping the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +71,8 @@ pub struct Snapshot {
     pub listed: bool,
     pub last_refresh: Option<SystemTime>,
     pub collectors: BTreeMap<&'static str, CollectorRun>,
+    /// Orphans found by the last health pass.
+    pub orphans: Vec<Orphan>,
     pub troubles: Troubles,
 }
 

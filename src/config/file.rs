@@ -28,6 +28,12 @@ struct FileTunnels {
     config_dir: Option<Lenient<String>>,
     flavour: Option<Lenient<String>>,
     flavours: Option<Lenient<BTreeMap<String, String>>>,
+    unit_dir: Option<Lenient<String>>,
+    log_dir: Option<Lenient<String>>,
+    core_binary: Option<Lenient<String>>,
+    user: Option<Lenient<String>>,
+    group: Option<Lenient<String>>,
+    unit_template: Option<Lenient<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +152,12 @@ impl FileTunnels {
     fn validate(self, c: &mut Checker, d: super::TunnelsConfig) -> super::TunnelsConfig {
         super::TunnelsConfig {
             config_dir: c.abs_path("tunnels.config_dir", self.config_dir, d.config_dir),
+            unit_dir: c.abs_path("tunnels.unit_dir", self.unit_dir, d.unit_dir),
+            log_dir: c.abs_path("tunnels.log_dir", self.log_dir, d.log_dir),
+            core_binary: c.abs_path("tunnels.core_binary", self.core_binary, d.core_binary),
+            user: c.value("tunnels.user", self.user, d.user),
+            group: c.value("tunnels.group", self.group, d.group),
+            unit_template: c.opt_abs_path("tunnels.unit_template", self.unit_template),
             flavour: c.parsed("tunnels.flavour", self.flavour, d.flavour, parse_flavour),
             flavours: c
                 .value("tunnels.flavours", self.flavours, BTreeMap::new())

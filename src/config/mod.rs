@@ -44,6 +44,17 @@ pub struct TunnelsConfig {
     pub flavour: Option<Flavour>,
     /// Per-tunnel flavours, winning over `flavour`.
     pub flavours: BTreeMap<TunnelId, Flavour>,
+    /// Where tunnel unit files are written.
+    pub unit_dir: PathBuf,
+    /// Where tunnel units append their core's output (`xray-{id}.log`).
+    pub log_dir: PathBuf,
+    /// The core binary units run, and that tests configs (`xray run -test` / `v2ray -test`).
+    pub core_binary: PathBuf,
+    /// User and group tunnel units run as; they own the tunnel's config file.
+    pub user: String,
+    pub group: String,
+    /// A unit template file replacing the built-in one; `None` uses the built-in template.
+    pub unit_template: Option<PathBuf>,
 }
 
 impl TunnelsConfig {
@@ -165,6 +176,12 @@ impl Default for Config {
                 config_dir: "/etc/raptor-tunnel".into(),
                 flavour: None,
                 flavours: BTreeMap::new(),
+                unit_dir: "/etc/systemd/system".into(),
+                log_dir: "/var/log/raptor-tunnel".into(),
+                core_binary: "/usr/local/bin/xray".into(),
+                user: "raptor-tunnel".into(),
+                group: "raptor-tunnel".into(),
+                unit_template: None,
             },
             users: UsersConfig {
                 source: None,

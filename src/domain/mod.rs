@@ -4,12 +4,14 @@
 //! hyper or prometheus, so every rule is tested on its own.
 
 mod cpu;
+mod health;
 mod traffic;
 mod tunnel;
 mod unit;
 mod users;
 
 pub use cpu::{CpuAccount, ProcessKey};
+pub use health::{Check, Orphan, OrphanKind};
 pub use traffic::{StatName, Traffic, TrafficCounter, parse_stat_name};
 pub use tunnel::{TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX};
 pub use unit::{ActiveState, Resources, RestartCounts, RestartReason, UnitStatus};

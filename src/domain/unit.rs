@@ -97,6 +97,8 @@ pub struct UnitStatus {
     pub control_group: String,
     /// argv of the first `ExecStart=` command (where the core's `-config` is named).
     pub exec_start: Vec<String>,
+    /// `StateChangeTimestamp`: when `ActiveState` last changed.
+    pub state_change_usec: u64,
 }
 
 impl UnitStatus {

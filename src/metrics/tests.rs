@@ -2,7 +2,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::domain::{
-    ActiveState, Resources, RestartCounts, Traffic, TrafficCounter, TunnelId, UnitStatus,
+    ActiveState, Check, Orphan, OrphanKind, Resources, RestartCounts, Traffic, TrafficCounter,
+    TunnelId, UnitStatus,
 };
 use crate::state::{COLLECTOR_SAMPLER, COLLECTOR_SYSTEMD, CollectorRun, Tunnel};
 
@@ -47,6 +48,25 @@ fn fixture() -> SharedState {
             users: vec![counter("a@example.com", "downlink", 4000)],
             users_dropped: 0,
         });
+        running.health = vec![
+            Check {
+                name: "active",
+                ok: true,
+                detail: String::new(),
+            },
+            Check {
+                name: "ports_owned",
+                ok: false,
+                detail: "port 443 held by pid 9 (nginx)".into(),
+            },
+        ];
+        s.orphans = vec![Orphan {
+            tunnel: "ghost".into(),
+            kind: OrphanKind::ConfigWithoutUnit,
+            since: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            detail: "/etc/raptor-tunnel/xray-ghost.json".into(),
+            pid: None,
+        }];
         running.resources = Some(Resources {
             cpu_seconds: 12.5,
             cpu_from_systemd: false,

@@ -8,6 +8,8 @@
 use super::family::Spec;
 use super::text::{Samples, TextWriter};
 use crate::domain::{ActiveState, RestartReason};
+use std::time::UNIX_EPOCH;
+
 use crate::state::{Snapshot, Tunnel};
 
 const T: &[&str] = &["tunnel"];
@@ -109,11 +111,27 @@ const USER_TRAFFIC: Spec = Spec::counter(
     &["tunnel", "user", "direction"],
 );
 
+const HEALTH_CHECK: Spec = Spec::gauge(
+    "xray_tunnel_health_check",
+    "1 if the tunnel passes the check (active, not_crash_looping, config_valid, ports_owned, api), 0 if not.",
+    &["tunnel", "check"],
+);
+const ORPHANED: Spec = Spec::gauge(
+    "xray_tunnel_orphaned",
+    "1 for each orphan: a unit without config or not in the inventory, a config without unit, a stray core process, a unit failed too long.",
+    &["tunnel", "kind"],
+);
+const ORPHANED_SINCE: Spec = Spec::gauge(
+    "xray_tunnel_orphaned_since_seconds",
+    "Unix time the warden first saw the orphan.",
+    &["tunnel", "kind"],
+);
+
 /// Writes the samples of one family for one tunnel (none when it has no value).
 type Emit = fn(&str, &Tunnel, &mut Samples<'_, '_>);
 
 /// Every per-tunnel family, with how a tunnel contributes to it.
-const FAMILIES: [(Spec, Emit); 19] = [
+const FAMILIES: [(Spec, Emit); 20] = [
     (INFO, |t, x, s| {
         s.push(&[t, &x.unit, &x.status.description], 1.0)
     }),
@@ -202,6 +220,11 @@ const FAMILIES: [(Spec, Emit); 19] = [
             s.push(&[t, &c.name, c.direction], c.bytes as f64);
         }
     }),
+    (HEALTH_CHECK, |t, x, s| {
+        for check in &x.health {
+            s.push(&[t, check.name], flag(check.ok));
+        }
+    }),
 ];
 
 /// `CLD_EXITED`, `CLD_KILLED`, `CLD_DUMPED`: how systemd's ExecMainCode says a process ended.
@@ -212,16 +235,28 @@ const CLD_DUMPED: i32 = 3;
 /// The specs of every per-tunnel family.
 #[cfg(test)]
 pub fn specs() -> impl Iterator<Item = &'static Spec> {
-    FAMILIES.iter().map(|(spec, _)| spec)
+    FAMILIES
+        .iter()
+        .map(|(spec, _)| spec)
+        .chain([&ORPHANED, &ORPHANED_SINCE])
 }
 
-/// Writes every per-tunnel family of `snapshot`.
+/// Writes every per-tunnel family of `snapshot`, and the orphans.
 pub fn write(snapshot: &Snapshot, writer: &mut TextWriter<'_>) {
     for (spec, emit) in &FAMILIES {
         let mut samples = writer.family(spec);
         for (id, tunnel) in &snapshot.tunnels {
             emit(id.as_str(), tunnel, &mut samples);
         }
+    }
+    let mut orphaned = writer.family(&ORPHANED);
+    for o in &snapshot.orphans {
+        orphaned.push(&[&o.tunnel, o.kind.as_str()], 1.0);
+    }
+    let mut since = writer.family(&ORPHANED_SINCE);
+    for o in &snapshot.orphans {
+        let at = o.since.duration_since(UNIX_EPOCH).unwrap_or_default();
+        since.push(&[&o.tunnel, o.kind.as_str()], at.as_secs_f64());
     }
 }
 

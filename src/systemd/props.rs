@@ -31,6 +31,7 @@ pub fn unit_status(unit: &PropertyMap, service: &PropertyMap) -> UnitStatus {
         exec_main_code: number(service, "ExecMainCode"),
         result: string(service, "Result"),
         control_group: string(service, "ControlGroup"),
+        state_change_usec: number(unit, "StateChangeTimestamp"),
         exec_start: exec_start(service),
     }
 }
