@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, Secrets};
 use crate::http::api::ApiState;
+use crate::http::audit::Audit;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::sampler;
@@ -89,9 +90,12 @@ pub async fn run(
             sync_on_sighup(sync_tx.clone(), shutdown.clone()).instrument(info_span!("sighup")),
         );
     }
+    let audit = Audit::new(config.api.audit_log.clone(), metrics.registry());
     let api = secrets.api_token.map(|token| ApiState {
         token: Arc::new(token),
         sync: sync_on.then_some(sync_tx),
+        state: state.clone(),
+        audit,
     });
     let app = AppState {
         metrics,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use support::sandbox::Sandbox;
 use support::v2ray::{Origin, TunnelPorts, VlessClient, fetch_via, tunnel_config, tunnel_unit};
-use support::warden::{Scrape, Warden, http_post};
+use support::warden::{Scrape, Warden, http_call, http_post};
 
 const UNIT: &str = "xray-tunnel-edge.service";
 const TOKEN: &str = "proof-token-0123456789abcdef";
@@ -62,10 +62,11 @@ impl Tunnel {
         let config = format!(
             "[users]\nsource = \"file://{}\"\ninterval = \"1h\"\nstate_dir = \"{}\"\n\
              traffic_interval = \"300ms\"\nper_user_traffic = true\n\
-             [api]\ntoken_file = \"{}\"\n[sampler]\ninterval = \"1s\"\n",
+             [api]\ntoken_file = \"{}\"\naudit_log = \"{}\"\n[sampler]\ninterval = \"1s\"\n",
             self.users.display(),
             self.dir.join("state").display(),
-            token.display()
+            token.display(),
+            self.dir.join("audit.log").display()
         );
         let warden = Warden::start(&self.sandbox, &config);
         warden.wait_ready();
@@ -393,4 +394,40 @@ fn the_api_needs_the_token() {
     assert_eq!(answer["source_up"], true, "{answer}");
     let out = cli(&["sync"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("source: up"));
+
+    // Read-only routes: the same token, JSON answers, 4xx for bad input.
+    let get =
+        |path: &str, token: Option<&str>| http_call(warden.addr, "GET", path, token, "").unwrap();
+    let (status, body) = get("/api/v1/tunnels", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["tunnels"][0]["id"], "edge", "{list}");
+    assert_eq!(list["tunnels"][0]["up"], true, "{list}");
+    assert_eq!(get("/api/v1/tunnels", None).0, 401);
+    assert_eq!(get("/api/v1/tunnels/edge", Some(TOKEN)).0, 200);
+    let (status, body) = get("/api/v1/tunnels/a%20b", Some(TOKEN));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"error\":\"invalid_id\""), "{body}");
+    assert_eq!(get("/api/v1/tunnels/nope", Some(TOKEN)).0, 404);
+    assert_eq!(get("/api/v1/health", Some(TOKEN)).0, 200);
+    assert_eq!(get("/api/v1/orphans", Some(TOKEN)).0, 200);
+
+    // Every mutating call is in the audit log.
+    let audit = std::fs::read_to_string(tunnel.dir.join("audit.log")).unwrap();
+    let forced: Vec<&str> = audit
+        .lines()
+        .filter(|l| l.contains("\"sync.force\""))
+        .collect();
+    assert!(!forced.is_empty(), "{audit}");
+    assert!(forced[0].contains("\"caller\":\"127.0.0.1:"), "{audit}");
+    let scrape = warden.scrape();
+    assert!(
+        scrape
+            .value(
+                "xray_warden_actions_total",
+                &[("action", "sync.force"), ("result", "ok")]
+            )
+            .unwrap()
+            >= 1.0
+    );
 }

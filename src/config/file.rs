@@ -56,6 +56,7 @@ struct FileUsers {
 #[serde(default)]
 struct FileApi {
     token_file: Option<Lenient<String>>,
+    audit_log: Option<Lenient<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +117,10 @@ impl FileConfig {
             users: self.users.validate(&mut c, d.users),
             api: super::ApiConfig {
                 token_file: c.opt_abs_path("api.token_file", self.api.token_file),
+                audit_log: match self.api.audit_log {
+                    None => d.api.audit_log,
+                    given => c.opt_abs_path("api.audit_log", given),
+                },
             },
         };
         if config.systemd.reconnect_min > config.systemd.reconnect_max {

@@ -124,6 +124,8 @@ impl UserSource {
 pub struct ApiConfig {
     /// File holding the bearer token `/api` routes require; `None` turns `/api` off.
     pub token_file: Option<PathBuf>,
+    /// Where every mutating API call is appended as a JSON line; `None` keeps no log.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// How the warden talks to systemd.
@@ -196,7 +198,10 @@ impl Default for Config {
                 per_user_traffic: false,
                 max_user_series: 10_000,
             },
-            api: ApiConfig { token_file: None },
+            api: ApiConfig {
+                token_file: None,
+                audit_log: Some("/var/log/xray-warden/audit.log".into()),
+            },
         }
     }
 }

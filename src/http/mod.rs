@@ -5,12 +5,13 @@
 //! requests finish.
 
 pub mod api;
+pub mod audit;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -65,7 +66,7 @@ async fn serve_with(
     header_read_timeout: Duration,
 ) -> std::io::Result<()> {
     let shutdown = app.shutdown.clone();
-    let service = TowerToHyperService::new(router(app));
+    let router = router(app);
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -75,7 +76,7 @@ async fn serve_with(
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of fds and the like: back off instead of spinning.
                     warn!(error = %err, "accept failed");
@@ -84,7 +85,9 @@ async fn serve_with(
                 }
             },
         };
-        let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
+        let (stream, peer) = stream;
+        let service = TowerToHyperService::new(router.clone().layer(Extension(api::Peer(peer))));
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(err) = conn.await {

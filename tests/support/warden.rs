@@ -193,6 +193,17 @@ pub fn http_post(
     token: Option<&str>,
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    http_call(addr, "POST", path, token, body)
+}
+
+/// A minimal HTTP/1.0 request with a JSON body (may be empty) and an optional bearer token.
+pub fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
     let auth = token
@@ -200,7 +211,7 @@ pub fn http_post(
         .unwrap_or_default();
     write!(
         stream,
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = String::new();

@@ -4,16 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::Extension;
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
+use super::audit::Audit;
+use crate::domain::TunnelId;
+use crate::state::SharedState;
 use crate::usersync::SyncRequest;
+
+pub mod views;
 
 /// How long `POST /api/v1/sync` waits for the round it asked for.
 const SYNC_WAIT: Duration = Duration::from_secs(120);
@@ -23,13 +29,64 @@ pub struct ApiState {
     pub token: Arc<String>,
     /// `None` when user sync is off.
     pub sync: Option<mpsc::Sender<SyncRequest>>,
+    pub state: SharedState,
+    pub audit: Audit,
 }
+
+/// The address of the client, put on every request by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
 
 pub fn router(api: ApiState) -> Router {
     Router::new()
         .route("/api/v1/sync", post(sync))
+        .route("/api/v1/tunnels", get(list_tunnels))
+        .route("/api/v1/tunnels/{id}", get(show_tunnel))
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/orphans", get(list_orphans))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))
         .with_state(api)
+}
+
+/// The caller of a request, for the audit log.
+pub fn caller(request_peer: Option<Extension<Peer>>) -> String {
+    request_peer.map_or_else(
+        || "unknown".to_owned(),
+        |Extension(Peer(addr))| addr.to_string(),
+    )
+}
+
+/// Parses a tunnel id from a path, or the 400 to answer.
+pub fn parse_id(id: &str) -> Result<TunnelId, Response> {
+    TunnelId::new(id).map_err(|err| error(StatusCode::BAD_REQUEST, "invalid_id", err.to_string()))
+}
+
+async fn list_tunnels(State(api): State<ApiState>) -> Response {
+    Json(views::tunnels(&api.state.read())).into_response()
+}
+
+async fn show_tunnel(State(api): State<ApiState>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let snapshot = api.state.read();
+    match snapshot.tunnels.get(&id) {
+        Some(tunnel) => Json(views::tunnel(&id, tunnel)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no tunnel {id}"),
+        ),
+    }
+}
+
+async fn health(State(api): State<ApiState>) -> Response {
+    Json(views::health_report(&api.state.read())).into_response()
+}
+
+async fn list_orphans(State(api): State<ApiState>) -> Response {
+    Json(views::orphans(&api.state.read())).into_response()
 }
 
 /// A JSON error with a stable code.
@@ -72,15 +129,31 @@ struct SyncBody {
     force: bool,
 }
 
-async fn sync(State(api): State<ApiState>, body: Option<Json<SyncBody>>) -> Response {
-    let Some(sender) = api.sync else {
+async fn sync(
+    State(api): State<ApiState>,
+    peer: Option<Extension<Peer>>,
+    body: Option<Json<SyncBody>>,
+) -> Response {
+    let force = body.as_ref().is_some_and(|Json(b)| b.force);
+    let response = run_sync(&api, force).await;
+    let result = if response.status().is_success() {
+        "ok".to_owned()
+    } else {
+        response.status().as_u16().to_string()
+    };
+    let action = if force { "sync.force" } else { "sync" };
+    api.audit.record(&caller(peer), action, "*", &result);
+    response
+}
+
+async fn run_sync(api: &ApiState, force: bool) -> Response {
+    let Some(sender) = api.sync.clone() else {
         return error(
             StatusCode::CONFLICT,
             "sync_off",
             "no users source is configured",
         );
     };
-    let force = body.map(|Json(b)| b.force).unwrap_or_default();
     let (reply, answer) = oneshot::channel();
     let request = SyncRequest {
         force,
