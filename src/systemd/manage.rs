@@ -170,12 +170,22 @@ mod tests {
 
     #[test]
     fn job_results_round_trip() {
-        for text in ["done", "canceled", "timeout", "failed", "dependency", "skipped"] {
+        for text in [
+            "done",
+            "canceled",
+            "timeout",
+            "failed",
+            "dependency",
+            "skipped",
+        ] {
             let result = JobResult::parse(text);
             assert!(!matches!(result, JobResult::Other(_)), "{text}");
             assert_eq!(result.as_str(), text);
         }
-        assert_eq!(JobResult::parse("assert"), JobResult::Other("assert".into()));
+        assert_eq!(
+            JobResult::parse("assert"),
+            JobResult::Other("assert".into())
+        );
         assert_eq!(JobResult::parse("assert").to_string(), "assert");
         assert!(JobResult::Done.is_done());
         assert!(!JobResult::Skipped.is_done());

@@ -5,6 +5,7 @@
 //! connect/reconnect state machine. Nothing zbus-typed leaves this module: callers get
 //! [`UnitStatus`], unit names and [`Event`]s.
 
+mod manage;
 mod path;
 mod props;
 pub mod watcher;
@@ -20,6 +21,7 @@ use zbus::{Connection, MatchRule, MessageStream};
 use crate::config::SystemdConfig;
 use crate::domain::UnitStatus;
 
+pub use manage::{JOB_TIMEOUT, JobResult};
 pub use path::unit_name_from_path;
 
 /// The glob every tunnel unit matches.

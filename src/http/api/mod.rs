@@ -56,9 +56,34 @@ pub fn caller(request_peer: Option<Extension<Peer>>) -> String {
     )
 }
 
+/// An error answer: a status, a stable code and a message, rendered as JSON.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, self.message)
+    }
+}
+
 /// Parses a tunnel id from a path, or the 400 to answer.
-pub fn parse_id(id: &str) -> Result<TunnelId, Response> {
-    TunnelId::new(id).map_err(|err| error(StatusCode::BAD_REQUEST, "invalid_id", err.to_string()))
+pub fn parse_id(id: &str) -> Result<TunnelId, Failure> {
+    TunnelId::new(id)
+        .map_err(|err| Failure::new(StatusCode::BAD_REQUEST, "invalid_id", err.to_string()))
 }
 
 async fn list_tunnels(State(api): State<ApiState>) -> Response {
