@@ -90,20 +90,20 @@ async fn list_tunnels(State(api): State<ApiState>) -> Response {
     Json(views::tunnels(&api.state.read())).into_response()
 }
 
-async fn show_tunnel(State(api): State<ApiState>, Path(id): Path<String>) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+async fn show_tunnel(
+    State(api): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    let id = parse_id(&id)?;
     let snapshot = api.state.read();
-    match snapshot.tunnels.get(&id) {
-        Some(tunnel) => Json(views::tunnel(&id, tunnel)).into_response(),
-        None => error(
+    let tunnel = snapshot.tunnels.get(&id).ok_or_else(|| {
+        Failure::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no tunnel {id}"),
-        ),
-    }
+        )
+    })?;
+    Ok(Json(views::tunnel(&id, tunnel)))
 }
 
 async fn health(State(api): State<ApiState>) -> Response {
