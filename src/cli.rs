@@ -19,6 +19,90 @@ pub enum Command {
     Run(RunArgs),
     /// Ask the running daemon for a user sync now and print what it did (POST /api/v1/sync).
     Sync(SyncArgs),
+    /// Manage tunnels through the running daemon's API.
+    Tunnels {
+        #[command(subcommand)]
+        action: TunnelsAction,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Show the health checks of every tunnel.
+    Health {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// List or clean up orphans: units without config, configs without unit, stray cores, ...
+    Orphans {
+        #[command(subcommand)]
+        action: OrphansAction,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// How the CLI reaches the daemon, and how it prints.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// The daemon's configuration: its `listen` address and `api.token_file` are used.
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        env = "XRAY_WARDEN_CONFIG",
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Print the daemon's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TunnelsAction {
+    /// Every tunnel with its state, restarts and resources.
+    List,
+    /// One tunnel in full.
+    Show {
+        id: String,
+    },
+    /// Create or replace a tunnel from a core config file (tested by the core first).
+    Create {
+        id: String,
+        /// The Xray/V2Ray JSON config of the tunnel.
+        #[arg(value_name = "CONFIG_JSON")]
+        file: PathBuf,
+    },
+    Start {
+        id: String,
+    },
+    Stop {
+        id: String,
+    },
+    Restart {
+        id: String,
+    },
+    /// Stop, disable and remove the tunnel's unit and config.
+    Delete {
+        id: String,
+    },
+    /// The last lines of the tunnel's log.
+    Logs {
+        id: String,
+        #[arg(long, short = 'n', default_value_t = 100)]
+        lines: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrphansAction {
+    List,
+    /// Remove orphans (stray processes are stopped); re-checked at the moment of acting.
+    Cleanup {
+        /// Only say what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, Secrets};
+use crate::health;
 use crate::http::api::ApiState;
+use crate::http::api::manage::{CleanupDeps, Manager};
 use crate::http::audit::Audit;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -50,6 +52,7 @@ pub async fn run(
     let state = SharedState::default();
     let metrics = Metrics::new(state.clone());
     let (client_tx, client_rx) = watch::channel(None);
+    let manage_rx = client_rx.clone();
     let tracker = TaskTracker::new();
     let shutdown = stop.shutdown.clone();
 
@@ -90,12 +93,28 @@ pub async fn run(
             sync_on_sighup(sync_tx.clone(), shutdown.clone()).instrument(info_span!("sighup")),
         );
     }
+    let health_settings = health::Settings::from_config(&config);
+    let ledger = health::Ledger::default();
+    tracker.spawn(
+        health::run(
+            health_settings.clone(),
+            state.clone(),
+            ledger.clone(),
+            shutdown.clone(),
+        )
+        .instrument(info_span!("health")),
+    );
     let audit = Audit::new(config.api.audit_log.clone(), metrics.registry());
     let api = secrets.api_token.map(|token| ApiState {
         token: Arc::new(token),
         sync: sync_on.then_some(sync_tx),
         state: state.clone(),
         audit,
+        manager: Some(Manager::new(manage_rx, config.tunnels.clone())),
+        cleanup: Some(CleanupDeps {
+            settings: health_settings,
+            ledger: ledger.clone(),
+        }),
     });
     let app = AppState {
         metrics,

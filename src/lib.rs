@@ -8,6 +8,7 @@
 //! - [`systemd`]: the zbus client and the watcher (connect, list, follow signals, reconnect).
 //! - [`procfs`]: per-process CPU, memory, threads and fds of a unit's cgroup.
 //! - [`sampler`]: the periodic resource pass that merges systemd accounting with procfs.
+//! - [`health`]: the periodic health checks of every tunnel, the orphan scan, and their cleanup.
 //! - [`state`]: the snapshot the collectors write and every scrape reads.
 //! - [`metrics`]: the owned Prometheus registry and its snapshot collectors.
 //! - [`http`]: `/metrics`, `/live`, `/ready`, and the bearer-token `/api/v1`.
@@ -19,6 +20,8 @@
 //! - [`xray`]: the gRPC client of a core's API (users, stats), refusing requests that crash it.
 //! - [`usersync`]: the reconcile loop: source, diff, removal guard, apply, persist, traffic.
 //! - [`remote`]: CLI commands that talk to a running daemon (`xray-warden sync`).
+//! - [`lifecycle`]: creating, starting, stopping, restarting and deleting tunnel units and their
+//!   configs over D-Bus, from the unit template; restart-all, emergency cleanup, log tails.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -26,7 +29,9 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod domain;
+pub mod health;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod procfs;
 pub mod remote;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::{error, info};
-use xray_warden::cli::{Cli, Command, RunArgs, SyncArgs};
+use xray_warden::cli::{Cli, Command, RemoteArgs, RunArgs, SyncArgs};
 use xray_warden::config::{Config, Overrides, Secrets};
 use xray_warden::daemon::{self, Stop};
 use xray_warden::remote;
@@ -18,6 +18,34 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(args),
         Command::Sync(args) => sync(args),
+        Command::Tunnels { action, remote } => manage(
+            &remote,
+            remote::tunnels_request(&action).map_err(|e| e.to_string()),
+        ),
+        Command::Health { remote } => manage(&remote, Ok(remote::health_request())),
+        Command::Orphans { action, remote } => {
+            manage(&remote, Ok(remote::orphans_request(&action)))
+        }
+    }
+}
+
+/// Runs a management command against the daemon and prints its answer.
+fn manage(args: &RemoteArgs, request: Result<remote::Request, String>) -> ExitCode {
+    let (config, secrets) = match load(args.config.as_deref(), &Overrides::default()) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let output = request
+        .and_then(|r| remote::command(&config, &secrets, r, args.json).map_err(|e| e.to_string()));
+    match output {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("xray-warden: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

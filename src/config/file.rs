@@ -20,6 +20,7 @@ pub struct FileConfig {
     tunnels: FileTunnels,
     users: FileUsers,
     api: FileApi,
+    health: FileHealth,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,6 +51,16 @@ struct FileUsers {
     per_user_traffic: Option<Lenient<bool>>,
     traffic_interval: Option<Lenient<String>>,
     max_user_series: Option<Lenient<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileHealth {
+    interval: Option<Lenient<String>>,
+    crash_window: Option<Lenient<String>>,
+    crash_threshold: Option<Lenient<i64>>,
+    failed_threshold: Option<Lenient<String>>,
+    inventory: Option<Lenient<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +126,7 @@ impl FileConfig {
             sampler: self.sampler.validate(&mut c, d.sampler),
             tunnels: self.tunnels.validate(&mut c, d.tunnels),
             users: self.users.validate(&mut c, d.users),
+            health: self.health.validate(&mut c, d.health),
             api: super::ApiConfig {
                 token_file: c.opt_abs_path("api.token_file", self.api.token_file),
                 audit_log: match self.api.audit_log {
@@ -235,6 +247,32 @@ impl FileUsers {
                 self.max_user_series,
                 d.max_user_series,
                 1_000_000,
+            ),
+        }
+    }
+}
+
+impl FileHealth {
+    fn validate(self, c: &mut Checker, d: super::HealthConfig) -> super::HealthConfig {
+        super::HealthConfig {
+            interval: c.duration("health.interval", self.interval, d.interval),
+            crash_window: c.duration("health.crash_window", self.crash_window, d.crash_window),
+            crash_threshold: c.count_up_to(
+                "health.crash_threshold",
+                self.crash_threshold,
+                d.crash_threshold,
+                1_000_000,
+            ),
+            failed_threshold: c.duration(
+                "health.failed_threshold",
+                self.failed_threshold,
+                d.failed_threshold,
+            ),
+            inventory: c.parsed(
+                "health.inventory",
+                self.inventory,
+                d.inventory,
+                super::HealthConfig::parse_inventory,
             ),
         }
     }

@@ -33,6 +33,7 @@ pub struct Config {
     pub tunnels: TunnelsConfig,
     pub users: UsersConfig,
     pub api: ApiConfig,
+    pub health: HealthConfig,
 }
 
 /// Where tunnels keep their files and which core they run.
@@ -119,6 +120,35 @@ impl UserSource {
     }
 }
 
+/// Health checks of every tunnel and the orphan scan of the node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Period of a health pass (checks of every tunnel, then the orphan scan).
+    pub interval: Duration,
+    /// A tunnel restarted automatically `crash_threshold` times or more within `crash_window`
+    /// is crash-looping.
+    pub crash_window: Duration,
+    pub crash_threshold: usize,
+    /// A unit failed for longer than this is an orphan.
+    pub failed_threshold: Duration,
+    /// The JSON inventory of tunnel ids (`{"tunnels": ["id", ...]}`); `None` turns the
+    /// not-in-inventory orphans off.
+    pub inventory: Option<PathBuf>,
+}
+
+impl HealthConfig {
+    fn parse_inventory(text: &str) -> Result<Option<PathBuf>, String> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        match text.strip_prefix("file://") {
+            Some(path) if path.starts_with('/') => Ok(Some(path.into())),
+            Some(_) => Err("a file:// inventory needs an absolute path (file:///etc/...)".into()),
+            None => Err("must be empty or start with file:///".into()),
+        }
+    }
+}
+
 /// The management API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
@@ -197,6 +227,13 @@ impl Default for Config {
                 traffic_interval: Duration::from_secs(15),
                 per_user_traffic: false,
                 max_user_series: 10_000,
+            },
+            health: HealthConfig {
+                interval: Duration::from_secs(15),
+                crash_window: Duration::from_secs(600),
+                crash_threshold: 5,
+                failed_threshold: Duration::from_secs(600),
+                inventory: None,
             },
             api: ApiConfig {
                 token_file: None,

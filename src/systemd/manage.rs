@@ -87,9 +87,15 @@ impl Client {
         self.run_job("StartUnit", unit).await
     }
 
-    /// Stops `unit` (mode `replace`) and waits for the job's result.
+    /// Stops `unit` (mode `replace`) and waits for the job's result. A unit systemd cannot
+    /// load (no unit file) and that is not running is already stopped: [`JobResult::Done`].
     pub async fn stop_unit(&self, unit: &str) -> Result<JobResult, SystemdError> {
-        self.run_job("StopUnit", unit).await
+        match self.run_job("StopUnit", unit).await {
+            Err(SystemdError::Call { source, .. }) if is_no_such_unit(&source) => {
+                Ok(JobResult::Done)
+            }
+            other => other,
+        }
     }
 
     /// Restarts `unit` (mode `replace`; a stopped unit is started) and waits for the job's result.

@@ -19,6 +19,8 @@ use crate::domain::TunnelId;
 use crate::state::SharedState;
 use crate::usersync::SyncRequest;
 
+mod legacy;
+pub mod manage;
 pub mod views;
 
 /// How long `POST /api/v1/sync` waits for the round it asked for.
@@ -31,6 +33,10 @@ pub struct ApiState {
     pub sync: Option<mpsc::Sender<SyncRequest>>,
     pub state: SharedState,
     pub audit: Audit,
+    /// Tunnel management; `None` turns the mutating tunnel routes off (501).
+    pub manager: Option<manage::Manager>,
+    /// Orphan cleanup; `None` turns it off (501).
+    pub cleanup: Option<manage::CleanupDeps>,
 }
 
 /// The address of the client, put on every request by the server.
@@ -40,8 +46,26 @@ pub struct Peer(pub std::net::SocketAddr);
 pub fn router(api: ApiState) -> Router {
     Router::new()
         .route("/api/v1/sync", post(sync))
-        .route("/api/v1/tunnels", get(list_tunnels))
-        .route("/api/v1/tunnels/{id}", get(show_tunnel))
+        .route(
+            "/api/v1/tunnels",
+            get(list_tunnels).delete(manage::delete_all),
+        )
+        .route("/api/v1/tunnels/restart-all", post(manage::restart_all))
+        .route(
+            "/api/v1/tunnels/{id}",
+            get(show_tunnel)
+                .put(manage::put_tunnel)
+                .delete(manage::delete_tunnel),
+        )
+        .route("/api/v1/tunnels/{id}/logs", get(manage::logs))
+        .route("/api/v1/tunnels/{id}/{action}", post(manage::act_on_tunnel))
+        .route("/api/v1/orphans/cleanup", post(manage::cleanup_orphans))
+        .route(
+            "/api/services",
+            get(legacy::get_services)
+                .post(legacy::post_services)
+                .delete(legacy::delete_services),
+        )
         .route("/api/v1/health", get(health))
         .route("/api/v1/orphans", get(list_orphans))
         .layer(middleware::from_fn_with_state(api.clone(), authenticate))

@@ -1,0 +1,107 @@
+//! The facts of one pass that are read from files and procfs, on the blocking pool: each
+//! tunnel's config, who holds its ports, the stray processes, the config directory.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+use super::orphans::{ConfigFile, StrayProcess};
+use super::ports::{self, Listener, Owner};
+use super::scan::ProcScan;
+use crate::domain::TunnelId;
+use crate::procfs::ProcfsReader;
+use crate::tunnelcfg::{self, TunnelConfig};
+
+/// The facts read on the blocking pool, per target in target order where per target.
+pub struct Gathered {
+    pub configs: Vec<Result<TunnelConfig, String>>,
+    pub ports: Vec<Vec<(u16, ports::PortHolders)>>,
+    pub listeners_ok: bool,
+    pub strays: Vec<StrayProcess>,
+    pub config_files: Option<Vec<ConfigFile>>,
+}
+
+/// Reads everything for `units` (config path, control group), in their order.
+pub fn gather_blocking(
+    scan: &ProcScan,
+    cgroups: &ProcfsReader,
+    units: &[(PathBuf, String)],
+    config_dir: &Path,
+) -> Gathered {
+    let configs: Vec<Result<TunnelConfig, String>> = units
+        .iter()
+        .map(|(path, _)| tunnelcfg::read(path).map_err(|e| e.to_string()))
+        .collect();
+    let wanted: Vec<Vec<u16>> = configs
+        .iter()
+        .map(|c| {
+            c.iter()
+                .flat_map(|c| &c.inbounds)
+                .filter_map(|i| i.port)
+                .collect()
+        })
+        .collect();
+    let listeners = scan.listeners();
+    let listeners_ok = listeners.is_ok();
+    let listeners: Vec<Listener> = listeners
+        .map_err(|e| warn!(error = %e, "cannot read the listening sockets"))
+        .unwrap_or_default();
+    let inodes: Vec<HashSet<u64>> = units
+        .iter()
+        .map(|(_, cgroup)| unit_inodes(scan, cgroups, cgroup))
+        .collect();
+    let foreign: HashSet<u64> = wanted
+        .iter()
+        .zip(&inodes)
+        .flat_map(|(ports, own)| ports::foreign_inodes(ports, &listeners, own))
+        .collect();
+    let owners: HashMap<u64, Owner> = scan.owners_of(&foreign);
+    let ports = wanted
+        .iter()
+        .zip(&inodes)
+        .map(|(ports, own)| ports::holders(ports, &listeners, own, &owners))
+        .collect();
+    Gathered {
+        configs,
+        ports,
+        listeners_ok,
+        strays: scan.strays(std::process::id()),
+        config_files: list_configs(config_dir),
+    }
+}
+
+/// Socket inodes of every process of a unit's cgroup (none while it has no cgroup).
+fn unit_inodes(scan: &ProcScan, cgroups: &ProcfsReader, control_group: &str) -> HashSet<u64> {
+    if control_group.is_empty() {
+        return HashSet::new();
+    }
+    let pids = cgroups.cgroup_pids(control_group).unwrap_or_default();
+    pids.into_iter()
+        .flat_map(|pid| scan.socket_inodes(pid))
+        .collect()
+}
+
+/// The `xray-{id}.json` files of the config directory; `None` when it cannot be read (a
+/// missing directory holds no configs).
+fn list_configs(dir: &Path) -> Option<Vec<ConfigFile>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Vec::new()),
+        Err(e) => {
+            warn!(dir = %dir.display(), error = %e, "cannot list the config directory");
+            return None;
+        }
+    };
+    let files = entries.flatten().filter_map(|e| {
+        let id = config_file_id(e.file_name().to_str()?)?;
+        Some(ConfigFile { id, path: e.path() })
+    });
+    Some(files.collect())
+}
+
+/// The tunnel id of a config file named `xray-{id}.json`.
+pub fn config_file_id(name: &str) -> Option<TunnelId> {
+    let id = name.strip_prefix("xray-")?.strip_suffix(".json")?;
+    TunnelId::new(id).ok()
+}

@@ -1,0 +1,141 @@
+//! Health of every tunnel and orphans of the node, every `health.interval`.
+//!
+//! Per tunnel, five checks go into the snapshot (`state::Tunnel::health`, in this order):
+//! `active`; `not_crash_looping` (automatic restarts within `health.crash_window` below
+//! `health.crash_threshold`); `config_valid` (the file the unit runs exists and the core's own
+//! test accepts it, re-tested only when the file changes); `ports_owned` (every inbound port
+//! listens, held by the unit's own processes, read from procfs); `api` (the core's gRPC API
+//! answers, or the config has none). A tunnel that is not active fails `ports_owned` and `api`
+//! with "not running" (a port another process holds is still named: it is often the cause).
+//!
+//! Orphans go into `Snapshot::orphans`: units without their config, units absent from the
+//! inventory, configs without a unit, xray/v2ray processes outside every tunnel unit, units
+//! failed for longer than `health.failed_threshold`. Each keeps the time the warden first saw
+//! it ([`Ledger`]). [`cleanup`] plans and carries out their removal, re-checking each one first.
+//!
+//! The rules are pure functions ([`crash`], [`ports`], [`orphans`], [`checks`]); the I/O is in
+//! [`scan`] (procfs), [`verdicts`] (the core's config test), [`inventory`] and the pass itself.
+
+pub mod checks;
+pub mod cleanup;
+pub mod crash;
+mod gather;
+pub mod inventory;
+pub mod orphans;
+pub mod ports;
+pub mod scan;
+mod task;
+pub mod verdicts;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+pub use cleanup::{
+    Cleaner, CleanupAction, CleanupOutcome, CleanupResult, RemoveTunnel, plan_cleanup,
+};
+pub use task::{HealthTask, PassReport};
+
+use crate::config::{Config, HealthConfig};
+use crate::domain::{Orphan, TunnelId};
+use crate::state::SharedState;
+use orphans::{Book, Found, OrphanKey};
+
+/// Deadline of one API probe (`ApiClient::detect` takes at most twice this).
+pub const API_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the health task and the cleanup need from the configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub health: HealthConfig,
+    /// Where `xray-{id}.json` lives when the unit names no `-config` (`tunnels.config_dir`).
+    pub config_dir: PathBuf,
+    /// The core that tests configs (`tunnels.core_binary`).
+    pub core_binary: PathBuf,
+    /// Where tunnel unit files are (`tunnels.unit_dir`), for the cleanup's last check.
+    pub unit_dir: PathBuf,
+    /// `sampler.proc_root` and `sampler.cgroup_root`.
+    pub proc_root: PathBuf,
+    pub cgroup_root: PathBuf,
+    pub api_timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            health: config.health.clone(),
+            config_dir: config.tunnels.config_dir.clone(),
+            core_binary: config.tunnels.core_binary.clone(),
+            unit_dir: config.tunnels.unit_dir.clone(),
+            proc_root: config.sampler.proc_root.clone(),
+            cgroup_root: config.sampler.cgroup_root.clone(),
+            api_timeout: API_TIMEOUT,
+        }
+    }
+
+    /// The config file of tunnel `id` when its unit names none: `{config_dir}/xray-{id}.json`.
+    pub fn default_config_path(&self, id: &TunnelId) -> PathBuf {
+        self.config_dir.join(format!("xray-{id}.json"))
+    }
+}
+
+/// The orphans currently known and when each was first seen, shared by the health task (which
+/// writes it every pass) and the cleanup (which reads a stray process's identity from it).
+#[derive(Debug, Clone, Default)]
+pub struct Ledger(Arc<Mutex<Book>>);
+
+impl Ledger {
+    fn book(&self) -> MutexGuard<'_, Book> {
+        // Plain data: a panicked writer leaves nothing half-done that matters.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stamps one pass's findings; see [`orphans::stamp`].
+    pub fn stamp(&self, found: Vec<Found>, now: SystemTime) -> Vec<Orphan> {
+        orphans::stamp(&mut self.book(), found, now)
+    }
+
+    /// The start time (clock ticks since boot) of the stray process `pid` that was first seen
+    /// at `since`; `None` when the ledger holds no such orphan (gone, or the PID now belongs to
+    /// another process that became an orphan later).
+    pub fn stray_start(&self, pid: u32, since: SystemTime) -> Option<u64> {
+        self.book().iter().find_map(|(key, seen)| match key {
+            OrphanKey::Process(p) if p.pid == pid && *seen == since => Some(p.start_ticks),
+            _ => None,
+        })
+    }
+}
+
+/// Runs a health pass every `settings.health.interval` until `shutdown` is cancelled, writing
+/// the checks, the orphans and `state::COLLECTOR_HEALTH` into `state`. Nothing is checked until
+/// the watcher's first full listing.
+pub async fn run(
+    settings: Settings,
+    state: SharedState,
+    ledger: Ledger,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(settings.health.interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut task = HealthTask::new(settings, state, ledger);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {
+                // A pass may spawn core tests; shutdown must not wait for a whole pass.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = task.pass() => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,212 @@
+//! Reading the process table for the health checks: listening TCP sockets, which process holds
+//! which socket, and the xray/v2ray processes that run outside every tunnel unit.
+//!
+//! Every path is below a configurable proc root (`sampler.proc_root`), so tests point it at
+//! fixture trees. Processes come and go while we read: one that vanishes is skipped, never an
+//! error. Parsing is split from reading and tested on its own.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use procfs::process::Process;
+
+use super::orphans::StrayProcess;
+use super::ports::{Listener, Owner};
+use crate::domain::{ProcessKey, TunnelId};
+
+/// `st` of a listening socket in /proc/net/tcp and tcp6.
+const TCP_LISTEN: &str = "0A";
+/// The `comm` of the cores the warden supervises.
+const CORE_NAMES: [&str; 2] = ["xray", "v2ray"];
+
+/// Reads one proc root.
+#[derive(Debug, Clone)]
+pub struct ProcScan {
+    root: PathBuf,
+}
+
+impl ProcScan {
+    pub fn new(proc_root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: proc_root.into(),
+        }
+    }
+
+    /// Every listening TCP socket of the reader's network namespace, IPv4 and IPv6. A missing
+    /// `tcp6` (IPv6 disabled) is no error.
+    pub fn listeners(&self) -> io::Result<Vec<Listener>> {
+        let mut all = parse_net_tcp(&fs::read_to_string(self.root.join("net/tcp"))?);
+        match fs::read_to_string(self.root.join("net/tcp6")) {
+            Ok(text) => all.extend(parse_net_tcp(&text)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(all)
+    }
+
+    /// Inodes of the sockets `pid` holds open; empty if it is gone.
+    pub fn socket_inodes(&self, pid: u32) -> HashSet<u64> {
+        let Ok(entries) = fs::read_dir(self.root.join(pid.to_string()).join("fd")) else {
+            return HashSet::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| fs::read_link(e.path()).ok())
+            .filter_map(|target| parse_socket_link(target.to_str()?))
+            .collect()
+    }
+
+    /// The process holding each of `inodes`, found by scanning every process's fds; inodes
+    /// nobody visible holds are left out.
+    pub fn owners_of(&self, inodes: &HashSet<u64>) -> HashMap<u64, Owner> {
+        let mut owners = HashMap::new();
+        if inodes.is_empty() {
+            return owners;
+        }
+        for pid in self.pids() {
+            for inode in self.socket_inodes(pid).intersection(inodes) {
+                let comm = self.comm(pid).unwrap_or_else(|| "?".to_owned());
+                owners.insert(*inode, Owner { pid, comm });
+            }
+        }
+        owners
+    }
+
+    /// Every xray/v2ray process outside every `xray-tunnel-*.service` cgroup, except children
+    /// of `parent` (the warden's own config tests run the core too).
+    pub fn strays(&self, parent: u32) -> Vec<StrayProcess> {
+        let mut strays: Vec<StrayProcess> = self
+            .pids()
+            .into_iter()
+            .filter(|pid| {
+                self.comm(*pid)
+                    .is_some_and(|c| CORE_NAMES.contains(&c.as_str()))
+            })
+            .filter_map(|pid| self.stray(pid, parent))
+            .collect();
+        strays.sort_by_key(|s| s.key.pid);
+        strays
+    }
+
+    /// `pid` as a stray core process, or `None` if it is gone (or a zombie), no core, in a
+    /// tunnel unit's cgroup, or a child of `parent`.
+    pub fn stray(&self, pid: u32, parent: u32) -> Option<StrayProcess> {
+        let comm = self.comm(pid)?;
+        if !CORE_NAMES.contains(&comm.as_str()) {
+            return None;
+        }
+        let dir = self.root.join(pid.to_string());
+        let cgroup = fs::read_to_string(dir.join("cgroup")).ok()?;
+        if in_tunnel_unit(&cgroup) {
+            return None;
+        }
+        let stat = Process::new_with_root(dir.clone()).ok()?.stat().ok()?;
+        // A zombie has exited (only its parent's wait is missing); a child of `parent` is
+        // the warden's own config test.
+        if matches!(stat.state, 'Z' | 'X') || u32::try_from(stat.ppid).ok() == Some(parent) {
+            return None;
+        }
+        let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
+        Some(StrayProcess {
+            key: ProcessKey {
+                pid,
+                start_ticks: stat.starttime,
+            },
+            comm,
+            cmdline: render_cmdline(&cmdline),
+        })
+    }
+
+    /// The start time of `pid` in clock ticks since boot; `None` once it is gone.
+    pub fn start_ticks(&self, pid: u32) -> Option<u64> {
+        let dir = self.root.join(pid.to_string());
+        Some(Process::new_with_root(dir).ok()?.stat().ok()?.starttime)
+    }
+
+    /// Whether the process `pid` that started at `start_ticks` still runs (a zombie has
+    /// exited; only its parent's wait is missing).
+    pub fn alive(&self, pid: u32, start_ticks: u64) -> bool {
+        let dir = self.root.join(pid.to_string());
+        let stat = Process::new_with_root(dir).and_then(|p| p.stat());
+        stat.is_ok_and(|s| s.starttime == start_ticks && !matches!(s.state, 'Z' | 'X'))
+    }
+
+    /// Whether this proc root shows this process's own PID namespace (its `self` names our
+    /// PID), so that a PID read there means the same process to `kill`.
+    pub fn is_own_pid_namespace(&self) -> bool {
+        let own = std::process::id().to_string();
+        fs::read_link(self.root.join("self")).is_ok_and(|target| target.as_os_str() == own.as_str())
+    }
+
+    fn comm(&self, pid: u32) -> Option<String> {
+        let text = fs::read_to_string(self.root.join(pid.to_string()).join("comm")).ok()?;
+        Some(text.trim_end_matches('\n').to_owned())
+    }
+
+    /// The numeric entries of the proc root.
+    fn pids(&self) -> Vec<u32> {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut pids: Vec<u32> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+}
+
+/// The LISTEN sockets of a /proc/net/tcp or tcp6 table (the header and unreadable lines are
+/// skipped; inode 0 cannot be attributed to anyone and is skipped too).
+pub fn parse_net_tcp(text: &str) -> Vec<Listener> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // sl local rem st tx:rx tr:when retrnsmt uid timeout inode
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            if *state != TCP_LISTEN {
+                return None;
+            }
+            let port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
+            let inode: u64 = inode.parse().ok()?;
+            (inode != 0).then_some(Listener { port, inode })
+        })
+        .collect()
+}
+
+/// The inode of an fd link `socket:[12345]`.
+pub fn parse_socket_link(target: &str) -> Option<u64> {
+    target
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Whether a /proc/PID/cgroup text puts the process in an `xray-tunnel-*.service` cgroup (or
+/// below one), in any hierarchy.
+pub fn in_tunnel_unit(cgroup: &str) -> bool {
+    cgroup
+        .lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .flat_map(|path| path.split('/'))
+        .any(|part| TunnelId::from_unit_name(part).is_ok())
+}
+
+/// A NUL-separated command line, space-separated and cut to a readable length.
+fn render_cmdline(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    let joined = text.trim_end_matches('\0').replace('\0', " ");
+    match joined.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...", &joined[..cut]),
+        None => joined,
+    }
+}
+
+#[cfg(test)]
+#[path = "scan_tests.rs"]
+mod tests;

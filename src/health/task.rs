@@ -1,0 +1,316 @@
+//! One health pass: read the facts (the snapshot, procfs, the config files, the core's test,
+//! the API, the inventory), apply the rules, publish the checks and the orphans.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use futures_util::stream::{self, StreamExt};
+use tracing::{info, warn};
+
+use super::checks::{self, ApiVerdict, ConfigVerdict, NOT_RUNNING};
+use super::crash::RestartHistory;
+use super::gather::{Gathered, gather_blocking};
+use super::orphans::{self, Facts, UnitFacts};
+use super::ports::{self, PORTS_OWNED};
+use super::scan::ProcScan;
+use super::verdicts::VerdictCache;
+use super::{Ledger, Settings, inventory};
+use crate::domain::{Check, Orphan, TunnelId, UnitStatus};
+use crate::procfs::ProcfsReader;
+use crate::state::{COLLECTOR_HEALTH, CollectorRun, SharedState};
+use crate::tunnelcfg::TunnelConfig;
+use crate::xray::ApiClient;
+
+/// API probes in flight at once.
+const PROBES_AT_ONCE: usize = 16;
+
+/// The health task's state across passes.
+pub struct HealthTask {
+    settings: Settings,
+    state: SharedState,
+    ledger: Ledger,
+    scan: ProcScan,
+    cgroups: ProcfsReader,
+    histories: HashMap<TunnelId, RestartHistory>,
+    verdicts: VerdictCache,
+    /// The checks last published, to log changes rather than every pass.
+    shown: HashMap<TunnelId, Vec<Check>>,
+    /// The inventory's last read error, to log it once.
+    inventory_error: Option<String>,
+}
+
+/// What one pass published.
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    pub checks: BTreeMap<TunnelId, Vec<Check>>,
+    pub orphans: Vec<Orphan>,
+    /// Whether every input could be read (`xray_warden_collector_success{collector="health"}`).
+    pub success: bool,
+}
+
+/// A tunnel as the pass sees it.
+struct Target {
+    id: TunnelId,
+    status: UnitStatus,
+    auto_restarts: u64,
+    config_path: PathBuf,
+}
+
+impl HealthTask {
+    pub fn new(settings: Settings, state: SharedState, ledger: Ledger) -> Self {
+        Self {
+            scan: ProcScan::new(&settings.proc_root),
+            cgroups: ProcfsReader::new(&settings.proc_root, &settings.cgroup_root),
+            settings,
+            state,
+            ledger,
+            histories: HashMap::new(),
+            verdicts: VerdictCache::default(),
+            shown: HashMap::new(),
+            inventory_error: None,
+        }
+    }
+
+    /// Runs one pass and publishes it; `None` (and nothing published) until the watcher has
+    /// listed the units once, since before that every config would look unit-less.
+    pub async fn pass(&mut self) -> Option<PassReport> {
+        let started = Instant::now();
+        let targets = self.targets()?;
+        let paths: Vec<PathBuf> = targets.iter().map(|t| t.config_path.clone()).collect();
+        let verdicts = self
+            .verdicts
+            .verdicts(&self.settings.core_binary, &paths)
+            .await;
+        let gathered = self.gather(&targets).await;
+        let apis = self.probe(&targets, &gathered.configs).await;
+        let inventory = self.inventory().await;
+        let mut report = PassReport {
+            success: gathered.listeners_ok && gathered.config_files.is_some() && inventory.is_ok(),
+            ..PassReport::default()
+        };
+        let now = Instant::now();
+        for (i, t) in targets.iter().enumerate() {
+            let active = t.status.active_state().is_up();
+            let st = &t.status;
+            let list = vec![
+                checks::active(st.active_state(), &st.sub_state, &st.result),
+                self.crash_check(now, t),
+                checks::config(&t.config_path, &verdicts[i]),
+                ports_check(active, &gathered.configs[i], &gathered.ports[i]),
+                checks::api(active, &apis[i]),
+            ];
+            report.checks.insert(t.id.clone(), list);
+        }
+        let facts = Facts {
+            now: SystemTime::now(),
+            units: unit_facts(&targets, &verdicts),
+            config_files: gathered.config_files.unwrap_or_default(),
+            inventory: inventory.unwrap_or(None),
+            strays: gathered.strays,
+            failed_threshold: self.settings.health.failed_threshold,
+        };
+        report.orphans = self.ledger.stamp(orphans::find(&facts), facts.now);
+        for o in report.orphans.iter().filter(|o| o.since == facts.now) {
+            warn!(tunnel = %o.tunnel, kind = o.kind.as_str(), detail = %o.detail, "orphan found");
+        }
+        self.forget_the_gone(&targets);
+        self.publish(&report, started);
+        Some(report)
+    }
+
+    /// `not_crash_looping`, recording this pass's restart counter in the tunnel's history.
+    fn crash_check(&mut self, now: Instant, t: &Target) -> Check {
+        let (window, threshold) = (
+            self.settings.health.crash_window,
+            self.settings.health.crash_threshold,
+        );
+        let history = self.histories.entry(t.id.clone()).or_default();
+        checks::crash(
+            history.record(now, t.auto_restarts, window, threshold),
+            window,
+        )
+    }
+
+    /// The inventory's ids: `Ok(None)` when none is configured, `Err` when it cannot be read
+    /// (logged once per distinct problem, not every pass).
+    async fn inventory(&mut self) -> Result<Option<HashSet<String>>, ()> {
+        let Some(path) = &self.settings.health.inventory else {
+            return Ok(None);
+        };
+        match inventory::read(path).await {
+            Ok(ids) => {
+                self.inventory_error = None;
+                Ok(Some(ids))
+            }
+            Err(err) => {
+                let err = err.to_string();
+                if self.inventory_error.as_ref() != Some(&err) {
+                    warn!(error = %err, "no inventory orphans until the inventory reads again");
+                }
+                self.inventory_error = Some(err);
+                Err(())
+            }
+        }
+    }
+
+    fn targets(&self) -> Option<Vec<Target>> {
+        let snapshot = self.state.read();
+        if !snapshot.listed {
+            return None;
+        }
+        let targets = snapshot.tunnels.iter().map(|(id, t)| Target {
+            id: id.clone(),
+            config_path: t
+                .status
+                .config_arg()
+                .map_or_else(|| self.settings.default_config_path(id), PathBuf::from),
+            status: t.status.clone(),
+            auto_restarts: t.restarts.auto,
+        });
+        Some(targets.collect())
+    }
+
+    /// Reads the configs, the listening sockets and who holds them, the stray processes and
+    /// the config directory, on the blocking pool.
+    async fn gather(&self, targets: &[Target]) -> Gathered {
+        let (scan, cgroups) = (self.scan.clone(), self.cgroups.clone());
+        let config_dir = self.settings.config_dir.clone();
+        let units: Vec<(PathBuf, String)> = targets
+            .iter()
+            .map(|t| (t.config_path.clone(), t.status.control_group.clone()))
+            .collect();
+        let work = move || gather_blocking(&scan, &cgroups, &units, &config_dir);
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|_| Gathered {
+                configs: targets
+                    .iter()
+                    .map(|_| Err("reading failed".into()))
+                    .collect(),
+                ports: targets.iter().map(|_| Vec::new()).collect(),
+                listeners_ok: false,
+                strays: Vec::new(),
+                config_files: None,
+            })
+    }
+
+    /// Probes the API of every active tunnel whose config names one.
+    async fn probe(
+        &self,
+        targets: &[Target],
+        configs: &[Result<TunnelConfig, String>],
+    ) -> Vec<ApiVerdict> {
+        let timeout = self.settings.api_timeout;
+        // Collected first: a lazy `map` over borrowed targets trips rustc's Send inference.
+        let probes: Vec<_> = targets
+            .iter()
+            .zip(configs)
+            .map(|(t, config)| {
+                let active = t.status.active_state().is_up();
+                let target = config.as_ref().map(|c| c.api).map_err(Clone::clone);
+                async move {
+                    match target {
+                        Err(why) => ApiVerdict::Unknown(format!("cannot read the config: {why}")),
+                        Ok(None) => ApiVerdict::NotConfigured,
+                        Ok(Some(addr)) if !active => ApiVerdict::Unreachable {
+                            addr,
+                            error: NOT_RUNNING.into(),
+                        },
+                        Ok(Some(addr)) => match ApiClient::detect(addr, timeout).await {
+                            Ok(found) => ApiVerdict::Reachable {
+                                addr,
+                                core: found.flavour.to_string(),
+                            },
+                            Err(e) => ApiVerdict::Unreachable {
+                                addr,
+                                error: e.to_string(),
+                            },
+                        },
+                    }
+                }
+            })
+            .collect();
+        stream::iter(probes)
+            .buffered(PROBES_AT_ONCE)
+            .collect()
+            .await
+    }
+
+    fn forget_the_gone(&mut self, targets: &[Target]) {
+        let alive: HashSet<&TunnelId> = targets.iter().map(|t| &t.id).collect();
+        self.histories.retain(|id, _| alive.contains(id));
+        self.shown.retain(|id, _| alive.contains(id));
+        let paths: Vec<&Path> = targets.iter().map(|t| t.config_path.as_path()).collect();
+        self.verdicts.retain(&paths);
+    }
+
+    fn publish(&mut self, report: &PassReport, started: Instant) {
+        for (id, list) in &report.checks {
+            let before = self.shown.insert(id.clone(), list.clone());
+            log_changes(id, before.as_deref(), list);
+        }
+        self.state.update(|s| {
+            for (id, tunnel) in &mut s.tunnels {
+                if let Some(list) = report.checks.get(id) {
+                    tunnel.health = list.clone();
+                }
+            }
+            s.orphans = report.orphans.clone();
+            let run = CollectorRun {
+                success: report.success,
+                duration: started.elapsed(),
+            };
+            s.collectors.insert(COLLECTOR_HEALTH, run);
+        });
+    }
+}
+
+fn unit_facts(targets: &[Target], verdicts: &[ConfigVerdict]) -> Vec<UnitFacts> {
+    targets
+        .iter()
+        .zip(verdicts)
+        .map(|(t, verdict)| UnitFacts {
+            id: t.id.clone(),
+            config_path: t.config_path.clone(),
+            config_exists: *verdict != ConfigVerdict::Missing,
+            active_state: t.status.active_state().clone(),
+            state_change_usec: t.status.state_change_usec,
+        })
+        .collect()
+}
+
+fn ports_check(
+    active: bool,
+    config: &Result<TunnelConfig, String>,
+    held: &[(u16, ports::PortHolders)],
+) -> Check {
+    match config {
+        Ok(_) => ports::check(active, held),
+        Err(why) => Check {
+            name: PORTS_OWNED,
+            ok: false,
+            detail: if active {
+                format!("cannot read the config: {why}")
+            } else {
+                NOT_RUNNING.into()
+            },
+        },
+    }
+}
+
+fn log_changes(id: &TunnelId, before: Option<&[Check]>, now: &[Check]) {
+    for check in now {
+        let was = before.and_then(|b| b.iter().find(|c| c.name == check.name));
+        // Logged when it flips, and when first seen failing; a first pass is silent otherwise.
+        if was.map_or(check.ok, |c| c.ok == check.ok) {
+            continue;
+        }
+        let (name, detail) = (check.name, &check.detail);
+        if check.ok {
+            info!(tunnel = %id, check = name, %detail, "health check passes");
+        } else {
+            warn!(tunnel = %id, check = name, %detail, "health check fails");
+        }
+    }
+}

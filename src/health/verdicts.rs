@@ -1,0 +1,245 @@
+//! `config_valid`: the core's own test of a tunnel's config, run only when the file changed.
+//!
+//! Spawning the core costs tens of milliseconds and some memory per tunnel; a pass every few
+//! seconds over hundreds of tunnels must not do it. A verdict is kept for the file's
+//! (path, mtime, size, inode): editing the file in place, replacing it by rename, or truncating
+//! it all change one of them.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use futures_util::stream::{self, StreamExt};
+
+use super::checks::ConfigVerdict;
+use crate::core::{self, CoreTestError};
+
+/// What stat says about a config file: when any part changes, the verdict is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileStamp {
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+    pub size: u64,
+    pub inode: u64,
+}
+
+impl FileStamp {
+    /// Stats `path` (following symlinks); `None` when it does not exist.
+    pub async fn read(path: &Path) -> io::Result<Option<FileStamp>> {
+        match tokio::fs::metadata(path).await {
+            Ok(m) => Ok(Some(FileStamp {
+                mtime_sec: m.mtime(),
+                mtime_nsec: m.mtime_nsec(),
+                size: m.len(),
+                inode: m.ino(),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The last conclusive verdict per config path.
+#[derive(Debug, Default)]
+pub struct VerdictCache {
+    verdicts: HashMap<PathBuf, (FileStamp, ConfigVerdict)>,
+}
+
+impl VerdictCache {
+    /// The verdict of `path` if it was reached on a file with the same `stamp`.
+    pub fn get(&self, path: &Path, stamp: FileStamp) -> Option<&ConfigVerdict> {
+        self.verdicts
+            .get(path)
+            .filter(|(seen, _)| *seen == stamp)
+            .map(|(_, verdict)| verdict)
+    }
+
+    /// Keeps `verdict` when it is conclusive (accepted or rejected by the core); a test that
+    /// could not run is tried again next time.
+    pub fn put(&mut self, path: &Path, stamp: FileStamp, verdict: &ConfigVerdict) {
+        if matches!(verdict, ConfigVerdict::Valid | ConfigVerdict::Rejected(_)) {
+            self.verdicts
+                .insert(path.to_owned(), (stamp, verdict.clone()));
+        }
+    }
+
+    /// Forgets every path not in `paths` (tunnels that are gone or changed their config).
+    pub fn retain(&mut self, paths: &[&Path]) {
+        self.verdicts.retain(|p, _| paths.contains(&p.as_path()));
+    }
+
+    /// The verdict on `path`: from the cache while the file is unchanged, else from running
+    /// `core_binary`'s own config test.
+    pub async fn verdict(&mut self, core_binary: &Path, path: &Path) -> ConfigVerdict {
+        let mut all = self.verdicts(core_binary, &[path.to_owned()]).await;
+        all.pop().expect("one verdict per path")
+    }
+
+    /// [`VerdictCache::verdict`] of every path, in order; the tests that must run run
+    /// [`TESTS_AT_ONCE`] at a time.
+    pub async fn verdicts(&mut self, core_binary: &Path, paths: &[PathBuf]) -> Vec<ConfigVerdict> {
+        let mut out = Vec::with_capacity(paths.len());
+        let mut pending = Vec::new();
+        for (i, path) in paths.iter().enumerate() {
+            let verdict = match FileStamp::read(path).await {
+                Ok(Some(stamp)) => match self.get(path, stamp) {
+                    Some(verdict) => verdict.clone(),
+                    None => {
+                        pending.push((i, stamp));
+                        ConfigVerdict::Untested("not tested yet".into())
+                    }
+                },
+                Ok(None) => ConfigVerdict::Missing,
+                Err(e) => ConfigVerdict::Untested(format!("cannot stat it: {e}")),
+            };
+            out.push(verdict);
+        }
+        // Collected first: a lazy `map` over borrowed paths trips rustc's Send inference.
+        let tests: Vec<_> = pending
+            .into_iter()
+            .map(|(i, stamp)| {
+                let (core, path) = (core_binary.to_owned(), paths[i].clone());
+                async move { (i, stamp, core_test(&core, &path).await) }
+            })
+            .collect();
+        let tested: Vec<_> = stream::iter(tests)
+            .buffer_unordered(TESTS_AT_ONCE)
+            .collect()
+            .await;
+        for (i, stamp, verdict) in tested {
+            self.put(&paths[i], stamp, &verdict);
+            out[i] = verdict;
+        }
+        out
+    }
+}
+
+/// How many core config tests run at once (each is a process of the core).
+pub const TESTS_AT_ONCE: usize = 4;
+
+async fn core_test(core_binary: &Path, path: &Path) -> ConfigVerdict {
+    match core::test_config(core_binary, path).await {
+        Ok(()) => ConfigVerdict::Valid,
+        Err(CoreTestError::Rejected(why)) => ConfigVerdict::Rejected(why),
+        Err(e @ (CoreTestError::Spawn { .. } | CoreTestError::Timeout(_))) => {
+            ConfigVerdict::Untested(e.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// A stand-in core that counts its runs and rejects configs containing "bad"; it is called
+    /// like Xray: `run -test -config F`.
+    fn counting_core(dir: &Path) -> PathBuf {
+        let core = dir.join("xray");
+        let script = format!(
+            "#!/bin/sh\necho run >> {}/runs\ngrep -q bad \"$4\" && {{ echo 'bad config' >&2; exit 1; }}\nexit 0\n",
+            dir.display()
+        );
+        std::fs::write(&core, script).unwrap();
+        std::fs::set_permissions(&core, std::fs::Permissions::from_mode(0o755)).unwrap();
+        core
+    }
+
+    /// `verdict`, retried while exec answers ETXTBSY: another test thread may fork while the
+    /// script's write fd is still open, and the child holds it until its own exec.
+    async fn judged(cache: &mut VerdictCache, core: &Path, config: &Path) -> ConfigVerdict {
+        for _ in 0..50 {
+            match cache.verdict(core, config).await {
+                ConfigVerdict::Untested(why) if why.contains("busy") => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                verdict => return verdict,
+            }
+        }
+        panic!("{} stays busy", core.display());
+    }
+
+    fn runs(dir: &Path) -> usize {
+        std::fs::read_to_string(dir.join("runs"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn the_core_runs_once_per_version_of_the_file() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/unit-scratch/health-verdicts");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let core = counting_core(&dir);
+        let config = dir.join("xray-a.json");
+        std::fs::write(&config, "{}").unwrap();
+        let mut cache = VerdictCache::default();
+
+        assert_eq!(
+            judged(&mut cache, &core, &config).await,
+            ConfigVerdict::Valid
+        );
+        assert_eq!(
+            judged(&mut cache, &core, &config).await,
+            ConfigVerdict::Valid
+        );
+        assert_eq!(runs(&dir), 1, "unchanged file: cached");
+
+        // Replaced by rename (new inode): tested again, and rejected.
+        let next = dir.join("next.json");
+        std::fs::write(&next, "{\"bad\": 1}").unwrap();
+        std::fs::rename(&next, &config).unwrap();
+        let rejected = judged(&mut cache, &core, &config).await;
+        assert_eq!(rejected, ConfigVerdict::Rejected("bad config".into()));
+        assert_eq!(judged(&mut cache, &core, &config).await, rejected);
+        assert_eq!(runs(&dir), 2, "a rejection is cached too");
+
+        std::fs::remove_file(&config).unwrap();
+        assert_eq!(
+            judged(&mut cache, &core, &config).await,
+            ConfigVerdict::Missing
+        );
+        assert_eq!(runs(&dir), 2, "a missing file spawns nothing");
+    }
+
+    #[tokio::test]
+    async fn a_test_that_cannot_run_is_retried() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/unit-scratch/health-untested");
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("xray-a.json");
+        std::fs::write(&config, "{}").unwrap();
+        let mut cache = VerdictCache::default();
+        let verdict = cache.verdict(Path::new("/nonexistent/xray"), &config).await;
+        assert!(matches!(verdict, ConfigVerdict::Untested(_)), "{verdict:?}");
+        let stamp = FileStamp::read(&config).await.unwrap().unwrap();
+        assert!(cache.get(&config, stamp).is_none());
+    }
+
+    #[test]
+    fn stamps_must_match_and_retain_forgets() {
+        let stamp = FileStamp {
+            mtime_sec: 1,
+            mtime_nsec: 2,
+            size: 3,
+            inode: 4,
+        };
+        let mut cache = VerdictCache::default();
+        let p = Path::new("/etc/t/xray-a.json");
+        cache.put(p, stamp, &ConfigVerdict::Valid);
+        assert_eq!(cache.get(p, stamp), Some(&ConfigVerdict::Valid));
+        for other in [
+            FileStamp {
+                mtime_nsec: 9,
+                ..stamp
+            },
+            FileStamp { size: 9, ..stamp },
+            FileStamp { inode: 9, ..stamp },
+        ] {
+            assert_eq!(cache.get(p, other), None);
+        }
+        cache.retain(&[Path::new("/etc/t/xray-b.json")]);
+        assert_eq!(cache.get(p, stamp), None);
+    }
+}

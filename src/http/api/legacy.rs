@@ -1,0 +1,115 @@
+//! The contract the existing web app already calls, served with the same meaning on top of the
+//! `/api/v1` handlers:
+//! `GET /api/services?action=list|resource-usage|health-check|logs&tunnelId=..&lines=..`,
+//! `POST /api/services {"action": "cleanup-orphaned"|"restart-all"}`,
+//! `DELETE /api/services?confirm=true`.
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiState, Failure, Peer, manage, views};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicesQuery {
+    action: Option<String>,
+    tunnel_id: Option<String>,
+    lines: Option<usize>,
+    #[serde(default)]
+    confirm: bool,
+}
+
+pub async fn get_services(
+    State(api): State<ApiState>,
+    Query(q): Query<ServicesQuery>,
+) -> Result<Json<Value>, Failure> {
+    match q.action.as_deref() {
+        Some("list") => Ok(Json(views::tunnels(&api.state.read()))),
+        Some("resource-usage") => Ok(Json(resource_usage(&api))),
+        Some("health-check") => Ok(Json(views::health_report(&api.state.read()))),
+        Some("logs") => {
+            let id = q.tunnel_id.ok_or_else(|| {
+                Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    "missing_tunnel_id",
+                    "logs needs tunnelId",
+                )
+            })?;
+            let lines = manage::Lines { lines: q.lines };
+            manage::logs(State(api), Path(id), Query(lines)).await
+        }
+        other => Err(unknown_action(other)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesBody {
+    action: String,
+    #[serde(default, rename = "dryRun", alias = "dry_run")]
+    dry_run: bool,
+}
+
+pub async fn post_services(
+    State(api): State<ApiState>,
+    peer: Option<Extension<Peer>>,
+    Json(body): Json<ServicesBody>,
+) -> Result<Json<Value>, Failure> {
+    match body.action.as_str() {
+        "restart-all" => manage::restart_all(State(api), peer).await,
+        "cleanup-orphaned" => {
+            let request = manage::CleanupBody {
+                dry_run: body.dry_run,
+            };
+            manage::cleanup_orphans(State(api), peer, Some(Json(request))).await
+        }
+        other => Err(unknown_action(Some(other))),
+    }
+}
+
+pub async fn delete_services(
+    State(api): State<ApiState>,
+    peer: Option<Extension<Peer>>,
+    Query(q): Query<ServicesQuery>,
+) -> Result<Json<Value>, Failure> {
+    manage::delete_all(
+        State(api),
+        peer,
+        Query(manage::Confirm { confirm: q.confirm }),
+    )
+    .await
+}
+
+fn unknown_action(action: Option<&str>) -> Failure {
+    Failure::new(
+        StatusCode::BAD_REQUEST,
+        "unknown_action",
+        format!("unknown action {action:?}"),
+    )
+}
+
+/// Per tunnel: CPU, memory, tasks and fds, as the old resource-usage call answered.
+fn resource_usage(api: &ApiState) -> Value {
+    let snapshot = api.state.read();
+    let usage: Vec<Value> = snapshot
+        .tunnels
+        .iter()
+        .map(|(id, t)| {
+            let r = t.resources.unwrap_or_default();
+            json!({
+                "tunnelId": id.as_str(),
+                "unit": t.unit,
+                "active": t.status.active_state().is_up(),
+                "cpuSeconds": r.cpu_seconds,
+                "memoryRssBytes": r.rss_bytes,
+                "tasks": r.tasks,
+                "openFds": r.open_fds,
+            })
+        })
+        .collect();
+    json!({ "usage": usage })
+}

@@ -1,0 +1,364 @@
+//! Proof tier for tunnel management over the HTTP API: the real warden in the systemd sandbox
+//! creates, restarts and deletes REAL V2Ray tunnels through systemd's D-Bus API, a REAL client
+//! connects through them, and bad requests change nothing. Needs root:
+//! `cargo test --test manage_api_proof`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::sandbox::Sandbox;
+use support::v2ray::{Origin, VlessClient, fetch_via, free_port};
+use support::warden::{Warden, http_call};
+
+const TOKEN: &str = "manage-token-0123456789abcdef";
+const ALICE: &str = "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Fields drop in order: the warden stops before its sandbox halts.
+struct Node {
+    warden: Warden,
+    dir: PathBuf,
+    sandbox: Sandbox,
+}
+
+impl Node {
+    fn boot(name: &str) -> Node {
+        let sandbox = Sandbox::boot(name);
+        let dir = sandbox.state_dir().join("node");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), TOKEN).unwrap();
+        // The warden runs inside the sandbox: its /etc/systemd/system is the sandbox's own.
+        let config = format!(
+            "[tunnels]\nconfig_dir = \"{d}/etc\"\nlog_dir = \"{d}/log\"\n\
+             core_binary = \"/usr/bin/v2ray\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n\
+             [api]\ntoken_file = \"{d}/token\"\naudit_log = \"{d}/audit.log\"\n\
+             [health]\ninterval = \"300ms\"\n[sampler]\ninterval = \"1s\"\n",
+            d = dir.display()
+        );
+        let warden = Warden::start(&sandbox, &config);
+        warden.wait_ready();
+        Node {
+            sandbox,
+            dir,
+            warden,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let (status, text) = http_call(self.warden.addr, method, path, Some(TOKEN), body).unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    /// Everything a request could have changed: files and units.
+    fn footprint(&self) -> (Vec<String>, Vec<String>, String) {
+        let list = |dir: &Path| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        let units = self.sandbox.systemctl(&[
+            "list-units",
+            "--all",
+            "--plain",
+            "--no-legend",
+            "xray-tunnel-*",
+        ]);
+        (
+            list(&self.dir.join("etc")),
+            list(&self.sandbox.state_dir().join("units")),
+            units,
+        )
+    }
+
+    fn main_pid(&self, id: &str) -> String {
+        self.sandbox
+            .show(&format!("xray-tunnel-{id}.service"), &["MainPID"])["MainPID"]
+            .clone()
+    }
+}
+
+/// A V2Ray server config with one VLESS inbound holding alice.
+fn tunnel_json(port: u16) -> String {
+    format!(
+        r#"{{"log": {{"loglevel": "warning"}},
+ "inbounds": [{{"tag": "vless-in", "listen": "127.0.0.1", "port": {port}, "protocol": "vless",
+   "settings": {{"clients": [{{"id": "{ALICE}", "email": "alice@example.com"}}], "decryption": "none"}}}}],
+ "outbounds": [{{"protocol": "freedom"}}]}}"#
+    )
+}
+
+fn fetch_ok(client: &VlessClient, origin: &Origin) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match fetch_via(client.socks, origin) {
+            Ok(body) => return assert_eq!(body, "through a managed tunnel"),
+            Err(err) if std::time::Instant::now() > deadline => panic!("no connection: {err}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+#[test]
+fn tunnels_are_created_served_restarted_and_deleted() {
+    let node = Node::boot("manage-life");
+    let origin = Origin::start("through a managed tunnel");
+    let port = free_port();
+
+    let (status, answer) = node.call("PUT", "/api/v1/tunnels/edge", &tunnel_json(port));
+    assert_eq!(status, 200, "{answer}");
+    let client = VlessClient::start(&node.dir, "alice", port, ALICE);
+    fetch_ok(&client, &origin);
+    let (status, shown) = node.call("GET", "/api/v1/tunnels/edge", "");
+    assert_eq!(status, 200, "{shown}");
+
+    // Restart: a new main process; the tunnel serves again.
+    let before = node.main_pid("edge");
+    let (status, answer) = node.call("POST", "/api/v1/tunnels/edge/restart", "");
+    assert_eq!(status, 200, "{answer}");
+    assert_ne!(node.main_pid("edge"), before);
+    fetch_ok(&client, &origin);
+
+    // Restart-all restarts each tunnel.
+    let second = free_port();
+    assert_eq!(
+        node.call("PUT", "/api/v1/tunnels/second", &tunnel_json(second))
+            .0,
+        200
+    );
+    let pids = (node.main_pid("edge"), node.main_pid("second"));
+    let (status, answer) = node.call("POST", "/api/v1/tunnels/restart-all", "");
+    assert_eq!(status, 200, "{answer}");
+    assert_ne!(node.main_pid("edge"), pids.0);
+    assert_ne!(node.main_pid("second"), pids.1);
+
+    // Logs are bounded.
+    assert_eq!(
+        node.call("GET", "/api/v1/tunnels/edge/logs?lines=5", "").0,
+        200
+    );
+    assert_eq!(
+        node.call("GET", "/api/v1/tunnels/edge/logs?lines=1000000", "")
+            .0,
+        400
+    );
+
+    // Delete leaves no unit and no config.
+    let (status, answer) = node.call("DELETE", "/api/v1/tunnels/edge", "");
+    assert_eq!(status, 200, "{answer}");
+    let load = node
+        .sandbox
+        .show("xray-tunnel-edge.service", &["LoadState"]);
+    assert_eq!(load["LoadState"], "not-found");
+    assert!(!node.dir.join("etc/xray-edge.json").exists());
+    assert!(
+        !node
+            .sandbox
+            .state_dir()
+            .join("units/xray-tunnel-edge.service")
+            .exists()
+    );
+    assert!(fetch_via(client.socks, &origin).is_err());
+    assert_eq!(node.call("DELETE", "/api/v1/tunnels/edge", "").0, 404);
+
+    // Every mutating call was audited.
+    let audit = std::fs::read_to_string(node.dir.join("audit.log")).unwrap();
+    for action in [
+        "tunnel.put",
+        "tunnel.restart",
+        "tunnels.restart_all",
+        "tunnel.delete",
+    ] {
+        assert!(
+            audit.contains(&format!("\"action\":\"{action}\"")),
+            "{action} missing:\n{audit}"
+        );
+    }
+}
+
+#[test]
+fn bad_requests_change_nothing() {
+    let node = Node::boot("manage-bad");
+    let port = free_port();
+    assert_eq!(
+        node.call("PUT", "/api/v1/tunnels/keep", &tunnel_json(port))
+            .0,
+        200
+    );
+    let before = node.footprint();
+    let pid = node.main_pid("keep");
+
+    let long = "x".repeat(65);
+    for id in ["..%2Fx", "a%20b", long.as_str(), "x%3Brm", "-lead"] {
+        let (status, answer) = node.call(
+            "PUT",
+            &format!("/api/v1/tunnels/{id}"),
+            &tunnel_json(free_port()),
+        );
+        assert_eq!(status, 400, "{id}: {answer}");
+        assert_eq!(answer["error"], "invalid_id", "{id}: {answer}");
+        assert_eq!(
+            node.call("DELETE", &format!("/api/v1/tunnels/{id}"), "").0,
+            400,
+            "{id}"
+        );
+        assert_eq!(
+            node.call("POST", &format!("/api/v1/tunnels/{id}/stop"), "")
+                .0,
+            400,
+            "{id}"
+        );
+    }
+    let (status, answer) = node.call("PUT", "/api/v1/tunnels/fresh", "{ not json");
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = node.call(
+        "PUT",
+        "/api/v1/tunnels/fresh",
+        r#"{"inbounds": [{"protocol": "no-such"}]}"#,
+    );
+    assert_eq!(status, 422, "{answer}");
+    // A replace with a config the core rejects keeps the old tunnel as it was.
+    let (status, _) = node.call(
+        "PUT",
+        "/api/v1/tunnels/keep",
+        r#"{"inbounds": [{"protocol": "no-such"}]}"#,
+    );
+    assert_eq!(status, 422);
+    assert_eq!(
+        node.call("DELETE", "/api/v1/tunnels", "").0,
+        400,
+        "emergency cleanup needs confirm=true"
+    );
+    assert_eq!(node.call("POST", "/api/v1/tunnels/keep/explode", "").0, 404);
+
+    // Without the token, or with a wrong one: 401 and nothing changes.
+    for token in [None, Some("wrong-token-0123456789abcdef")] {
+        for (method, path) in [
+            ("DELETE", "/api/v1/tunnels/keep"),
+            ("POST", "/api/v1/tunnels/keep/stop"),
+            ("DELETE", "/api/v1/tunnels?confirm=true"),
+        ] {
+            let (status, _) = http_call(node.warden.addr, method, path, token, "").unwrap();
+            assert_eq!(status, 401, "{method} {path}");
+        }
+    }
+    assert_eq!(node.footprint(), before);
+    assert_eq!(node.main_pid("keep"), pid);
+}
+
+#[test]
+fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
+    let node = Node::boot("manage-orphans");
+    let port = free_port();
+    assert_eq!(
+        node.call("PUT", "/api/v1/tunnels/healthy", &tunnel_json(port))
+            .0,
+        200
+    );
+    let steady = node
+        .sandbox
+        .show("xray-tunnel-healthy.service", &["MainPID", "NRestarts"]);
+
+    // A unit without config, a config without unit, and a stray core started by hand.
+    let units = node.sandbox.state_dir().join("units");
+    std::fs::write(
+        units.join("xray-tunnel-noconf.service"),
+        "[Service]\nExecStart=/bin/sleep infinity\n",
+    )
+    .unwrap();
+    node.sandbox.systemctl(&["daemon-reload"]);
+    node.sandbox
+        .systemctl(&["start", "xray-tunnel-noconf.service"]);
+    std::fs::write(
+        node.dir.join("etc/xray-nounit.json"),
+        tunnel_json(free_port()),
+    )
+    .unwrap();
+    let stray_config = node.dir.join("stray.json");
+    std::fs::write(&stray_config, tunnel_json(free_port())).unwrap();
+    let mut stray = node
+        .sandbox
+        .command("/usr/bin/v2ray")
+        .arg("-config")
+        .arg(&stray_config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let kinds = |answer: &Value| -> Vec<String> {
+        let mut kinds: Vec<String> = answer["orphans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}:{}",
+                    o["kind"].as_str().unwrap(),
+                    o["tunnel"].as_str().unwrap()
+                )
+            })
+            .collect();
+        kinds.sort();
+        kinds
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    let found = loop {
+        let (_, answer) = node.call("GET", "/api/v1/orphans", "");
+        let k = kinds(&answer);
+        if k.iter().any(|k| k.starts_with("stray_process:"))
+            && k.contains(&"unit_without_config:noconf".to_owned())
+            && k.contains(&"config_without_unit:nounit".to_owned())
+        {
+            break k;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orphans not reported: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!found.iter().any(|k| k.ends_with(":healthy")), "{found:?}");
+
+    // Dry run first: nothing changes.
+    let (status, answer) = node.call("POST", "/api/v1/orphans/cleanup", r#"{"dry_run": true}"#);
+    assert_eq!(status, 200, "{answer}");
+    assert!(node.dir.join("etc/xray-nounit.json").exists());
+    assert!(
+        stray.try_wait().unwrap().is_none(),
+        "a dry run stopped the stray core"
+    );
+
+    let (status, answer) = node.call("POST", "/api/v1/orphans/cleanup", r#"{"dry_run": false}"#);
+    assert_eq!(status, 200, "{answer}");
+    assert!(!node.dir.join("etc/xray-nounit.json").exists(), "{answer}");
+    assert!(
+        !units.join("xray-tunnel-noconf.service").exists(),
+        "{answer}"
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while stray.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stray core was not stopped: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The healthy tunnel was not touched.
+    let after = node
+        .sandbox
+        .show("xray-tunnel-healthy.service", &["MainPID", "NRestarts"]);
+    assert_eq!(after, steady);
+    assert!(node.dir.join("etc/xray-healthy.json").exists());
+}
