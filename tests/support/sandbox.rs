@@ -332,10 +332,21 @@ impl Drop for Sandbox {
 
 fn state_root() -> PathBuf {
     // Examples get no CARGO_TARGET_TMPDIR; they use the same place under the default target dir.
-    option_env!("CARGO_TARGET_TMPDIR")
+    let preferred = option_env!("CARGO_TARGET_TMPDIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp"));
+    // The bus socket is <root>/sandbox-<name>-<pid>-<n>/run/dbus/system_bus_socket, about 65
+    // bytes past the root, and a unix socket path holds 107: a deep checkout uses a short root
+    // of its own instead (never /tmp, which the sandboxes must not touch).
+    if preferred.as_os_str().len() <= 40 {
+        preferred
+    } else {
+        PathBuf::from(FALLBACK_ROOT)
+    }
 }
+
+/// The state root of checkouts too deep for [`state_root`]'s preferred place.
+const FALLBACK_ROOT: &str = "/var/tmp/xray-warden-sandboxes";
 
 fn new_state_dir(name: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
