@@ -142,6 +142,62 @@ fn tunnels_are_created_served_restarted_and_deleted() {
     assert_ne!(node.main_pid("edge"), pids.0);
     assert_ne!(node.main_pid("second"), pids.1);
 
+    // The web app's existing contract, on the same token.
+    for action in ["list", "resource-usage", "health-check"] {
+        let (status, answer) = node.call("GET", &format!("/api/services?action={action}"), "");
+        assert_eq!(status, 200, "{action}: {answer}");
+    }
+    let (status, answer) = node.call("GET", "/api/services?action=logs&tunnelId=edge&lines=3", "");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(node.call("GET", "/api/services?action=explode", "").0, 400);
+    assert_eq!(
+        node.call("DELETE", "/api/services", "").0,
+        400,
+        "needs confirm=true"
+    );
+    let (status, answer) = node.call(
+        "POST",
+        "/api/services",
+        r#"{"action": "cleanup-orphaned", "dryRun": true}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+
+    // The CLI reaches the same API through the daemon's config.
+    let cli_config = node.dir.join("cli.toml");
+    let text = format!(
+        "listen = \"{}\"\n[api]\ntoken_file = \"{}\"\n",
+        node.warden.addr,
+        node.dir.join("token").display()
+    );
+    std::fs::write(&cli_config, text).unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xray-warden"))
+            .args(args)
+            .arg("--config")
+            .arg(&cli_config)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    assert!(cli(&["tunnels", "list"]).contains("edge"));
+    let listed: Value = serde_json::from_str(&cli(&["tunnels", "list", "--json"])).unwrap();
+    assert!(
+        listed["tunnels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == "edge")
+    );
+    assert!(cli(&["tunnels", "show", "edge"]).contains("xray-tunnel-edge.service"));
+    assert!(cli(&["health"]).starts_with("systemd: up"));
+    cli(&["orphans", "list"]);
+
     // Logs are bounded.
     assert_eq!(
         node.call("GET", "/api/v1/tunnels/edge/logs?lines=5", "").0,
