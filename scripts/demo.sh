@@ -109,16 +109,29 @@ cat >"$STATE/etc/users.json" <<'JSON'
   {"email": "trudy@example.com", "password": "demo-password"}
 ]}
 JSON
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/etc/api-token"
 cat >"$STATE/etc/warden.toml" <<TOML
+listen = "$LISTEN"
+[tunnels]
+config_dir = "$STATE/etc"
+log_dir = "$STATE/log"
+core_binary = "/usr/bin/v2ray"
+user = "nobody"
+group = "nogroup"
 [users]
 source = "file://$STATE/etc/users.json"
 state_dir = "$STATE/warden-state"
+[health]
+interval = "2s"
+[api]
+token_file = "$STATE/etc/api-token"
+audit_log = "$STATE/audit.log"
 TOML
 
 echo "starting xray-warden"
 # Not through in_sandbox: $! must be nsenter itself, whose only child is the warden.
 nsenter -t "$systemd_pid" -m -p -C -- "$REPO/target/release/xray-warden" run \
-  --listen "$LISTEN" --config "$STATE/etc/warden.toml" &
+  --config "$STATE/etc/warden.toml" &
 nsenter_pid=$!
 for _ in $(seq 100); do
   warden_pid=$(first_child "$nsenter_pid")
@@ -143,6 +156,10 @@ curl -fs "http://$LISTEN/metrics" | grep -E '^xray_tunnel_(up|restarts_total|mem
 echo "Users synced through the gRPC API (no restart), per tunnel and inbound:"
 curl -fs "http://$LISTEN/metrics" | grep -E '^xray_usersync_applied_users\{' | sed 's/^/  /'
 echo "Edit $STATE/etc/users.json and the warden syncs the change within a second."
+echo "Health checks (the broken tunnel fails its config test and crash-loops):"
+curl -fs "http://$LISTEN/metrics" | grep -E '^xray_tunnel_health_check\{' | grep -E 'broken|eu1' | sed 's/^/  /'
+echo "Management CLI: $REPO/target/release/xray-warden tunnels list --config $STATE/etc/warden.toml"
+"$REPO/target/release/xray-warden" tunnels list --config "$STATE/etc/warden.toml" | sed 's/^/  /' || true
 echo
 
 if [[ -n ${DEMO_SECONDS:-} ]]; then
