@@ -21,8 +21,12 @@ fi
 scripts/install-deps.sh
 cargo build --release --locked --quiet
 
-mkdir -p "$REPO/target/demo"
-STATE=$(mktemp -d "$REPO/target/demo/sandbox-demo-XXXX")
+# The bus socket lands at $STATE/run/dbus/system_bus_socket and a unix socket path holds 107
+# bytes: a deep checkout keeps its sandbox state in a short place instead.
+demo_root="$REPO/target/demo"
+((${#demo_root} <= 50)) || demo_root=/var/lib/xray-warden-demo
+mkdir -p "$demo_root"
+STATE=$(mktemp -d "$demo_root/sandbox-demo-XXXX")
 readonly STATE
 unshare_pid="" systemd_pid="" nsenter_pid="" warden_pid=""
 

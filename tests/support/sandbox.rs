@@ -337,7 +337,8 @@ fn state_root() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp"));
     // The bus socket is <root>/sandbox-<name>-<pid>-<n>/run/dbus/system_bus_socket, about 65
     // bytes past the root, and a unix socket path holds 107: a deep checkout uses a short root
-    // of its own instead (never /tmp, which the sandboxes must not touch).
+    // of its own instead. Not under /tmp or /var/tmp: the sandboxes must not touch the host's
+    // /tmp, and tunnel units run with PrivateTmp=, which would hide their configs there.
     if preferred.as_os_str().len() <= 40 {
         preferred
     } else {
@@ -346,7 +347,7 @@ fn state_root() -> PathBuf {
 }
 
 /// The state root of checkouts too deep for [`state_root`]'s preferred place.
-const FALLBACK_ROOT: &str = "/var/tmp/xray-warden-sandboxes";
+const FALLBACK_ROOT: &str = "/var/lib/xray-warden-test-sandboxes";
 
 fn new_state_dir(name: &str) -> PathBuf {
     static NEXT: AtomicU32 = AtomicU32::new(0);
