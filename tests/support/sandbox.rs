@@ -310,6 +310,10 @@ impl Drop for Sandbox {
                 if let Err(e) = remove_state_dir(&self.state_dir) {
                     problems.push(e);
                 }
+                // The fallback root is ours alone: leave no empty directory behind in /var/lib.
+                if state_root() == Path::new(FALLBACK_ROOT) {
+                    let _ = fs::remove_dir(FALLBACK_ROOT);
+                }
             }
             // Keep the state dir: it names the cgroups for the next boot's sweep.
             Err(e) => problems.push(e),
