@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::{error, info};
-use xray_warden::cli::{Cli, Command, RemoteArgs, RunArgs, SyncArgs};
+use xray_warden::cli::{Cli, Command, RunArgs};
 use xray_warden::config::{Config, Overrides, Secrets};
 use xray_warden::daemon::{self, Stop};
 use xray_warden::remote;
@@ -17,46 +17,44 @@ const EXIT_CONFIG: u8 = 64;
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(args),
-        Command::Sync(args) => sync(args),
+        Command::Sync(args) => manage(
+            args.config.as_deref(),
+            args.json,
+            Ok(remote::sync_request(args.force)),
+        ),
         Command::Tunnels { action, remote } => manage(
-            &remote,
+            remote.config.as_deref(),
+            remote.json,
             remote::tunnels_request(&action).map_err(|e| e.to_string()),
         ),
-        Command::Health { remote } => manage(&remote, Ok(remote::health_request())),
-        Command::Orphans { action, remote } => {
-            manage(&remote, Ok(remote::orphans_request(&action)))
-        }
+        Command::Health { remote } => manage(
+            remote.config.as_deref(),
+            remote.json,
+            Ok(remote::health_request()),
+        ),
+        Command::Orphans { action, remote } => manage(
+            remote.config.as_deref(),
+            remote.json,
+            Ok(remote::orphans_request(&action)),
+        ),
     }
 }
 
-/// Runs a management command against the daemon and prints its answer.
-fn manage(args: &RemoteArgs, request: Result<remote::Request, String>) -> ExitCode {
-    let (config, secrets) = match load(args.config.as_deref(), &Overrides::default()) {
+/// Runs a command against the running daemon's API and prints its answer.
+fn manage(
+    config: Option<&std::path::Path>,
+    json: bool,
+    request: Result<remote::Request, String>,
+) -> ExitCode {
+    let (config, secrets) = match load(config, &Overrides::default()) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let output = request
-        .and_then(|r| remote::command(&config, &secrets, r, args.json).map_err(|e| e.to_string()));
+        .and_then(|r| remote::command(&config, &secrets, r, json).map_err(|e| e.to_string()));
     match output {
         Ok(text) => {
             print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(err) => {
-            eprintln!("xray-warden: {err}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn sync(args: SyncArgs) -> ExitCode {
-    let (config, secrets) = match load(args.config.as_deref(), &Overrides::default()) {
-        Ok(loaded) => loaded,
-        Err(code) => return code,
-    };
-    match remote::sync_command(&config, &secrets, args.force, args.json) {
-        Ok(output) => {
-            print!("{output}");
             ExitCode::SUCCESS
         }
         Err(err) => {
@@ -71,15 +69,11 @@ fn load(
     path: Option<&std::path::Path>,
     overrides: &Overrides,
 ) -> Result<(Config, Secrets), ExitCode> {
-    let config = Config::load(path, overrides).map_err(|err| {
+    let loaded = Config::load(path, overrides).and_then(|c| Secrets::load(&c).map(|s| (c, s)));
+    loaded.map_err(|err| {
         eprintln!("xray-warden: {err}");
         ExitCode::from(EXIT_CONFIG)
-    })?;
-    let secrets = Secrets::load(&config).map_err(|err| {
-        eprintln!("xray-warden: {err}");
-        ExitCode::from(EXIT_CONFIG)
-    })?;
-    Ok((config, secrets))
+    })
 }
 
 fn run(args: RunArgs) -> ExitCode {

@@ -16,40 +16,6 @@ pub enum RemoteError {
     Status { status: u16, body: String },
 }
 
-/// `POST /api/v1/sync` on the daemon `config` describes; returns its JSON answer.
-pub async fn sync(
-    config: &Config,
-    secrets: &Secrets,
-    force: bool,
-) -> Result<serde_json::Value, RemoteError> {
-    let token = secrets.api_token.as_ref().ok_or(RemoteError::NoToken)?;
-    let url = format!("http://{}/api/v1/sync", config.listen);
-    let http_error = |source| RemoteError::Http {
-        url: url.clone(),
-        source,
-    };
-    let response = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(token)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::json!({ "force": force }).to_string())
-        .send()
-        .await
-        .map_err(http_error)?;
-    let status = response.status();
-    let body = response.text().await.map_err(http_error)?;
-    if !status.is_success() {
-        return Err(RemoteError::Status {
-            status: status.as_u16(),
-            body,
-        });
-    }
-    serde_json::from_str(&body).map_err(|_| RemoteError::Status {
-        status: status.as_u16(),
-        body,
-    })
-}
-
 /// One call to the daemon's `/api` with the configured token; the JSON answer or why not.
 pub async fn call(
     config: &Config,
@@ -140,23 +106,17 @@ pub fn command(
     })
 }
 
-/// `xray-warden sync`: asks the daemon for a round and returns what to print (JSON or a table).
-pub fn sync_command(
-    config: &Config,
-    secrets: &Secrets,
-    force: bool,
-    json: bool,
-) -> Result<String, RemoteError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("building a current-thread tokio runtime");
-    let summary = runtime.block_on(sync(config, secrets, force))?;
-    Ok(if json {
-        format!("{summary:#}\n")
-    } else {
-        sync_table(&summary)
-    })
+/// The request of `xray-warden sync [--force]`.
+pub fn sync_request(force: bool) -> Request {
+    let body = serde_json::json!({ "force": force })
+        .to_string()
+        .into_bytes();
+    Request {
+        method: reqwest::Method::POST,
+        path: "/api/v1/sync".into(),
+        body: Some(body),
+        table: sync_table,
+    }
 }
 
 /// A table of a sync summary, for people.
