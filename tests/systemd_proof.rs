@@ -390,18 +390,19 @@ fn the_shipped_unit_works_under_its_hardening() {
         .port();
     let config = sandbox.state_dir().join("shipped.toml");
     std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n{CONFIG}")).unwrap();
-    let shipped = include_str!("../deploy/xray-warden.service").replace(
-        "ExecStart=/usr/local/bin/xray-warden run --config /etc/xray-warden/config.toml",
-        &format!(
-            "ExecStart={} run --config {}",
-            env!("CARGO_BIN_EXE_xray-warden"),
-            config.display()
-        ),
-    )
-    // The sandbox shares the host's /var: systemd would create /var/lib/xray-warden and
-    // /var/log/xray-warden on the host for these. Nothing in this test writes there.
-    .replace("StateDirectory=xray-warden\n", "")
-    .replace("LogsDirectory=xray-warden\n", "");
+    let shipped = include_str!("../deploy/xray-warden.service")
+        .replace(
+            "ExecStart=/usr/local/bin/xray-warden run --config /etc/xray-warden/config.toml",
+            &format!(
+                "ExecStart={} run --config {}",
+                env!("CARGO_BIN_EXE_xray-warden"),
+                config.display()
+            ),
+        )
+        // The sandbox shares the host's /var: systemd would create /var/lib/xray-warden and
+        // /var/log/xray-warden on the host for these. Nothing in this test writes there.
+        .replace("StateDirectory=xray-warden\n", "")
+        .replace("LogsDirectory=xray-warden\n", "");
     assert!(
         shipped.contains(env!("CARGO_BIN_EXE_xray-warden")),
         "ExecStart line changed"

@@ -173,17 +173,7 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 
 /// A minimal HTTP/1.0 GET.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad response: {response:.200}")))?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
-    Ok((status, body.unwrap_or_default()))
+    http_call(addr, "GET", path, None, "")
 }
 
 /// A minimal HTTP/1.0 POST of a JSON body, with an optional bearer token.

@@ -168,25 +168,26 @@ pub async fn restart_all(
 ) -> Result<Json<Value>, Failure> {
     let result = async {
         let (_guard, lifecycle) = manager(&api)?.get().await?;
-        let results: Vec<Value> = lifecycle
-            .restart_all()
-            .await
-            .map_err(failure)?
-            .into_iter()
-            .map(|(id, r)| match r {
-                Ok(o) => outcome(&o),
-                Err(err) => bulk_failure(&id, err),
-            })
-            .collect();
-        Ok(Json(json!({ "results": results })))
+        let results = lifecycle.restart_all().await.map_err(failure)?;
+        Ok(Json(bulk(results)))
     }
     .await;
     audited(&api, peer, "tunnels.restart_all", "*", result)
 }
 
-fn bulk_failure(id: &crate::domain::TunnelId, err: LifecycleError) -> Value {
-    let f = failure(err);
-    json!({"id": id.as_str(), "error": f.code, "message": f.message})
+/// `{"results": [...]}` of a bulk operation: each tunnel's outcome or its error.
+fn bulk(results: Vec<crate::lifecycle::BulkResult>) -> Value {
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|(id, r)| match r {
+            Ok(o) => outcome(&o),
+            Err(err) => {
+                let f = failure(err);
+                json!({"id": id.as_str(), "error": f.code, "message": f.message})
+            }
+        })
+        .collect();
+    json!({ "results": results })
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,18 +204,11 @@ pub async fn delete_all(
 ) -> Result<Json<Value>, Failure> {
     let result = async {
         let (_guard, lifecycle) = manager(&api)?.get().await?;
-        let removed = lifecycle
+        let results = lifecycle
             .emergency_cleanup(q.confirm)
             .await
             .map_err(failure)?;
-        let results: Vec<Value> = removed
-            .into_iter()
-            .map(|(id, r)| match r {
-                Ok(o) => outcome(&o),
-                Err(err) => bulk_failure(&id, err),
-            })
-            .collect();
-        Ok(Json(json!({ "results": results })))
+        Ok(Json(bulk(results)))
     }
     .await;
     audited(&api, peer, "tunnels.emergency_cleanup", "*", result)
