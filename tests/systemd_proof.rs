@@ -21,7 +21,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A steady unit that burns a little CPU in ONE process (perl-base is essential in Debian; a
 /// shell loop would fork `sleep` children and make per-process ground truth racy).
 const STEADY: &str = "[Unit]\nDescription=steady tunnel\n[Service]\n\
-    ExecStart=/usr/bin/perl -e 'while (1) { for (1..30000) {} select(undef, undef, undef, 0.05) }'\n";
+    ExecStart=/usr/bin/perl -e 'while (1) { for (1..300000) {} select(undef, undef, undef, 0.05) }'\n";
 /// Three processes: the shell and two children.
 const FORKING: &str = "[Unit]\nDescription=forking tunnel\n[Service]\n\
     ExecStart=/bin/sh -c '/bin/sleep infinity & /bin/sleep infinity & wait'\n";

@@ -96,6 +96,32 @@ impl Core {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The dokodemo-door port can accept before the API behind it answers: wait for a real
+        // call (on a thread of its own, since tests call this from inside their runtime).
+        let api = self.api;
+        let answers = move || {
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let client = ApiClient::new(api, Flavour::V2ray, Duration::from_secs(1));
+                    client.uptime().await.is_ok()
+                })
+            })
+            .join()
+            .unwrap_or(false)
+        };
+        while !answers() {
+            self.assert_alive();
+            assert!(
+                Instant::now() < deadline,
+                "API never answered\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn assert_alive(&mut self) {
