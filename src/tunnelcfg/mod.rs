@@ -12,6 +12,8 @@ mod jsonc;
 mod merge;
 mod model;
 
+pub(crate) use model::kind as json_kind;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;

@@ -24,7 +24,7 @@ fn shape(at: impl Into<String>, problem: impl Into<String>) -> ShapeError {
 }
 
 /// A short name of a JSON value's type, for messages.
-pub(super) fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

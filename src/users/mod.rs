@@ -98,16 +98,7 @@ pub fn read_file(path: &Path) -> Result<Document, DocumentError> {
     parse_document(&bytes)
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+use crate::tunnelcfg::json_kind as kind;
 
 #[cfg(test)]
 mod tests;

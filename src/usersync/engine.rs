@@ -52,7 +52,7 @@ struct Tally {
 }
 
 /// What a sync of one tunnel did; users are counted once however many inbounds they are on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Outcome {
     pub added: usize,
     pub removed: usize,

@@ -54,12 +54,8 @@ pub struct Summary {
 #[derive(Debug, Clone, Serialize)]
 pub struct TunnelSummary {
     pub tunnel: String,
-    pub added: usize,
-    pub removed: usize,
-    pub changed: usize,
-    pub failed: usize,
-    pub total: usize,
-    pub guard_tripped: bool,
+    #[serde(flatten)]
+    pub outcome: engine::Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -305,12 +301,7 @@ fn tunnel_summary(
     };
     TunnelSummary {
         tunnel: id.to_string(),
-        added: outcome.added,
-        removed: outcome.removed,
-        changed: outcome.changed,
-        failed: outcome.failed,
-        total: outcome.total,
-        guard_tripped: outcome.guard_tripped,
+        outcome,
         error,
     }
 }
