@@ -127,19 +127,7 @@ pub enum Done {
 /// Everything the service acts with. Cheap to clone.
 #[derive(Clone)]
 pub struct Operations {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    client: watch::Receiver<Option<Client>>,
-    tunnels: TunnelsConfig,
-    health: HealthSettings,
-    ledger: Ledger,
-    state: SharedState,
-    sync: Option<mpsc::Sender<SyncRequest>>,
-    audit: Audit,
-    lock: OpLock,
-    tracker: TaskTracker,
+    inner: Arc<Parts>,
 }
 
 /// What [`Operations::new`] needs.
@@ -160,29 +148,8 @@ pub struct Parts {
 
 impl Operations {
     pub fn new(parts: Parts) -> Self {
-        let Parts {
-            client,
-            tunnels,
-            health,
-            ledger,
-            state,
-            sync,
-            audit,
-            lock,
-            tracker,
-        } = parts;
         Self {
-            inner: Arc::new(Inner {
-                client,
-                tunnels,
-                health,
-                ledger,
-                state,
-                sync,
-                audit,
-                lock,
-                tracker,
-            }),
+            inner: Arc::new(parts),
         }
     }
 
