@@ -20,7 +20,7 @@ pub mod remediate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 pub use audit::Audit;
@@ -35,8 +35,7 @@ use crate::state::SharedState;
 use crate::systemd::Client;
 use crate::usersync::{Summary, SyncRequest};
 
-/// The operation lock, shared with the users sync loop.
-pub type OpLock = Arc<Mutex<()>>;
+pub use crate::state::OpLock;
 
 /// How long a sync operation waits for the round it asked for.
 const SYNC_WAIT: Duration = Duration::from_secs(120);
