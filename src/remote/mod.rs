@@ -210,3 +210,6 @@ fn encode(segment: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
