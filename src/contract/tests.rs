@@ -305,20 +305,3 @@ fn sync_summary_json_is_pinned() {
     );
     assert_eq!(round_trip(&summary), golden);
 }
-
-/// The views the API answered with before this module: the same JSON, key for key.
-#[test]
-fn views_match_the_old_json() {
-    use crate::http::api::views;
-    use serde_json::to_value;
-    let snapshot = snapshot();
-    let same = |new: serde_json::Value, old: serde_json::Value| {
-        assert_eq!(new.to_string(), old.to_string());
-    };
-    let tunnels = TunnelList::from_snapshot(&snapshot);
-    same(to_value(tunnels).unwrap(), views::tunnels(&snapshot));
-    let health = HealthReport::from_snapshot(&snapshot);
-    same(to_value(health).unwrap(), views::health_report(&snapshot));
-    let orphans = OrphanList::from_snapshot(&snapshot);
-    same(to_value(orphans).unwrap(), views::orphans(&snapshot));
-}

@@ -8,10 +8,12 @@ use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::{ApiState, Failure, Peer, manage, views};
+use super::{ApiState, Failure, Peer, manage, to_json};
+use crate::contract::{HealthReport, TunnelList, UsageList};
+use crate::state::Snapshot;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -28,9 +30,9 @@ pub async fn get_services(
     Query(q): Query<ServicesQuery>,
 ) -> Result<Json<Value>, Failure> {
     match q.action.as_deref() {
-        Some("list") => Ok(Json(views::tunnels(&api.state.read()))),
-        Some("resource-usage") => Ok(Json(resource_usage(&api))),
-        Some("health-check") => Ok(Json(views::health_report(&api.state.read()))),
+        Some("list") => Ok(view(&api, TunnelList::from_snapshot)),
+        Some("resource-usage") => Ok(view(&api, UsageList::from_snapshot)),
+        Some("health-check") => Ok(view(&api, HealthReport::from_snapshot)),
         Some("logs") => {
             let id = q.tunnel_id.ok_or_else(|| {
                 Failure::new(
@@ -92,24 +94,7 @@ fn unknown_action(action: Option<&str>) -> Failure {
     )
 }
 
-/// Per tunnel: CPU, memory, tasks and fds, as the old resource-usage call answered.
-fn resource_usage(api: &ApiState) -> Value {
-    let snapshot = api.state.read();
-    let usage: Vec<Value> = snapshot
-        .tunnels
-        .iter()
-        .map(|(id, t)| {
-            let r = t.resources.unwrap_or_default();
-            json!({
-                "tunnelId": id.as_str(),
-                "unit": t.unit,
-                "active": t.status.active_state().is_up(),
-                "cpuSeconds": r.cpu_seconds,
-                "memoryRssBytes": r.rss_bytes,
-                "tasks": r.tasks,
-                "openFds": r.open_fds,
-            })
-        })
-        .collect();
-    json!({ "usage": usage })
+/// A view of the current snapshot, as JSON.
+fn view<T: Serialize>(api: &ApiState, view: fn(&Snapshot) -> T) -> Json<Value> {
+    Json(to_json(view(&api.state.read())))
 }

@@ -9,11 +9,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
-use super::{ApiState, Failure, Peer, caller, parse_id};
+use super::{ApiState, Failure, Peer, caller, parse_id, to_json};
 use crate::config::TunnelsConfig;
+use crate::contract::{BulkItem, BulkResults, CleanupResults, LogsView, OutcomeView};
 use crate::lifecycle::{Lifecycle, LifecycleError, Outcome};
 use crate::systemd::{Client, JobResult};
 
@@ -83,7 +84,7 @@ pub fn failure(err: LifecycleError) -> Failure {
 }
 
 fn outcome(o: &Outcome) -> Value {
-    json!({"id": o.id.as_str(), "unit": o.unit, "action": format!("{:?}", o.action).to_lowercase(), "job": o.job.to_string()})
+    to_json(OutcomeView::from(o))
 }
 
 /// Runs `op` and audits it as `action` on `target`.
@@ -177,17 +178,17 @@ pub async fn restart_all(
 
 /// `{"results": [...]}` of a bulk operation: each tunnel's outcome or its error.
 fn bulk(results: Vec<crate::lifecycle::BulkResult>) -> Value {
-    let results: Vec<Value> = results
+    let results = results
         .into_iter()
         .map(|(id, r)| match r {
-            Ok(o) => outcome(&o),
+            Ok(o) => BulkItem::done(&o),
             Err(err) => {
                 let f = failure(err);
-                json!({"id": id.as_str(), "error": f.code, "message": f.message})
+                BulkItem::failed(&id, f.code, f.message)
             }
         })
         .collect();
-    json!({ "results": results })
+    to_json(BulkResults { results })
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,7 +253,10 @@ pub async fn logs(
         }
     };
     let tail = tail.map_err(failure)?;
-    Ok(Json(json!({"id": id.as_str(), "lines": tail})))
+    Ok(Json(to_json(LogsView {
+        id: id.to_string(),
+        lines: tail,
+    })))
 }
 
 /// What the orphan cleanup needs besides the lifecycle.
@@ -301,7 +305,7 @@ pub async fn cleanup_orphans(
             Remover(lifecycle),
         );
         let results = cleaner.execute(&plan, dry_run).await;
-        Ok(Json(json!({ "dry_run": dry_run, "results": results })))
+        Ok(Json(to_json(CleanupResults::new(dry_run, &results))))
     }
     .await;
     let action = if dry_run {

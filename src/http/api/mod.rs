@@ -11,17 +11,17 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use super::audit::Audit;
+use crate::contract::{ErrorBody, HealthReport, OrphanList, TunnelList, TunnelView};
 use crate::domain::TunnelId;
 use crate::state::SharedState;
 use crate::usersync::SyncRequest;
 
 mod legacy;
 pub mod manage;
-pub mod views;
 
 /// How long `POST /api/v1/sync` waits for the round it asked for.
 const SYNC_WAIT: Duration = Duration::from_secs(120);
@@ -110,14 +110,14 @@ pub fn parse_id(id: &str) -> Result<TunnelId, Failure> {
         .map_err(|err| Failure::new(StatusCode::BAD_REQUEST, "invalid_id", err.to_string()))
 }
 
-async fn list_tunnels(State(api): State<ApiState>) -> Response {
-    Json(views::tunnels(&api.state.read())).into_response()
+async fn list_tunnels(State(api): State<ApiState>) -> Json<TunnelList> {
+    Json(TunnelList::from_snapshot(&api.state.read()))
 }
 
 async fn show_tunnel(
     State(api): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, Failure> {
+) -> Result<Json<TunnelView>, Failure> {
     let id = parse_id(&id)?;
     let snapshot = api.state.read();
     let tunnel = snapshot.tunnels.get(&id).ok_or_else(|| {
@@ -127,21 +127,26 @@ async fn show_tunnel(
             format!("no tunnel {id}"),
         )
     })?;
-    Ok(Json(views::tunnel(&id, tunnel)))
+    Ok(Json(TunnelView::from_snapshot(&id, tunnel)))
 }
 
-async fn health(State(api): State<ApiState>) -> Response {
-    Json(views::health_report(&api.state.read())).into_response()
+async fn health(State(api): State<ApiState>) -> Json<HealthReport> {
+    Json(HealthReport::from_snapshot(&api.state.read()))
 }
 
-async fn list_orphans(State(api): State<ApiState>) -> Response {
-    Json(views::orphans(&api.state.read())).into_response()
+async fn list_orphans(State(api): State<ApiState>) -> Json<OrphanList> {
+    Json(OrphanList::from_snapshot(&api.state.read()))
 }
 
 /// A JSON error with a stable code.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({"error": code, "message": message.into()});
-    (status, Json(body)).into_response()
+    (status, Json(ErrorBody::new(code, message))).into_response()
+}
+
+/// A contract type as the untyped JSON the handlers that still answer `Json<Value>` return.
+fn to_json(answer: impl Serialize) -> serde_json::Value {
+    // Contract types are plain structs with string keys: serialising them cannot fail.
+    serde_json::to_value(answer).expect("a contract type serialises to JSON")
 }
 
 async fn authenticate(State(api): State<ApiState>, request: Request, next: Next) -> Response {
