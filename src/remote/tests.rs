@@ -1,6 +1,12 @@
 //! The tables people read, pinned on answers shaped exactly as the daemon sends them.
 
-use super::tables;
+use super::tables::{Table, render};
+use super::{RemoteError, Request, health_request, orphans_request, sync_request, tunnels_request};
+use crate::cli::{OrphansAction, TunnelsAction};
+use crate::contract::{
+    CleanupResults, HealthReport, LogsView, OrphanList, OutcomeView, SyncSummary, TunnelList,
+    TunnelView,
+};
 
 const TUNNEL: &str = r#"{"id": "edge", "unit": "xray-tunnel-edge.service", "description": "Edge",
   "load_state": "loaded", "active_state": "active", "sub_state": "running",
@@ -23,8 +29,9 @@ fn tunnels_answer() -> String {
     format!(r#"{{"tunnels": [{TUNNEL}, {NEW_TUNNEL}]}}"#)
 }
 
-fn parse(text: &str) -> serde_json::Value {
-    serde_json::from_str(text).unwrap()
+/// The table of `answer`, read as a `T`.
+fn table<T: Table>(answer: &str) -> String {
+    render::<T>(serde_json::from_str(answer).unwrap()).unwrap()
 }
 
 #[test]
@@ -34,7 +41,7 @@ TUNNEL                   STATE        SUB            RESTARTS     CPU s    RSS M
 edge                     active       running               2      12.0       50.0     23  false
 fresh                    inactive     dead                  0         -          -      -  -
 ";
-    assert_eq!(tables::tunnels(&parse(&tunnels_answer())), expected);
+    assert_eq!(table::<TunnelList>(&tunnels_answer()), expected);
 }
 
 #[test]
@@ -59,7 +66,7 @@ open_fds         23
   ok   active             active (running)
   FAIL ports_owned        port 443 held by pid 9 (nginx)
 ";
-    assert_eq!(tables::tunnel(&parse(TUNNEL)), expected);
+    assert_eq!(table::<TunnelView>(TUNNEL), expected);
     let expected = "\
 id               fresh
 unit             xray-tunnel-fresh.service
@@ -72,7 +79,7 @@ restarts         0
 result           success
 config           -
 ";
-    assert_eq!(tables::tunnel(&parse(NEW_TUNNEL)), expected);
+    assert_eq!(table::<TunnelView>(NEW_TUNNEL), expected);
 }
 
 #[test]
@@ -89,11 +96,11 @@ edge  healthy: false
   FAIL api                connection refused
 fresh  healthy: -
 ";
-    assert_eq!(tables::health(&parse(answer)), expected);
+    assert_eq!(table::<HealthReport>(answer), expected);
     let down = r#"{"systemd_up": false, "tunnels_total": 0, "tunnels_unhealthy": 0, "orphans": 0,
       "tunnels": []}"#;
     assert_eq!(
-        tables::health(&parse(down)),
+        table::<HealthReport>(down),
         "systemd: DOWN  tunnels: 0  unhealthy: 0  orphans: 0\n"
     );
 }
@@ -110,25 +117,17 @@ TUNNEL                   KIND                   DETAIL
 noconf                   unit_without_config    /etc/xray/xray-noconf.json is missing
 pid-77                   stray_process          xray -config /tmp/x.json
 ";
-    assert_eq!(tables::orphans(&parse(answer)), expected);
+    assert_eq!(table::<OrphanList>(answer), expected);
 }
 
 #[test]
-fn outcome_and_bulk_tables() {
+fn outcome_table() {
     let one = r#"{"id": "edge", "unit": "xray-tunnel-edge.service", "action": "restarted",
       "job": "done"}"#;
     assert_eq!(
-        tables::results(&parse(one)),
+        table::<OutcomeView>(one),
         "edge                     restarted      \n"
     );
-    let bulk = r#"{"results": [
-      {"id": "edge", "unit": "xray-tunnel-edge.service", "action": "deleted", "job": "done"},
-      {"id": "stuck", "error": "job_failed", "message": "the stop job of stuck ended failed"}]}"#;
-    let expected = "\
-edge                     deleted        
-stuck                    job_failed     the stop job of stuck ended failed
-";
-    assert_eq!(tables::results(&parse(bulk)), expected);
 }
 
 #[test]
@@ -145,13 +144,13 @@ noconf                   remove_tunnel  would remove tunnel noconf
 nounit                   remove_config  a unit exists again
                          stop_process   no such process
 ";
-    assert_eq!(tables::results(&parse(answer)), expected);
+    assert_eq!(table::<CleanupResults>(answer), expected);
 }
 
 #[test]
 fn logs_table() {
     let answer = r#"{"id": "edge", "lines": ["first", "second"]}"#;
-    assert_eq!(tables::logs(&parse(answer)), "first\nsecond\n");
+    assert_eq!(table::<LogsView>(answer), "first\nsecond\n");
 }
 
 #[test]
@@ -167,5 +166,81 @@ tunnel                    added  removed  changed  failed  total  note
 edge                          2        0        1       0     40  removal guard tripped (use --force)
 dead                          0        0        0       0      0  error: cannot reach the core's API: refused
 ";
-    assert_eq!(super::sync_table(&parse(answer)), expected);
+    assert_eq!(table::<SyncSummary>(answer), expected);
+}
+
+#[test]
+fn an_answer_of_another_shape_is_an_error() {
+    let renamed = TUNNEL.replace("memory_rss_bytes", "rss_bytes");
+    let answer = serde_json::from_str(&renamed).unwrap();
+    assert!(render::<TunnelView>(answer).is_err());
+}
+
+const LISTEN: &str = "127.0.0.1:9550";
+
+fn url(request: &Request) -> String {
+    request.url(LISTEN.parse().unwrap()).unwrap().into()
+}
+
+fn show(id: &str) -> Request {
+    tunnels_request(&TunnelsAction::Show { id: id.into() }).unwrap()
+}
+
+#[test]
+fn requests_go_to_their_routes() {
+    let at = |path: &str| format!("http://{LISTEN}/api/v1/{path}");
+    assert_eq!(url(&show("edge")), at("tunnels/edge"));
+    let stop = tunnels_request(&TunnelsAction::Stop { id: "edge".into() }).unwrap();
+    assert_eq!(
+        (stop.method.as_str(), url(&stop)),
+        ("POST", at("tunnels/edge/stop"))
+    );
+    let logs = TunnelsAction::Logs {
+        id: "edge".into(),
+        lines: 5,
+    };
+    assert_eq!(
+        url(&tunnels_request(&logs).unwrap()),
+        at("tunnels/edge/logs?lines=5")
+    );
+    assert_eq!(
+        url(&tunnels_request(&TunnelsAction::List).unwrap()),
+        at("tunnels")
+    );
+    assert_eq!(url(&health_request()), at("health"));
+    assert_eq!(url(&orphans_request(&OrphansAction::List)), at("orphans"));
+    let cleanup = orphans_request(&OrphansAction::Cleanup { dry_run: true });
+    assert_eq!(url(&cleanup), at("orphans/cleanup"));
+    assert_eq!(cleanup.body.as_deref(), Some(&br#"{"dry_run":true}"#[..]));
+    assert_eq!(url(&sync_request(false)), at("sync"));
+}
+
+/// An invalid id stays one path segment, so the daemon sees it as typed and answers its 400.
+#[test]
+fn ids_are_sent_as_typed() {
+    let cases = [
+        ("a b", "a%20b"),
+        ("../x", "..%2Fx"),
+        ("x/y", "x%2Fy"),
+        ("x?y#z", "x%3Fy%23z"),
+        ("%2F", "%252F"),
+        ("x;rm", "x;rm"),
+        ("-lead", "-lead"),
+        ("\u{e9}", "%C3%A9"),
+    ];
+    for (id, sent) in cases {
+        let expected = format!("http://{LISTEN}/api/v1/tunnels/{sent}");
+        assert_eq!(url(&show(id)), expected, "{id}");
+    }
+}
+
+/// A URL resolves `.` and `..` away, so they would reach another route: refused here.
+#[test]
+fn dot_segments_are_refused() {
+    for id in [".", ".."] {
+        assert!(
+            matches!(show(id).url(LISTEN.parse().unwrap()), Err(RemoteError::DotSegment(d)) if d == id),
+            "{id}"
+        );
+    }
 }
