@@ -27,13 +27,14 @@ pub use audit::Audit;
 pub use error::OpError;
 
 use crate::config::TunnelsConfig;
+use crate::contract::SyncSummary as Summary;
 use crate::domain::TunnelId;
 use crate::health::cleanup::{self, Cleaner, CleanupResult};
 use crate::health::{Ledger, Settings as HealthSettings};
 use crate::lifecycle::{BulkResult, Lifecycle, LifecycleError, Outcome};
 use crate::state::SharedState;
 use crate::systemd::Client;
-use crate::usersync::{Summary, SyncRequest};
+use crate::usersync::SyncRequest;
 
 pub use crate::state::OpLock;
 
