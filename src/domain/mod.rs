@@ -13,6 +13,8 @@ mod users;
 pub use cpu::{CpuAccount, ProcessKey};
 pub use health::{Check, Orphan, OrphanKind};
 pub use traffic::{StatName, Traffic, TrafficCounter, parse_stat_name};
-pub use tunnel::{TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX};
+pub use tunnel::{
+    CONFIG_SUFFIX, FILE_PREFIX, LOG_SUFFIX, TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX,
+};
 pub use unit::{ActiveState, Resources, RestartCounts, RestartReason, UnitStatus};
 pub use users::{Credential, Flavour, Protocol, User, canonical_uuid};

@@ -102,6 +102,5 @@ fn list_configs(dir: &Path) -> Option<Vec<ConfigFile>> {
 
 /// The tunnel id of a config file named `xray-{id}.json`.
 pub fn config_file_id(name: &str) -> Option<TunnelId> {
-    let id = name.strip_prefix("xray-")?.strip_suffix(".json")?;
-    TunnelId::new(id).ok()
+    TunnelId::from_config_file_name(name)
 }

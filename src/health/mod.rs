@@ -78,7 +78,7 @@ impl Settings {
 
     /// The config file of tunnel `id` when its unit names none: `{config_dir}/xray-{id}.json`.
     pub fn default_config_path(&self, id: &TunnelId) -> PathBuf {
-        self.config_dir.join(format!("xray-{id}.json"))
+        self.config_dir.join(id.config_file_name())
     }
 }
 
