@@ -3,6 +3,7 @@
 //! Plain structs and pure functions only. Nothing here performs I/O or imports zbus, procfs,
 //! hyper or prometheus, so every rule is tested on its own.
 
+mod config_ref;
 mod cpu;
 mod health;
 mod traffic;
@@ -10,6 +11,7 @@ mod tunnel;
 mod unit;
 mod users;
 
+pub use config_ref::{ConfigRef, UnknownConfig, UnknownReason};
 pub use cpu::{CpuAccount, ProcessKey};
 pub use health::{Check, Orphan, OrphanKind};
 pub use traffic::{StatName, Traffic, TrafficCounter, parse_stat_name};
