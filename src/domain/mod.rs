@@ -1,16 +1,21 @@
-//! The domain core: tunnels, unit states and the rules that interpret them.
+//! The domain core: tunnels, unit states and the rules that interpret them: which config a
+//! command line runs ([`ConfigRef`]), what is an orphan ([`orphans`]), what a cleanup would do
+//! and when it must refuse ([`cleanup`]).
 //!
 //! Plain structs and pure functions only. Nothing here performs I/O or imports zbus, procfs,
 //! hyper or prometheus, so every rule is tested on its own.
 
+pub mod cleanup;
 mod config_ref;
 mod cpu;
 mod health;
+pub mod orphans;
 mod traffic;
 mod tunnel;
 mod unit;
 mod users;
 
+pub use cleanup::{CleanupAction, GuardLimits, GuardTrip, plan_cleanup};
 pub use config_ref::{ConfigRef, UnknownConfig, UnknownReason};
 pub use cpu::{CpuAccount, ProcessKey};
 pub use health::{Check, Orphan, OrphanKind};
