@@ -269,7 +269,8 @@ fn the_cli_reads_the_daemons_answers_through_the_contract() {
             let (ok, _, stderr) = cli(&["tunnels", command, id]);
             assert!(!ok, "{command} {id}");
             assert!(
-                stderr.contains("the daemon answered 400 invalid_id: tunnel id"),
+                stderr.contains("the daemon answered 400 invalid_id: ")
+                    && stderr.contains("tunnel id"),
                 "{command} {id}: {stderr}"
             );
         }

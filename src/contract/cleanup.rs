@@ -45,8 +45,12 @@ pub enum CleanupStep {
     },
     /// Remove the tunnel's config file, which has no unit.
     RemoveConfig { tunnel: String },
-    /// Stop the stray process first seen at `since` (Unix seconds) under `pid`.
-    StopProcess { pid: u32, since: f64 },
+    /// Stop the stray core of `tunnel` first seen at `since` (Unix seconds) under `pid`.
+    StopProcess {
+        tunnel: String,
+        pid: u32,
+        since: f64,
+    },
 }
 
 /// What became of the action, tagged by `outcome`, with its `detail` for people.
@@ -71,7 +75,8 @@ impl From<&CleanupResult> for CleanupItem {
             CleanupAction::RemoveConfig { tunnel } => CleanupStep::RemoveConfig {
                 tunnel: tunnel.to_string(),
             },
-            CleanupAction::StopProcess { pid, since } => CleanupStep::StopProcess {
+            CleanupAction::StopProcess { tunnel, pid, since } => CleanupStep::StopProcess {
+                tunnel: tunnel.to_string(),
                 pid: *pid,
                 since: since
                     .duration_since(UNIX_EPOCH)

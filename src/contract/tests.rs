@@ -238,6 +238,7 @@ fn cleanup_results() -> Vec<CleanupResult> {
         },
         CleanupResult {
             action: CleanupAction::StopProcess {
+                tunnel: id("d"),
                 pid: 9,
                 since: UNIX_EPOCH + Duration::from_millis(1500),
             },
@@ -255,7 +256,7 @@ fn cleanup_results_are_flat() {
         r#""outcome":"skipped","detail":"no longer an orphan"},"#,
         r#"{"action":"remove_config","tunnel":"c","outcome":"would_do","#,
         r#""detail":"would remove /etc/xray/xray-c.json"},"#,
-        r#"{"action":"stop_process","pid":9,"since":1.5,"outcome":"failed","#,
+        r#"{"action":"stop_process","tunnel":"d","pid":9,"since":1.5,"outcome":"failed","#,
         r#""detail":"no such process"}]}"#
     );
     assert_eq!(round_trip(&results), golden);

@@ -256,7 +256,7 @@ impl Loop {
                     .status
                     .config_arg()
                     .map(PathBuf::from)
-                    .unwrap_or_else(|| self.config_dir.join(format!("xray-{id}.json"))),
+                    .unwrap_or_else(|| self.config_dir.join(id.config_file_name())),
                 core_start_usec: t.status.exec_main_start_usec,
             })
             .collect();
