@@ -116,58 +116,82 @@ impl Default for GuardLimits {
 /// that broke. Its `Display` is the message for logs, audit lines and API answers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuardTrip {
-    /// Distinct tunnels the cleanup would act on (stray processes count as their tunnel).
+    /// Distinct tunnels the cleanup would remove or strip of their config.
     pub orphaned: usize,
-    /// Tunnel units on the node.
+    /// Distinct tunnels the warden knows: its units, and the orphans' tunnels (a config
+    /// without unit, a tunnel already gone but still in the last pass's orphans).
     pub tunnels: usize,
+    /// Distinct tunnels the cleanup would act on at all, stray processes included.
+    pub acted_on: usize,
     pub limits: GuardLimits,
     pub over_fraction: bool,
     pub over_per_pass: bool,
 }
 
 impl GuardLimits {
-    /// `Err` when `orphaned` tunnels out of `tunnels` units break a limit: more than
-    /// `max_fraction` of them (any orphan at all on a node without tunnel units, since then
-    /// the listing itself is suspect), or more than `max_per_pass`. Being exactly at a limit
-    /// is allowed. With the default 0.5, a node whose only tunnel is orphaned is refused: one
-    /// of one is everything, which is what a broken inventory or control plane looks like
-    /// too; raise `max_fraction` to 1.0 to allow it.
-    pub fn check(&self, orphaned: usize, tunnels: usize) -> Result<(), GuardTrip> {
-        let over_fraction =
-            orphaned > 0 && (tunnels == 0 || orphaned as f64 > self.max_fraction * tunnels as f64);
-        let over_per_pass = orphaned > self.max_per_pass;
+    /// `Err` when `orphaned` of the `tunnels` the warden knows is more than `max_fraction` of
+    /// them, or when the cleanup would act on more than `max_per_pass` tunnels (`acted_on`,
+    /// strays included). Being exactly at a limit is allowed. Since `tunnels` counts the
+    /// orphaned ones too, a node whose listing came back empty while configs remain looks
+    /// 100 % orphaned and trips. With the default 0.5, a node whose only tunnel is orphaned is
+    /// refused: one of one is everything, which is what a broken inventory or control plane
+    /// looks like too; raise `max_fraction` to 1.0 to allow it.
+    pub fn check(&self, orphaned: usize, tunnels: usize, acted_on: usize) -> Result<(), GuardTrip> {
+        let over_fraction = orphaned as f64 > self.max_fraction * tunnels as f64;
+        let over_per_pass = acted_on > self.max_per_pass;
         if !(over_fraction || over_per_pass) {
             return Ok(());
         }
         Err(GuardTrip {
             orphaned,
             tunnels,
+            acted_on,
             limits: *self,
             over_fraction,
             over_per_pass,
         })
     }
 
-    /// [`GuardLimits::check`] of the distinct tunnels `plan` acts on.
-    pub fn check_plan(&self, plan: &[CleanupAction], tunnels: usize) -> Result<(), GuardTrip> {
-        let distinct: BTreeSet<&TunnelId> = plan.iter().map(CleanupAction::tunnel).collect();
-        self.check(distinct.len(), tunnels)
+    /// [`GuardLimits::check`] of what `plan` acts on, beside the node's tunnel `units`. Like
+    /// is compared with like: the fraction counts tunnels the plan removes or strips of their
+    /// config against every tunnel known (units and the plan's own tunnels), so a stray core
+    /// (no tunnel of its own) and an orphan already removed since the last pass do not skew
+    /// it; the per-pass cap counts everything the plan acts on.
+    pub fn check_plan<'a>(
+        &self,
+        plan: &[CleanupAction],
+        units: impl IntoIterator<Item = &'a TunnelId>,
+    ) -> Result<(), GuardTrip> {
+        let acted_on: BTreeSet<&TunnelId> = plan.iter().map(CleanupAction::tunnel).collect();
+        let orphaned: BTreeSet<&TunnelId> = plan
+            .iter()
+            .filter(|a| !matches!(a, CleanupAction::StopProcess { .. }))
+            .map(CleanupAction::tunnel)
+            .collect();
+        let units: BTreeSet<&TunnelId> = units.into_iter().collect();
+        let known = units.len() + orphaned.iter().filter(|t| !units.contains(**t)).count();
+        self.check(orphaned.len(), known, acted_on.len())
     }
 
     /// [`GuardLimits::check_plan`] of the plan that would clean up `orphans`.
-    pub fn check_orphans(&self, orphans: &[Orphan], tunnels: usize) -> Result<(), GuardTrip> {
-        self.check_plan(&plan_cleanup(orphans), tunnels)
+    pub fn check_orphans<'a>(
+        &self,
+        orphans: &[Orphan],
+        units: impl IntoIterator<Item = &'a TunnelId>,
+    ) -> Result<(), GuardTrip> {
+        self.check_plan(&plan_cleanup(orphans), units)
     }
 }
 
 impl fmt::Display for GuardTrip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (orphaned, tunnels) = (self.orphaned, self.tunnels);
-        write!(f, "{orphaned} of {tunnels} tunnels look orphaned at once: ")?;
+        let (orphaned, tunnels, acted_on) = (self.orphaned, self.tunnels, self.acted_on);
+        write!(f, "{orphaned} of {tunnels} tunnels look orphaned ")?;
+        write!(f, "({acted_on} to act on, strays included) at once: ")?;
         let mut broken = Vec::new();
         if self.over_fraction {
             broken.push(format!(
-                "more than max_orphan_fraction {} of the tunnel units",
+                "more than max_orphan_fraction {} of the tunnels",
                 self.limits.max_fraction
             ));
         }

@@ -134,7 +134,8 @@ impl HealthTask {
         for o in report.orphans.iter().filter(|o| o.since == facts.now) {
             warn!(tunnel = %o.tunnel, kind = o.kind.as_str(), detail = %o.detail, "orphan found");
         }
-        report.guard = self.judge_guard(&report.orphans, targets.len());
+        let units: Vec<&TunnelId> = targets.iter().map(|t| &t.id).collect();
+        report.guard = self.judge_guard(&report.orphans, &units);
         self.forget_the_gone(&targets);
         self.publish(&report, started);
         Some(report)
@@ -161,8 +162,12 @@ impl HealthTask {
     }
 
     /// The orphan guard over this pass's orphans; logs when it trips and when it clears.
-    fn judge_guard(&mut self, orphans: &[Orphan], tunnels: usize) -> Option<GuardTrip> {
-        let trip = self.settings.guard.check_orphans(orphans, tunnels).err();
+    fn judge_guard(&mut self, orphans: &[Orphan], units: &[&TunnelId]) -> Option<GuardTrip> {
+        let trip = self
+            .settings
+            .guard
+            .check_orphans(orphans, units.iter().copied())
+            .err();
         match (&trip, self.guard_tripped) {
             (Some(trip), false) => warn!(%trip, "orphan guard tripped: no orphan cleanup"),
             (None, true) => info!("orphan guard cleared: orphan cleanup may act again"),

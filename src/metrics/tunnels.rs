@@ -389,7 +389,7 @@ mod orphan_tests {
             samples(&text, "xray_warden_orphan_guard_tripped").join("\n")
         };
         assert_eq!(guard(&snapshot), "xray_warden_orphan_guard_tripped 0");
-        snapshot.orphan_guard = GuardLimits::default().check(3, 4).err();
+        snapshot.orphan_guard = GuardLimits::default().check(3, 4, 3).err();
         assert_eq!(guard(&snapshot), "xray_warden_orphan_guard_tripped 1");
     }
 }

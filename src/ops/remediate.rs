@@ -14,10 +14,10 @@ use super::Operations;
 use super::incidents::Incidents;
 use crate::alertmanager::Alert;
 use crate::config::{RemediationConfig, UsersConfig};
-use crate::domain::GuardLimits;
 use crate::domain::remediation::{
     self, AlertResult, AlertView, CLEANUP_ORPHAN, CleanupRequest, Moment, NodeIdentity, Policy,
 };
+use crate::domain::{GuardLimits, TunnelId};
 use crate::health::cleanup::{CleanupOutcome, CleanupResult, plan_cleanup};
 
 /// Alert batches waiting for the worker. Small: Alertmanager retries a 503, so a full queue
@@ -157,9 +157,10 @@ impl Worker {
         let ops = self.ops.clone();
         let _lock = ops.lock().await;
         let now = SystemTime::now();
-        let (orphans, tunnels) = {
+        let (orphans, units) = {
             let snapshot = ops.state().read();
-            (snapshot.orphans.clone(), snapshot.tunnels.len())
+            let units: Vec<TunnelId> = snapshot.tunnels.keys().cloned().collect();
+            (snapshot.orphans.clone(), units)
         };
         let tunnel = request.tunnel.as_str();
         let moment = Moment {
@@ -170,7 +171,7 @@ impl Worker {
             actions_last_hour: self.incidents.actions_last_hour(now),
             guard: self
                 .limits
-                .check_orphans(&orphans, tunnels)
+                .check_orphans(&orphans, &units)
                 .map_err(|trip| trip.to_string()),
         };
         let go = match remediation::decide(request, &self.policy, &moment) {

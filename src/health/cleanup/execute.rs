@@ -89,9 +89,9 @@ impl<C: TunnelControl> Cleaner<C> {
     /// asking for one tunnel while most of the node looks orphaned is refused too.
     fn guard(&self, plan: &[CleanupAction]) -> Result<(), GuardTrip> {
         let snapshot = self.state.read();
-        let (limits, units) = (self.settings.guard, snapshot.tunnels.len());
-        limits.check_plan(plan, units)?;
-        limits.check_orphans(&snapshot.orphans, units)
+        let limits = self.settings.guard;
+        limits.check_plan(plan, snapshot.tunnels.keys())?;
+        limits.check_orphans(&snapshot.orphans, snapshot.tunnels.keys())
     }
 
     async fn remove_tunnel(
