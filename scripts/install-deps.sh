@@ -5,12 +5,13 @@
 #   util-linux           unshare, nsenter, setpriv (the sandbox harness)
 #   perl-base            a single-process CPU burner for the ground-truth tests
 #   prometheus           promtool, which checks a real scrape
+#   prometheus-alertmanager   amtool, which checks deploy/alertmanager.example.yml
 #   prometheus-node-exporter   the baseline of the scrape benchmark
 #   v2ray                a real core for the demo's tunnels
 #   curl                 the demo prints a sample scrape with it
 set -euo pipefail
 
-readonly PACKAGES=(systemd dbus util-linux perl-base prometheus prometheus-node-exporter v2ray curl ca-certificates)
+readonly PACKAGES=(systemd dbus util-linux perl-base prometheus prometheus-alertmanager prometheus-node-exporter v2ray curl ca-certificates)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
