@@ -16,10 +16,10 @@ use tokio::sync::mpsc;
 use crate::config::{Config, Secrets};
 use crate::health;
 use crate::http::api::ApiState;
-use crate::http::api::manage::{CleanupDeps, Manager};
-use crate::http::audit::Audit;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::ops::remediate::Worker;
+use crate::ops::{Audit, OpLock, Operations, Parts};
 use crate::sampler;
 use crate::state::SharedState;
 use crate::systemd::watcher;
@@ -77,6 +77,7 @@ pub async fn run(
     let (sync_tx, sync_rx) = mpsc::channel(8);
     let sync_metrics = SyncMetrics::new(metrics.registry());
     let sync_on = config.users.source.is_some();
+    let lock = OpLock::default();
     tracker.spawn(
         usersync::run(
             config.users.clone(),
@@ -84,6 +85,7 @@ pub async fn run(
             state.clone(),
             sync_metrics,
             sync_rx,
+            lock.clone(),
             shutdown.clone(),
         )
         .instrument(info_span!("usersync")),
@@ -104,17 +106,33 @@ pub async fn run(
         )
         .instrument(info_span!("health")),
     );
-    let audit = Audit::new(config.api.audit_log.clone(), metrics.registry());
+    let ops = Operations::new(Parts {
+        client: manage_rx,
+        tunnels: config.tunnels.clone(),
+        health: health_settings,
+        ledger: ledger.clone(),
+        state: state.clone(),
+        sync: sync_on.then_some(sync_tx),
+        audit: Audit::new(config.api.audit_log.clone(), metrics.registry()),
+        lock,
+        tracker: tracker.clone(),
+    });
+    let (worker, alerts, queue) = Worker::new(
+        ops.clone(),
+        &config.remediation,
+        &config.users,
+        metrics.registry(),
+    );
+    tracker.spawn(
+        worker
+            .run(queue, shutdown.clone())
+            .instrument(info_span!("remediation")),
+    );
     let api = secrets.api_token.map(|token| ApiState {
         token: Arc::new(token),
-        sync: sync_on.then_some(sync_tx),
         state: state.clone(),
-        audit,
-        manager: Some(Manager::new(manage_rx, config.tunnels.clone())),
-        cleanup: Some(CleanupDeps {
-            settings: health_settings,
-            ledger: ledger.clone(),
-        }),
+        ops,
+        alerts,
     });
     let app = AppState {
         metrics,

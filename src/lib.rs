@@ -22,8 +22,12 @@
 //! - [`remote`]: CLI commands that talk to a running daemon (`xray-warden sync`).
 //! - [`lifecycle`]: creating, starting, stopping, restarting and deleting tunnel units and their
 //!   configs over D-Bus, from the unit template; restart-all, emergency cleanup, log tails.
+//! - [`ops`]: the operations service, the one place that performs actions (lifecycle, cleanup,
+//!   sync, alert-driven remediation) under the only operation lock, with its audit log.
+//! - [`alertmanager`]: Alertmanager's webhook payload.
 #![forbid(unsafe_code)]
 
+pub mod alertmanager;
 pub mod cli;
 pub mod config;
 pub mod core;
@@ -33,6 +37,7 @@ pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod metrics;
+pub mod ops;
 pub mod procfs;
 pub mod remote;
 pub mod sampler;

@@ -418,3 +418,50 @@ fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
     assert_eq!(after, steady);
     assert!(node.dir.join("etc/xray-healthy.json").exists());
 }
+
+/// A client that sends a create and hangs up at once: the operation still runs to its end in
+/// the daemon (config installed, unit started) and writes exactly one audit line. Before the
+/// operations service, hyper dropped the handler half-way.
+#[test]
+fn a_started_mutation_outlives_a_client_that_hangs_up() {
+    use std::io::Write;
+    let node = Node::boot("manage-hangup");
+    let body = tunnel_json(free_port());
+    let mut stream = std::net::TcpStream::connect(node.warden.addr).unwrap();
+    write!(
+        stream,
+        "PUT /api/v1/tunnels/hangup HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    // Give the request time to reach the handler, then leave while the create is in flight
+    // (the core's config test alone takes longer than this).
+    std::thread::sleep(Duration::from_millis(50));
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(stream);
+
+    node.sandbox
+        .wait_for("the abandoned create to finish", WAIT, || {
+            node.sandbox
+                .show("xray-tunnel-hangup.service", &["ActiveState"])["ActiveState"]
+                == "active"
+        });
+    let audit_lines = || -> Vec<Value> {
+        std::fs::read_to_string(node.dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|l: &Value| l["target"] == "hangup")
+            .collect()
+    };
+    node.sandbox
+        .wait_for("the audit line", WAIT, || !audit_lines().is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    let lines = audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["action"], "tunnel.put");
+    assert_eq!(lines[0]["result"], "ok");
+    assert!(node.dir.join("etc/xray-hangup.json").exists());
+}

@@ -21,6 +21,21 @@ pub struct FileConfig {
     users: FileUsers,
     api: FileApi,
     health: FileHealth,
+    remediation: FileRemediation,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileRemediation {
+    enabled: Option<Lenient<bool>>,
+    dry_run: Option<Lenient<bool>>,
+    node: Option<Lenient<String>>,
+    node_label: Option<Lenient<String>>,
+    min_orphan_age: Option<Lenient<String>>,
+    cooldown: Option<Lenient<String>>,
+    max_actions_per_hour: Option<Lenient<i64>>,
+    max_orphan_fraction: Option<Lenient<f64>>,
+    max_orphans_per_pass: Option<Lenient<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +142,7 @@ impl FileConfig {
             tunnels: self.tunnels.validate(&mut c, d.tunnels),
             users: self.users.validate(&mut c, d.users),
             health: self.health.validate(&mut c, d.health),
+            remediation: self.remediation.validate(&mut c, d.remediation),
             api: super::ApiConfig {
                 token_file: c.opt_abs_path("api.token_file", self.api.token_file),
                 audit_log: match self.api.audit_log {
@@ -286,4 +302,60 @@ impl FileSampler {
             cgroup_root: c.abs_path("sampler.cgroup_root", self.cgroup_root, d.cgroup_root),
         }
     }
+}
+
+impl FileRemediation {
+    fn validate(self, c: &mut Checker, d: super::RemediationConfig) -> super::RemediationConfig {
+        let node = c.value("remediation.node", self.node, String::new());
+        let node_label = c.value("remediation.node_label", self.node_label, d.node_label);
+        if !is_label_name(&node_label) {
+            c.problems.push(format!(
+                "`remediation.node_label` = {node_label:?}: not a Prometheus label name"
+            ));
+        }
+        let fraction = c.value(
+            "remediation.max_orphan_fraction",
+            self.max_orphan_fraction,
+            d.max_orphan_fraction,
+        );
+        if !(fraction > 0.0 && fraction <= 1.0) {
+            c.problems.push(format!(
+                "`remediation.max_orphan_fraction` = {fraction}: must be above 0 and at most 1"
+            ));
+        }
+        super::RemediationConfig {
+            enabled: c.value("remediation.enabled", self.enabled, d.enabled),
+            dry_run: c.value("remediation.dry_run", self.dry_run, d.dry_run),
+            node: (!node.is_empty()).then_some(node),
+            node_label,
+            min_orphan_age: c.duration(
+                "remediation.min_orphan_age",
+                self.min_orphan_age,
+                d.min_orphan_age,
+            ),
+            cooldown: c.duration("remediation.cooldown", self.cooldown, d.cooldown),
+            max_actions_per_hour: c.count_up_to(
+                "remediation.max_actions_per_hour",
+                self.max_actions_per_hour,
+                d.max_actions_per_hour,
+                10_000,
+            ),
+            max_orphan_fraction: fraction,
+            max_orphans_per_pass: c.count_up_to(
+                "remediation.max_orphans_per_pass",
+                self.max_orphans_per_pass,
+                d.max_orphans_per_pass,
+                10_000,
+            ),
+        }
+    }
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`, Prometheus's label name grammar.
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -34,6 +34,42 @@ pub struct Config {
     pub users: UsersConfig,
     pub api: ApiConfig,
     pub health: HealthConfig,
+    pub remediation: RemediationConfig,
+}
+
+/// What the warden may do when Alertmanager calls its webhook (`POST /api/v1/alerts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemediationConfig {
+    /// `false` refuses every alert (each is still counted and audited).
+    pub enabled: bool,
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+    /// This node's name, compared with the alert's `node_label`; `None` means the host name.
+    pub node: Option<String>,
+    /// The alert label that names the node an alert is about.
+    pub node_label: String,
+    /// The warden itself must have seen the orphan for this long before acting on it.
+    pub min_orphan_age: Duration,
+    /// Least time between two actions on the same tunnel.
+    pub cooldown: Duration,
+    /// Most actions in any hour, over every tunnel.
+    pub max_actions_per_hour: usize,
+    /// Act on none when more than this fraction of the node's tunnels look orphaned at once.
+    pub max_orphan_fraction: f64,
+    /// Act on none when more than this many orphans are seen at once.
+    pub max_orphans_per_pass: usize,
+}
+
+impl RemediationConfig {
+    /// The node name alerts must carry: `node`, else the kernel's host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
 }
 
 /// Where tunnels keep their files and which core they run.
@@ -238,6 +274,17 @@ impl Default for Config {
             api: ApiConfig {
                 token_file: None,
                 audit_log: Some("/var/log/xray-warden/audit.log".into()),
+            },
+            remediation: RemediationConfig {
+                enabled: true,
+                dry_run: false,
+                node: None,
+                node_label: "instance".into(),
+                min_orphan_age: Duration::from_secs(300),
+                cooldown: Duration::from_secs(1800),
+                max_actions_per_hour: 10,
+                max_orphan_fraction: 0.5,
+                max_orphans_per_pass: 5,
             },
         }
     }

@@ -5,6 +5,7 @@
 
 mod cpu;
 mod health;
+pub mod remediation;
 mod traffic;
 mod tunnel;
 mod unit;

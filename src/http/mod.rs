@@ -5,7 +5,6 @@
 //! requests finish.
 
 pub mod api;
-pub mod audit;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};

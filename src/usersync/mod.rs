@@ -67,6 +67,7 @@ pub async fn run(
     state: SharedState,
     metrics: SyncMetrics,
     mut requests: mpsc::Receiver<SyncRequest>,
+    lock: crate::ops::OpLock,
     shutdown: CancellationToken,
 ) {
     if users.source.is_none() {
@@ -91,6 +92,7 @@ pub async fn run(
         state_dir: users.state_dir,
         desired: None,
         synced_starts: HashMap::new(),
+        lock,
     };
     sync.desired = sync.load_last_good();
     let mut rounds = tokio::time::interval(users.interval);
@@ -128,6 +130,9 @@ struct Loop {
     desired: Option<Arc<Document>>,
     /// The core start time each tunnel was last synced at.
     synced_starts: HashMap<TunnelId, u64>,
+    /// The operations service's lock, held for each round: a round never interleaves with a
+    /// create, delete or cleanup writing the same config files.
+    lock: crate::ops::OpLock,
 }
 
 impl Loop {
@@ -136,6 +141,8 @@ impl Loop {
         if self.source.is_none() {
             return Summary::default();
         }
+        let lock = self.lock.clone();
+        let _guard = lock.lock().await;
         let source_up = self.refresh().await;
         let mut summary = Summary {
             source_up,

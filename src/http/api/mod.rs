@@ -2,9 +2,9 @@
 //! <token>`; without a configured token the routes are not mounted at all.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Extension;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -12,31 +12,25 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
 
-use super::audit::Audit;
 use crate::domain::TunnelId;
+use crate::ops::remediate::AlertQueue;
+use crate::ops::{Op, OpError, Operations};
 use crate::state::SharedState;
-use crate::usersync::SyncRequest;
 
+mod alerts;
 mod legacy;
 pub mod manage;
 pub mod views;
 
-/// How long `POST /api/v1/sync` waits for the round it asked for.
-const SYNC_WAIT: Duration = Duration::from_secs(120);
-
 #[derive(Clone)]
 pub struct ApiState {
     pub token: Arc<String>,
-    /// `None` when user sync is off.
-    pub sync: Option<mpsc::Sender<SyncRequest>>,
     pub state: SharedState,
-    pub audit: Audit,
-    /// Tunnel management; `None` turns the mutating tunnel routes off (501).
-    pub manager: Option<manage::Manager>,
-    /// Orphan cleanup; `None` turns it off (501).
-    pub cleanup: Option<manage::CleanupDeps>,
+    /// Every action goes through it; handlers only parse, call and render.
+    pub ops: Operations,
+    /// The remediation worker's queue (`POST /api/v1/alerts`).
+    pub alerts: AlertQueue,
 }
 
 /// The address of the client, put on every request by the server.
@@ -60,6 +54,10 @@ pub fn router(api: ApiState) -> Router {
         .route("/api/v1/tunnels/{id}/logs", get(manage::logs))
         .route("/api/v1/tunnels/{id}/{action}", post(manage::act_on_tunnel))
         .route("/api/v1/orphans/cleanup", post(manage::cleanup_orphans))
+        .route(
+            "/api/v1/alerts",
+            post(alerts::receive).layer(DefaultBodyLimit::max(crate::alertmanager::MAX_BODY)),
+        )
         .route(
             "/api/services",
             get(legacy::get_services)
@@ -95,6 +93,33 @@ impl Failure {
             code,
             message: message.into(),
         }
+    }
+}
+
+impl From<OpError> for Failure {
+    /// The status each error means for an HTTP caller; the code is the error's own.
+    fn from(err: OpError) -> Self {
+        use crate::lifecycle::LifecycleError as L;
+        let status = match &err {
+            OpError::ManagementOff => StatusCode::NOT_IMPLEMENTED,
+            OpError::SyncOff | OpError::Guard(_) => StatusCode::CONFLICT,
+            OpError::SystemdDown | OpError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            OpError::SyncTimeout => StatusCode::GATEWAY_TIMEOUT,
+            OpError::Lifecycle(l) => match l {
+                L::InvalidId(_) | L::InvalidConfig { .. } | L::ConfirmationRequired => {
+                    StatusCode::BAD_REQUEST
+                }
+                L::CoreRejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                L::NotFound { .. } => StatusCode::NOT_FOUND,
+                L::JobFailed {
+                    result: crate::systemd::JobResult::Canceled,
+                    ..
+                } => StatusCode::CONFLICT,
+                L::Systemd(_) => StatusCode::BAD_GATEWAY,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+        };
+        Failure::new(status, err.code(), err.to_string())
     }
 }
 
@@ -182,52 +207,10 @@ async fn sync(
     State(api): State<ApiState>,
     peer: Option<Extension<Peer>>,
     body: Option<Json<SyncBody>>,
-) -> Response {
+) -> Result<Response, Failure> {
     let force = body.as_ref().is_some_and(|Json(b)| b.force);
-    let response = run_sync(&api, force).await;
-    let result = if response.status().is_success() {
-        "ok".to_owned()
-    } else {
-        response.status().as_u16().to_string()
-    };
-    let action = if force { "sync.force" } else { "sync" };
-    api.audit.record(&caller(peer), action, "*", &result);
-    response
-}
-
-async fn run_sync(api: &ApiState, force: bool) -> Response {
-    let Some(sender) = api.sync.clone() else {
-        return error(
-            StatusCode::CONFLICT,
-            "sync_off",
-            "no users source is configured",
-        );
-    };
-    let (reply, answer) = oneshot::channel();
-    let request = SyncRequest {
-        force,
-        reply: Some(reply),
-    };
-    if sender.send(request).await.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the sync loop has stopped",
-        );
-    }
-    match tokio::time::timeout(SYNC_WAIT, answer).await {
-        Ok(Ok(summary)) => Json(summary).into_response(),
-        Ok(Err(_)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the sync loop has stopped",
-        ),
-        Err(_) => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "timeout",
-            "the sync is still running",
-        ),
-    }
+    let done = api.ops.run(&caller(peer), Op::Sync { force }).await?;
+    Ok(manage::render(done).into_response())
 }
 
 #[cfg(test)]
