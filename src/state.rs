@@ -99,3 +99,7 @@ impl SharedState {
         result
     }
 }
+
+/// The one operation lock: the operations service (`crate::ops`) holds it for every action and
+/// the users sync loop for each round, so no two writers interleave on a tunnel's files or jobs.
+pub type OpLock = std::sync::Arc<tokio::sync::Mutex<()>>;

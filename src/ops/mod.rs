@@ -20,7 +20,7 @@ pub mod remediate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 pub use audit::Audit;
@@ -35,8 +35,7 @@ use crate::state::SharedState;
 use crate::systemd::Client;
 use crate::usersync::{Summary, SyncRequest};
 
-/// The operation lock, shared with the users sync loop.
-pub type OpLock = Arc<Mutex<()>>;
+pub use crate::state::OpLock;
 
 /// How long a sync operation waits for the round it asked for.
 const SYNC_WAIT: Duration = Duration::from_secs(120);
@@ -127,19 +126,7 @@ pub enum Done {
 /// Everything the service acts with. Cheap to clone.
 #[derive(Clone)]
 pub struct Operations {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    client: watch::Receiver<Option<Client>>,
-    tunnels: TunnelsConfig,
-    health: HealthSettings,
-    ledger: Ledger,
-    state: SharedState,
-    sync: Option<mpsc::Sender<SyncRequest>>,
-    audit: Audit,
-    lock: OpLock,
-    tracker: TaskTracker,
+    inner: Arc<Parts>,
 }
 
 /// What [`Operations::new`] needs.
@@ -160,29 +147,8 @@ pub struct Parts {
 
 impl Operations {
     pub fn new(parts: Parts) -> Self {
-        let Parts {
-            client,
-            tunnels,
-            health,
-            ledger,
-            state,
-            sync,
-            audit,
-            lock,
-            tracker,
-        } = parts;
         Self {
-            inner: Arc::new(Inner {
-                client,
-                tunnels,
-                health,
-                ledger,
-                state,
-                sync,
-                audit,
-                lock,
-                tracker,
-            }),
+            inner: Arc::new(parts),
         }
     }
 

@@ -142,6 +142,14 @@ impl SyncMetrics {
     }
 
     pub fn set_api_up(&self, tunnel: &TunnelId, up: bool) {
+        // Every operation series of a synced tunnel exists from its first round, at 0, so that
+        // rate() and increase() see the first error (a series born at 1 has no increase).
+        for op in ["add", "remove"] {
+            for result in ["ok", "error", "refused"] {
+                self.operations
+                    .with_label_values(&[tunnel.as_str(), op, result]);
+            }
+        }
         self.api_up
             .with_label_values(&[tunnel.as_str()])
             .set(if up { 1.0 } else { 0.0 });

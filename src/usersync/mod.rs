@@ -67,7 +67,7 @@ pub async fn run(
     state: SharedState,
     metrics: SyncMetrics,
     mut requests: mpsc::Receiver<SyncRequest>,
-    lock: crate::ops::OpLock,
+    lock: crate::state::OpLock,
     shutdown: CancellationToken,
 ) {
     if users.source.is_none() {
@@ -132,7 +132,7 @@ struct Loop {
     synced_starts: HashMap<TunnelId, u64>,
     /// The operations service's lock, held for each round: a round never interleaves with a
     /// create, delete or cleanup writing the same config files.
-    lock: crate::ops::OpLock,
+    lock: crate::state::OpLock,
 }
 
 impl Loop {
