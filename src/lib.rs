@@ -12,6 +12,8 @@
 //! - [`state`]: the snapshot the collectors write and every scrape reads.
 //! - [`metrics`]: the owned Prometheus registry and its snapshot collectors.
 //! - [`http`]: `/metrics`, `/live`, `/ready`, and the bearer-token `/api/v1`.
+//! - [`contract`]: the JSON of the API's answers as serde types, rendered by [`http`] and read
+//!   by [`remote`].
 //! - [`daemon`]: spawns every long-lived task in one place and runs the shutdown path.
 //! - [`cli`]: the command-line flags.
 //! - [`tunnelcfg`]: a tunnel's Xray/V2Ray JSON config: inbounds, clients, API address, and the
@@ -30,6 +32,7 @@
 pub mod alertmanager;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod core;
 pub mod daemon;
 pub mod domain;

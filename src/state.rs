@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::domain::{Check, Orphan, Resources, RestartCounts, Traffic, TunnelId, UnitStatus};
+use crate::domain::{
+    Check, GuardTrip, Orphan, Resources, RestartCounts, Traffic, TunnelId, UnitStatus,
+    UnknownConfig,
+};
 
 /// One tunnel as last seen.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +76,11 @@ pub struct Snapshot {
     pub collectors: BTreeMap<&'static str, CollectorRun>,
     /// Orphans found by the last health pass.
     pub orphans: Vec<Orphan>,
+    /// Tunnels whose config the last health pass could not know (relative, `-confdir`, ...):
+    /// never orphans for a missing config.
+    pub config_unknown: Vec<UnknownConfig>,
+    /// `Some` while the last health pass found too much orphaned at once for any cleanup.
+    pub orphan_guard: Option<GuardTrip>,
     pub troubles: Troubles,
 }
 

@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::warden::http_get;
+use support::warden::{http_call, http_get};
+use xray_warden::contract::{ErrorBody, HealthReport, OrphanList, TunnelList};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xray-warden");
 
@@ -27,10 +28,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(name: &str, grace: &str) -> Daemon {
+        Self::start_with(name, grace, "")
+    }
+
+    /// A daemon whose config file ends with `extra` (more sections).
+    fn start_with(name: &str, grace: &str, extra: &str) -> Daemon {
         let config = scratch(&format!("{name}.toml"));
         let bus = scratch(&format!("{name}-no-bus"));
         let text = format!(
-            "shutdown_grace = \"{grace}\"\n[systemd]\nbus_address = \"unix:path={}\"\nreconnect_min = \"20ms\"\nreconnect_max = \"100ms\"\n",
+            "shutdown_grace = \"{grace}\"\n[systemd]\nbus_address = \"unix:path={}\"\nreconnect_min = \"20ms\"\nreconnect_max = \"100ms\"\n{extra}",
             bus.display()
         );
         std::fs::write(&config, text).unwrap();
@@ -215,4 +221,70 @@ fn a_second_signal_aborts_the_shutdown() {
     );
     daemon.signal("INT");
     assert_eq!(daemon.wait(Duration::from_secs(2)), Some(1));
+}
+
+#[test]
+fn the_cli_reads_the_daemons_answers_through_the_contract() {
+    const TOKEN: &str = "contract-token-0123456789";
+    let token = scratch("contract.token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let api = format!("[api]\ntoken_file = \"{}\"\n", token.display());
+    let daemon = Daemon::start_with("contract", "1s", &api);
+    let cli_config = scratch("contract-cli.toml");
+    std::fs::write(&cli_config, format!("listen = \"{}\"\n{api}", daemon.addr)).unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&cli_config)
+            .output()
+            .unwrap();
+        let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+        (out.status.success(), text(out.stdout), text(out.stderr))
+    };
+    let json = |args: &[&str]| {
+        let (ok, stdout, stderr) = cli(&[args, &["--json"]].concat());
+        assert!(ok, "{args:?}: {stderr}");
+        stdout
+    };
+
+    // Without a bus: no tunnels, systemd down, in the JSON and in the table.
+    let report: HealthReport = serde_json::from_str(&json(&["health"])).unwrap();
+    assert!(!report.systemd_up);
+    assert_eq!((report.tunnels_total, report.orphans), (0, 0));
+    let (ok, table, _) = cli(&["health"]);
+    assert!(ok);
+    assert_eq!(
+        table,
+        "systemd: DOWN  tunnels: 0  unhealthy: 0  orphans: 0\n"
+    );
+    let list: TunnelList = serde_json::from_str(&json(&["tunnels", "list"])).unwrap();
+    assert!(list.tunnels.is_empty());
+    let orphans: OrphanList = serde_json::from_str(&json(&["orphans", "list"])).unwrap();
+    assert!(orphans.orphans.is_empty());
+
+    // An invalid id reaches the daemon as typed and gets its 400, read as the error body.
+    for id in ["a b", "x;rm", "../x", "x.y", "%2F"] {
+        for command in ["show", "delete", "stop"] {
+            let (ok, _, stderr) = cli(&["tunnels", command, id]);
+            assert!(!ok, "{command} {id}");
+            assert!(
+                stderr.contains("the daemon answered 400 invalid_id: ")
+                    && stderr.contains("tunnel id"),
+                "{command} {id}: {stderr}"
+            );
+        }
+    }
+    // `.` and `..` cannot be carried by a URL: refused before any request.
+    for id in [".", ".."] {
+        let (ok, _, stderr) = cli(&["tunnels", "delete", id]);
+        assert!(
+            !ok && stderr.contains("is not a tunnel id"),
+            "{id}: {stderr}"
+        );
+    }
+    let (status, body) =
+        http_call(daemon.addr, "GET", "/api/v1/tunnels/a%20b", Some(TOKEN), "").unwrap();
+    let error: ErrorBody = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, error.error.as_str()), (400, "invalid_id"));
 }

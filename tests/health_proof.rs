@@ -1,6 +1,7 @@
 //! Proof tier for health checks and orphans: the real `xray-warden` binary against a REAL
 //! systemd (the namespace sandbox, one per test) running REAL V2Ray 4.34 tunnels, read back from
-//! `/metrics` (`xray_tunnel_health_check{tunnel,check}`, `xray_tunnel_orphaned{tunnel,kind}`)
+//! `/metrics` (`xray_tunnel_health_check{tunnel,check}`, `xray_tunnel_orphaned{tunnel,kind}`,
+//! `xray_tunnel_config_unknown{tunnel,reason}`, `xray_warden_orphan_guard_tripped`), the API
 //! and the warden's log, checked against `systemctl show` and the sandbox's /proc.
 //! Needs root: `cargo test --test health_proof`.
 
@@ -10,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
 use support::sandbox::Sandbox;
 use support::v2ray::{TunnelPorts, V2RAY, tunnel_config, tunnel_unit};
-use support::warden::{Scrape, Warden};
+use support::warden::{Scrape, Warden, http_call};
 
 const WAIT: Duration = Duration::from_secs(20);
 const CHECKS: [&str; 5] = [
@@ -55,14 +57,35 @@ impl Node {
     }
 
     fn warden(&self, health: &str) -> Warden {
+        self.warden_with(health, "")
+    }
+
+    /// A warden with `health` lines under [health] and `sections` (whole sections) after.
+    fn warden_with(&self, health: &str, sections: &str) -> Warden {
         let config = format!(
             "[tunnels]\nconfig_dir = \"{}\"\ncore_binary = \"{V2RAY}\"\n\
-             [health]\ninterval = \"300ms\"\n{health}\n[sampler]\ninterval = \"1s\"\n",
+             [health]\ninterval = \"300ms\"\n{health}\n[sampler]\ninterval = \"1s\"\n{sections}",
             self.etc.display()
         );
         let warden = Warden::start(&self.sandbox, &config);
         warden.wait_ready();
         warden
+    }
+
+    /// A warden whose management API takes [`TOKEN`].
+    fn api_warden(&self) -> Warden {
+        let token = self.sandbox.state_dir().join("token");
+        std::fs::write(&token, TOKEN).unwrap();
+        self.warden_with(
+            "",
+            &format!("[api]\ntoken_file = \"{}\"\n", token.display()),
+        )
+    }
+
+    /// A non-tunnel unit `name` running V2Ray on a config of its own at `path`.
+    fn service(&self, name: &str, path: &Path) {
+        std::fs::write(path, tunnel_config(TunnelPorts::free())).unwrap();
+        self.sandbox.write_unit(name, &tunnel_unit(path));
     }
 
     /// (MainPID, NRestarts) as systemd tells them.
@@ -74,6 +97,35 @@ impl Node {
 
 fn unit(id: &str) -> String {
     format!("xray-tunnel-{id}.service")
+}
+
+const TOKEN: &str = "health-proof-token-0123456789abcdef";
+
+/// `POST /api/v1/orphans/cleanup` with the token; its results.
+fn api_cleanup(warden: &Warden, dry_run: bool) -> Vec<Value> {
+    let body = format!("{{\"dry_run\": {dry_run}}}");
+    let (status, text) = http_call(
+        warden.addr,
+        "POST",
+        "/api/v1/orphans/cleanup",
+        Some(TOKEN),
+        &body,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    answer["results"].as_array().unwrap().clone()
+}
+
+fn config_unknown(scrape: &Scrape, tunnel: &str, reason: &str) -> bool {
+    scrape.value(
+        "xray_tunnel_config_unknown",
+        &[("tunnel", tunnel), ("reason", reason)],
+    ) == Some(1.0)
+}
+
+fn guard_tripped(scrape: &Scrape) -> Option<f64> {
+    scrape.value("xray_warden_orphan_guard_tripped", &[])
 }
 
 fn check(scrape: &Scrape, tunnel: &str, check: &str) -> Option<f64> {
@@ -277,7 +329,8 @@ fn units_configs_and_processes_without_their_other_half_are_orphans() {
         tunnel_config(TunnelPorts::free()),
     )
     .unwrap();
-    let stray_config = node.sandbox.state_dir().join("stray.json");
+    // A core started by hand on a tunnel config in config_dir: a stray of tunnel `ghost`.
+    let stray_config = node.etc.join("xray-ghost.json");
     std::fs::write(&stray_config, tunnel_config(TunnelPorts::free())).unwrap();
     let stray = Manual::start(
         &node.sandbox,
@@ -292,16 +345,17 @@ fn units_configs_and_processes_without_their_other_half_are_orphans() {
     ];
 
     let warden = node.warden(&format!("inventory = \"file://{}\"", inventory.display()));
-    let stray_name = format!("pid-{}", stray.pid);
+    let stray_name = "ghost";
     let scrape = warden.wait_for("every kind of orphan", WAIT, |s| {
         orphaned(s, "noconf", "unit_without_config")
             && orphaned(s, "lonely", "config_without_unit")
-            && orphaned(s, &stray_name, "stray_process")
+            && orphaned(s, stray_name, "stray_process")
             && orphaned(s, "custom", "not_in_inventory")
             && all_pass(s, "good")
             && all_pass(s, "custom")
     });
-    // Nothing else: not the healthy tunnels, not the warden's own `v2ray -test` runs.
+    // Nothing else: not the healthy tunnels, not the warden's own `v2ray -test` runs, not
+    // xray-ghost.json (the stray runs it).
     assert_eq!(
         orphan_series(&scrape).len(),
         4,
@@ -311,12 +365,13 @@ fn units_configs_and_processes_without_their_other_half_are_orphans() {
     let since = |s: &Scrape| {
         s.value(
             "xray_tunnel_orphaned_since_seconds",
-            &[("tunnel", &stray_name)],
+            &[("tunnel", stray_name), ("kind", "stray_process")],
         )
     };
     let first_seen = since(&scrape).unwrap();
     wait_log(&warden, "orphan found");
-    assert!(warden.log().contains(&stray_name), "{}", warden.log());
+    let named = format!("pid {} (v2ray) runs {}", stray.pid, stray_config.display());
+    assert!(warden.log().contains(&named), "{}", warden.log());
 
     // A broken inventory orphans nobody (and the collector says it failed); fixed, it counts.
     std::fs::write(&inventory, "{\"tunnels\": [").unwrap();
@@ -340,10 +395,10 @@ fn units_configs_and_processes_without_their_other_half_are_orphans() {
         "since is the first sighting"
     );
 
-    // The stray stopped (by its PID), its orphan goes.
+    // The stray stopped (by its PID), its orphan goes, and its config is now without unit.
     stray.stop();
     warden.wait_for("stray gone", WAIT, |s| {
-        !orphaned(s, &stray_name, "stray_process")
+        !orphaned(s, stray_name, "stray_process") && orphaned(s, stray_name, "config_without_unit")
     });
     let after = [
         node.pid_and_restarts("good"),
@@ -411,6 +466,117 @@ fn crash_loops_and_long_failures_are_seen() {
     assert!(warden.stop().success());
 }
 
+/// A unit of V2Ray with `args` and extra [Service] lines.
+fn core_unit(args: &str, extra: &str) -> String {
+    format!("[Service]\nExecStart={V2RAY} {args}\nRestart=always\nRestartSec=1\n{extra}")
+}
+
+#[test]
+fn the_api_cleanup_spares_what_is_not_orphaned() {
+    let node = Node::boot("health-api");
+    node.tunnel("good1");
+    node.tunnel("good2");
+    // `dir` runs a config directory and `rel` a relative path: xray-dir.json and xray-rel.json
+    // do not exist, yet neither unit is "without config": its config is unknown.
+    let confdir = node.etc.join("dir.d");
+    std::fs::create_dir_all(&confdir).unwrap();
+    let dir_config = tunnel_config(TunnelPorts::free());
+    std::fs::write(confdir.join("main.json"), dir_config).unwrap();
+    let dir_args = format!("-confdir {}", confdir.display());
+    node.sandbox
+        .write_unit(&unit("dir"), &core_unit(&dir_args, ""));
+    std::fs::create_dir_all(node.etc.join("rel.d")).unwrap();
+    let rel_config = tunnel_config(TunnelPorts::free());
+    std::fs::write(node.etc.join("rel.d/rel.json"), rel_config).unwrap();
+    let workdir = format!("WorkingDirectory={}\n", node.etc.display());
+    let rel_unit = core_unit("-config rel.d/rel.json", &workdir);
+    node.sandbox.write_unit(&unit("rel"), &rel_unit);
+    // The distro's own xray.service, running a config in config_dir: no tunnel, no stray, and
+    // its config is in use.
+    let distro = node.etc.join("xray-distro.json");
+    node.service("xray.service", &distro);
+    node.sandbox.systemctl(&["daemon-reload"]);
+    for u in [unit("dir"), unit("rel"), "xray.service".to_owned()] {
+        node.sandbox.systemctl(&["start", &u]);
+    }
+    // A core started by hand, outside every unit, on a tunnel config: a stray of `ghost`.
+    let ghost = node.etc.join("xray-ghost.json");
+    std::fs::write(&ghost, tunnel_config(TunnelPorts::free())).unwrap();
+    let mut stray = Manual::start(&node.sandbox, V2RAY, &["-config", ghost.to_str().unwrap()]);
+    let tunnels = ["good1", "good2", "dir", "rel"];
+    let steady = |node: &Node| {
+        let mut all: Vec<(String, String)> =
+            tunnels.iter().map(|t| node.pid_and_restarts(t)).collect();
+        let distro = node.sandbox.show("xray.service", &["MainPID", "NRestarts"]);
+        all.push((distro["MainPID"].clone(), distro["NRestarts"].clone()));
+        all
+    };
+    let before = steady(&node);
+
+    let warden = node.api_warden();
+    let scrape = warden.wait_for("the stray, two unknown configs, no guard", WAIT, |s| {
+        orphaned(s, "ghost", "stray_process")
+            && config_unknown(s, "dir", "confdir")
+            && config_unknown(s, "rel", "relative_path")
+            && guard_tripped(s) == Some(0.0)
+            && tunnels.iter().all(|t| all_pass(s, t))
+    });
+    assert_eq!(
+        orphan_series(&scrape),
+        ["xray_tunnel_orphaned{tunnel=\"ghost\",kind=\"stray_process\"} 1"],
+        "no unit without config for dir or rel, no stray in xray.service, xray-distro.json in use"
+    );
+    scrape.assert_promtool_clean();
+
+    let results = api_cleanup(&warden, false);
+    assert_eq!(results.len(), 1, "{results:#?}");
+    let stopped = &results[0];
+    assert_eq!(stopped["action"], "stop_process", "{results:#?}");
+    assert_eq!(stopped["tunnel"], "ghost", "{results:#?}");
+    assert_eq!(stopped["pid"], stray.pid, "{results:#?}");
+    assert_eq!(stopped["outcome"], "done", "{results:#?}");
+    // V2Ray exits 0 on SIGTERM (sent through a pidfd); nsenter, its parent, reaps it.
+    assert!(stray.nsenter.wait().unwrap().success());
+    assert_eq!(
+        steady(&node),
+        before,
+        "nothing else was signalled or restarted"
+    );
+    for t in tunnels {
+        assert_eq!(
+            node.sandbox.show(&unit(t), &["ActiveState"])["ActiveState"],
+            "active"
+        );
+    }
+    assert!(distro.exists() && ghost.exists());
+
+    // The app loses its inventory of configs: three tunnels of four look orphaned (good1 and
+    // good2 without config, ghost's config without unit). The guard refuses everything.
+    for t in ["good1", "good2"] {
+        std::fs::remove_file(node.etc.join(format!("xray-{t}.json"))).unwrap();
+    }
+    warden.wait_for("the guard tripped", WAIT, |s| {
+        guard_tripped(s) == Some(1.0)
+            && orphaned(s, "good1", "unit_without_config")
+            && orphaned(s, "good2", "unit_without_config")
+            && orphaned(s, "ghost", "config_without_unit")
+    });
+    wait_log(&warden, "orphan guard tripped");
+    let refused = api_cleanup(&warden, false);
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    for r in &refused {
+        assert_eq!(r["outcome"], "skipped", "{r:#?}");
+        let detail = r["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("refused by the orphan guard: 3 of 4 tunnels"),
+            "{detail}"
+        );
+    }
+    assert_eq!(steady(&node), before, "the guard touched nothing");
+    assert!(ghost.exists());
+    assert!(warden.stop().success());
+}
+
 /// Set to the config dir when this test binary runs [`cleanup_inside_the_sandbox`] inside a
 /// sandbox.
 const HELPER_ENV: &str = "HEALTH_PROOF_CLEANUP_ETC";
@@ -421,13 +587,16 @@ const RESULT: &str = "CLEANUP-RESULT ";
 fn orphans_are_cleaned_up_and_nothing_else_is() {
     let node = Node::boot("health-cleanup");
     node.tunnel("good");
+    // `deleted`: the app deleted the tunnel's config; its unit still runs.
+    node.tunnel("deleted");
+    std::fs::remove_file(node.etc.join("xray-deleted.json")).unwrap();
     node.unit("noconf", &node.etc.join("xray-noconf.json"), "Restart=no\n");
     node.sandbox.systemctl(&["daemon-reload"]);
     node.sandbox
         .systemctl(&["start", "--no-block", &unit("noconf")]);
     let lonely = node.etc.join("xray-lonely.json");
     std::fs::write(&lonely, tunnel_config(TunnelPorts::free())).unwrap();
-    let stray_config = node.sandbox.state_dir().join("stray.json");
+    let stray_config = node.etc.join("xray-ghost.json");
     std::fs::write(&stray_config, tunnel_config(TunnelPorts::free())).unwrap();
     let mut stray = Manual::start(
         &node.sandbox,
@@ -471,6 +640,7 @@ fn orphans_are_cleaned_up_and_nothing_else_is() {
             .to_owned()
     };
     assert_eq!(outcome("remove_tunnel", "tunnel", "noconf".into()), "done");
+    assert_eq!(outcome("remove_tunnel", "tunnel", "deleted".into()), "done");
     assert_eq!(outcome("remove_config", "tunnel", "lonely".into()), "done");
     assert_eq!(outcome("stop_process", "pid", stray.pid.into()), "done");
     // The helper also asked for the healthy tunnel to go, every way: all refused.
@@ -480,14 +650,18 @@ fn orphans_are_cleaned_up_and_nothing_else_is() {
     assert_eq!(outcome("stop_process", "pid", main_pid.into()), "skipped");
 
     // What systemd and the file system say afterwards.
-    assert!(
-        !node
+    for gone in ["noconf", "deleted"] {
+        let file = node.sandbox.state_dir().join("units").join(unit(gone));
+        assert!(!file.exists(), "{}", file.display());
+        let state = node
             .sandbox
-            .state_dir()
-            .join("units")
-            .join(unit("noconf"))
-            .exists()
-    );
+            .show(&unit(gone), &["LoadState", "ActiveState"]);
+        assert_eq!(
+            (state["LoadState"].as_str(), state["ActiveState"].as_str()),
+            ("not-found", "inactive"),
+            "{gone}"
+        );
+    }
     assert!(!lonely.exists());
     // V2Ray exits 0 on SIGTERM; nsenter, its parent, reaps it and ends.
     stray.nsenter.wait().unwrap();
@@ -515,9 +689,8 @@ fn orphans_are_cleaned_up_and_nothing_else_is() {
 #[test]
 #[ignore = "run inside a sandbox by orphans_are_cleaned_up_and_nothing_else_is"]
 fn cleanup_inside_the_sandbox() {
-    let Ok(etc) = std::env::var(HELPER_ENV) else {
-        return;
-    };
+    let etc = std::env::var(HELPER_ENV)
+        .expect("run inside a sandbox by orphans_are_cleaned_up_and_nothing_else_is, not alone");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     for result in runtime.block_on(helper::clean(PathBuf::from(etc))) {
         println!("{RESULT}{}", serde_json::to_string(&result).unwrap());
@@ -525,50 +698,25 @@ fn cleanup_inside_the_sandbox() {
 }
 
 mod helper {
-    use std::path::{Path, PathBuf};
+    use std::path::PathBuf;
     use std::time::{Duration, Instant, SystemTime};
 
     use tokio_util::sync::CancellationToken;
     use xray_warden::config::Config;
-    use xray_warden::domain::{OrphanKind, ProcessKey, TunnelId};
-    use xray_warden::health::orphans::{Found, OrphanKey};
+    use xray_warden::domain::orphans::{Found, OrphanKey};
+    use xray_warden::domain::{GuardLimits, OrphanKind, ProcessKey, TunnelId};
     use xray_warden::health::scan::ProcScan;
     use xray_warden::health::{
-        Cleaner, CleanupAction, CleanupResult, HealthTask, Ledger, RemoveTunnel, Settings,
-        plan_cleanup,
+        Cleaner, CleanupAction, CleanupResult, HealthTask, Ledger, Settings, plan_cleanup,
     };
+    use xray_warden::lifecycle::Lifecycle;
     use xray_warden::state::SharedState;
-    use xray_warden::systemd::watcher;
-
-    /// Deletes a unit the simple way: stop, remove the file, reload.
-    struct Systemctl;
-
-    impl RemoveTunnel for Systemctl {
-        type Error = String;
-
-        async fn remove_tunnel(&self, id: &TunnelId) -> Result<(), String> {
-            let unit = id.unit_name();
-            systemctl(&["stop", &unit]).await?;
-            let file = Path::new("/etc/systemd/system").join(&unit);
-            std::fs::remove_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-            systemctl(&["daemon-reload"]).await
-        }
-    }
-
-    async fn systemctl(args: &[&str]) -> Result<(), String> {
-        let out = tokio::process::Command::new("systemctl")
-            .args(args)
-            .output()
-            .await;
-        match out {
-            Ok(o) if o.status.success() => Ok(()),
-            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).into_owned()),
-            Err(e) => Err(e.to_string()),
-        }
-    }
+    use xray_warden::systemd::{Client, watcher};
 
     pub async fn clean(etc: PathBuf) -> Vec<CleanupResult> {
-        let config = Config::default();
+        let mut config = Config::default();
+        config.tunnels.config_dir = etc;
+        config.tunnels.core_binary = "/usr/bin/v2ray".into();
         let state = SharedState::default();
         let shutdown = CancellationToken::new();
         let (client_tx, _client_rx) = tokio::sync::watch::channel(None);
@@ -588,19 +736,38 @@ mod helper {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut settings = Settings::from_config(&config);
-        settings.config_dir = etc;
-        settings.core_binary = "/usr/bin/v2ray".into();
         settings.health.failed_threshold = Duration::from_secs(3600);
+        // Four tunnels of three units look orphaned here on purpose; the guard has its own
+        // proof (the_api_cleanup_spares_what_is_not_orphaned).
+        settings.guard = GuardLimits {
+            max_fraction: 2.0,
+            max_per_pass: 5,
+        };
         let ledger = Ledger::default();
         let mut task = HealthTask::new(settings.clone(), state.clone(), ledger.clone());
         let report = task.pass().await.expect("listed");
-        let kinds: Vec<OrphanKind> = report.orphans.iter().map(|o| o.kind).collect();
-        assert_eq!(kinds.len(), 3, "{:#?}", report.orphans);
+        let mut kinds: Vec<(OrphanKind, String)> = report
+            .orphans
+            .iter()
+            .map(|o| (o.kind, o.tunnel.clone()))
+            .collect();
+        kinds.sort();
+        let expected = [
+            (OrphanKind::UnitWithoutConfig, "deleted"),
+            (OrphanKind::UnitWithoutConfig, "noconf"),
+            (OrphanKind::ConfigWithoutUnit, "lonely"),
+            (OrphanKind::StrayProcess, "ghost"),
+        ]
+        .map(|(k, t)| (k, t.to_owned()));
+        assert_eq!(kinds, expected, "{:#?}", report.orphans);
 
+        // The real lifecycle: fresh unit reads and deletion over systemd's D-Bus API.
+        let client = Client::connect(&config.systemd).await.unwrap();
+        let lifecycle = Lifecycle::new(client, config.tunnels.clone());
         let plan = plan_cleanup(&report.orphans);
-        let cleaner = Cleaner::new(settings.clone(), state.clone(), ledger, Systemctl);
+        let cleaner = Cleaner::new(settings.clone(), state.clone(), ledger, &lifecycle);
         let mut results = cleaner.execute(&plan, false).await;
-        results.extend(against_the_healthy_tunnel(&settings, &state).await);
+        results.extend(against_the_healthy_tunnel(&settings, &state, &lifecycle).await);
         shutdown.cancel();
         let _ = watcher.await;
         results
@@ -611,6 +778,7 @@ mod helper {
     async fn against_the_healthy_tunnel(
         settings: &Settings,
         state: &SharedState,
+        lifecycle: &Lifecycle,
     ) -> Vec<CleanupResult> {
         let good = TunnelId::new("good").unwrap();
         let main_pid = state.read().tunnels[&good].status.main_pid;
@@ -619,10 +787,13 @@ mod helper {
             .expect("good runs");
         let forged = Ledger::default();
         let seen = SystemTime::now();
-        let key = OrphanKey::Process(ProcessKey {
-            pid: main_pid,
-            start_ticks,
-        });
+        let key = OrphanKey::Stray(
+            good.clone(),
+            ProcessKey {
+                pid: main_pid,
+                start_ticks,
+            },
+        );
         forged.stamp(
             vec![Found {
                 key,
@@ -639,13 +810,16 @@ mod helper {
                     OrphanKind::FailedTooLong,
                 ],
             },
-            CleanupAction::RemoveConfig { tunnel: good },
+            CleanupAction::RemoveConfig {
+                tunnel: good.clone(),
+            },
             CleanupAction::StopProcess {
+                tunnel: good,
                 pid: main_pid,
                 since: seen,
             },
         ];
-        let cleaner = Cleaner::new(settings.clone(), state.clone(), forged, Systemctl);
+        let cleaner = Cleaner::new(settings.clone(), state.clone(), forged, lifecycle);
         cleaner.execute(&plan, false).await
     }
 }

@@ -8,10 +8,15 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use support::sandbox::Sandbox;
 use support::v2ray::{Origin, VlessClient, fetch_via, free_port};
 use support::warden::{Warden, http_call};
+use xray_warden::contract::{
+    ActionName, BulkItem, BulkResults, CleanupResults, ErrorBody, HealthReport, LogsView,
+    OrphanList, OutcomeView, TunnelList, TunnelView, UsageList,
+};
 
 const TOKEN: &str = "manage-token-0123456789abcdef";
 const ALICE: &str = "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
@@ -26,6 +31,11 @@ struct Node {
 
 impl Node {
     fn boot(name: &str) -> Node {
+        Self::boot_with(name, "")
+    }
+
+    /// Boots with `extra` TOML appended to the warden's config.
+    fn boot_with(name: &str, extra: &str) -> Node {
         let sandbox = Sandbox::boot(name);
         let dir = sandbox.state_dir().join("node");
         std::fs::create_dir_all(&dir).unwrap();
@@ -35,7 +45,7 @@ impl Node {
             "[tunnels]\nconfig_dir = \"{d}/etc\"\nlog_dir = \"{d}/log\"\n\
              core_binary = \"/usr/bin/v2ray\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n\
              [api]\ntoken_file = \"{d}/token\"\naudit_log = \"{d}/audit.log\"\n\
-             [health]\ninterval = \"300ms\"\n[sampler]\ninterval = \"1s\"\n",
+             [health]\ninterval = \"300ms\"\n[sampler]\ninterval = \"1s\"\n{extra}",
             d = dir.display()
         );
         let warden = Warden::start(&sandbox, &config);
@@ -88,6 +98,11 @@ impl Node {
     }
 }
 
+/// `answer` read as the contract type `T`; an answer of another shape fails the test.
+fn read<T: DeserializeOwned>(answer: &Value) -> T {
+    T::deserialize(answer).unwrap_or_else(|err| panic!("{err}: {answer}"))
+}
+
 /// A V2Ray server config with one VLESS inbound holding alice.
 fn tunnel_json(port: u16) -> String {
     format!(
@@ -117,15 +132,18 @@ fn tunnels_are_created_served_restarted_and_deleted() {
 
     let (status, answer) = node.call("PUT", "/api/v1/tunnels/edge", &tunnel_json(port));
     assert_eq!(status, 200, "{answer}");
+    assert_eq!(read::<OutcomeView>(&answer).action, ActionName::Created);
     let client = VlessClient::start(&node.dir, "alice", port, ALICE);
     fetch_ok(&client, &origin);
     let (status, shown) = node.call("GET", "/api/v1/tunnels/edge", "");
     assert_eq!(status, 200, "{shown}");
+    assert_eq!(read::<TunnelView>(&shown).unit, "xray-tunnel-edge.service");
 
     // Restart: a new main process; the tunnel serves again.
     let before = node.main_pid("edge");
     let (status, answer) = node.call("POST", "/api/v1/tunnels/edge/restart", "");
     assert_eq!(status, 200, "{answer}");
+    assert_eq!(read::<OutcomeView>(&answer).action, ActionName::Restarted);
     assert_ne!(node.main_pid("edge"), before);
     fetch_ok(&client, &origin);
 
@@ -139,16 +157,37 @@ fn tunnels_are_created_served_restarted_and_deleted() {
     let pids = (node.main_pid("edge"), node.main_pid("second"));
     let (status, answer) = node.call("POST", "/api/v1/tunnels/restart-all", "");
     assert_eq!(status, 200, "{answer}");
+    let restarted: Vec<_> = read::<BulkResults>(&answer)
+        .results
+        .into_iter()
+        .map(|item| match item {
+            BulkItem::Done(o) => (o.id, o.action),
+            BulkItem::Failed(f) => panic!("{} failed: {}", f.id, f.message),
+        })
+        .collect();
+    assert_eq!(
+        restarted,
+        [
+            ("edge", ActionName::Restarted),
+            ("second", ActionName::Restarted)
+        ]
+        .map(|(id, action)| (id.to_owned(), action))
+    );
     assert_ne!(node.main_pid("edge"), pids.0);
     assert_ne!(node.main_pid("second"), pids.1);
 
     // The web app's existing contract, on the same token.
-    for action in ["list", "resource-usage", "health-check"] {
+    let services = |action: &str| {
         let (status, answer) = node.call("GET", &format!("/api/services?action={action}"), "");
         assert_eq!(status, 200, "{action}: {answer}");
-    }
-    let (status, answer) = node.call("GET", "/api/services?action=logs&tunnelId=edge&lines=3", "");
-    assert_eq!(status, 200, "{answer}");
+        answer
+    };
+    // The snapshot may lag systemd by a moment: read the shapes, not the states.
+    read::<TunnelList>(&services("list"));
+    read::<UsageList>(&services("resource-usage"));
+    read::<HealthReport>(&services("health-check"));
+    let logs = read::<LogsView>(&services("logs&tunnelId=edge&lines=3"));
+    assert!(logs.id == "edge" && logs.lines.len() <= 3, "{logs:?}");
     assert_eq!(node.call("GET", "/api/services?action=explode", "").0, 400);
     assert_eq!(
         node.call("DELETE", "/api/services", "").0,
@@ -161,6 +200,7 @@ fn tunnels_are_created_served_restarted_and_deleted() {
         r#"{"action": "cleanup-orphaned", "dryRun": true}"#,
     );
     assert_eq!(status, 200, "{answer}");
+    assert!(read::<CleanupResults>(&answer).dry_run, "{answer}");
 
     // The CLI reaches the same API through the daemon's config.
     let cli_config = node.dir.join("cli.toml");
@@ -186,23 +226,16 @@ fn tunnels_are_created_served_restarted_and_deleted() {
         stdout
     };
     assert!(cli(&["tunnels", "list"]).contains("edge"));
-    let listed: Value = serde_json::from_str(&cli(&["tunnels", "list", "--json"])).unwrap();
-    assert!(
-        listed["tunnels"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["id"] == "edge")
-    );
+    let listed: TunnelList = serde_json::from_str(&cli(&["tunnels", "list", "--json"])).unwrap();
+    assert!(listed.tunnels.iter().any(|t| t.id == "edge"));
     assert!(cli(&["tunnels", "show", "edge"]).contains("xray-tunnel-edge.service"));
     assert!(cli(&["health"]).starts_with("systemd: up"));
     cli(&["orphans", "list"]);
 
     // Logs are bounded.
-    assert_eq!(
-        node.call("GET", "/api/v1/tunnels/edge/logs?lines=5", "").0,
-        200
-    );
+    let (status, answer) = node.call("GET", "/api/v1/tunnels/edge/logs?lines=5", "");
+    assert_eq!(status, 200, "{answer}");
+    assert!(read::<LogsView>(&answer).lines.len() <= 5, "{answer}");
     assert_eq!(
         node.call("GET", "/api/v1/tunnels/edge/logs?lines=1000000", "")
             .0,
@@ -212,6 +245,7 @@ fn tunnels_are_created_served_restarted_and_deleted() {
     // Delete leaves no unit and no config.
     let (status, answer) = node.call("DELETE", "/api/v1/tunnels/edge", "");
     assert_eq!(status, 200, "{answer}");
+    assert_eq!(read::<OutcomeView>(&answer).action, ActionName::Deleted);
     let load = node
         .sandbox
         .show("xray-tunnel-edge.service", &["LoadState"]);
@@ -262,7 +296,11 @@ fn bad_requests_change_nothing() {
             &tunnel_json(free_port()),
         );
         assert_eq!(status, 400, "{id}: {answer}");
-        assert_eq!(answer["error"], "invalid_id", "{id}: {answer}");
+        assert_eq!(
+            read::<ErrorBody>(&answer).error,
+            "invalid_id",
+            "{id}: {answer}"
+        );
         assert_eq!(
             node.call("DELETE", &format!("/api/v1/tunnels/{id}"), "").0,
             400,
@@ -314,7 +352,12 @@ fn bad_requests_change_nothing() {
 
 #[test]
 fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
-    let node = Node::boot("manage-orphans");
+    // Three tunnels look orphaned beside two units: relax the guard, which has its own proof
+    // (tests/health_proof.rs), so that this test shows the cleanup itself.
+    let node = Node::boot_with(
+        "manage-orphans",
+        "[remediation]\nmax_orphan_fraction = 1.0\nmax_orphans_per_pass = 10\n",
+    );
     let port = free_port();
     assert_eq!(
         node.call("PUT", "/api/v1/tunnels/healthy", &tunnel_json(port))
@@ -325,22 +368,21 @@ fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
         .sandbox
         .show("xray-tunnel-healthy.service", &["MainPID", "NRestarts"]);
 
-    // A unit without config, a config without unit, and a stray core started by hand.
+    // A unit whose config the app deleted while it runs, a config without unit, and a stray
+    // core started by hand (outside every unit) on a config in config_dir.
+    assert_eq!(
+        node.call("PUT", "/api/v1/tunnels/noconf", &tunnel_json(free_port()))
+            .0,
+        200
+    );
+    std::fs::remove_file(node.dir.join("etc/xray-noconf.json")).unwrap();
     let units = node.sandbox.state_dir().join("units");
-    std::fs::write(
-        units.join("xray-tunnel-noconf.service"),
-        "[Service]\nExecStart=/bin/sleep infinity\n",
-    )
-    .unwrap();
-    node.sandbox.systemctl(&["daemon-reload"]);
-    node.sandbox
-        .systemctl(&["start", "xray-tunnel-noconf.service"]);
     std::fs::write(
         node.dir.join("etc/xray-nounit.json"),
         tunnel_json(free_port()),
     )
     .unwrap();
-    let stray_config = node.dir.join("stray.json");
+    let stray_config = node.dir.join("etc/xray-ghost.json");
     std::fs::write(&stray_config, tunnel_json(free_port())).unwrap();
     let mut stray = node
         .sandbox
@@ -353,17 +395,10 @@ fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
         .unwrap();
 
     let kinds = |answer: &Value| -> Vec<String> {
-        let mut kinds: Vec<String> = answer["orphans"]
-            .as_array()
-            .unwrap()
+        let mut kinds: Vec<String> = read::<OrphanList>(answer)
+            .orphans
             .iter()
-            .map(|o| {
-                format!(
-                    "{}:{}",
-                    o["kind"].as_str().unwrap(),
-                    o["tunnel"].as_str().unwrap()
-                )
-            })
+            .map(|o| format!("{}:{}", o.kind, o.tunnel))
             .collect();
         kinds.sort();
         kinds
@@ -372,7 +407,7 @@ fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
     let found = loop {
         let (_, answer) = node.call("GET", "/api/v1/orphans", "");
         let k = kinds(&answer);
-        if k.iter().any(|k| k.starts_with("stray_process:"))
+        if k.contains(&"stray_process:ghost".to_owned())
             && k.contains(&"unit_without_config:noconf".to_owned())
             && k.contains(&"config_without_unit:nounit".to_owned())
         {
@@ -389,6 +424,7 @@ fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
     // Dry run first: nothing changes.
     let (status, answer) = node.call("POST", "/api/v1/orphans/cleanup", r#"{"dry_run": true}"#);
     assert_eq!(status, 200, "{answer}");
+    assert!(read::<CleanupResults>(&answer).dry_run, "{answer}");
     assert!(node.dir.join("etc/xray-nounit.json").exists());
     assert!(
         stray.try_wait().unwrap().is_none(),
@@ -397,6 +433,7 @@ fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
 
     let (status, answer) = node.call("POST", "/api/v1/orphans/cleanup", r#"{"dry_run": false}"#);
     assert_eq!(status, 200, "{answer}");
+    assert!(!read::<CleanupResults>(&answer).dry_run, "{answer}");
     assert!(!node.dir.join("etc/xray-nounit.json").exists(), "{answer}");
     assert!(
         !units.join("xray-tunnel-noconf.service").exists(),

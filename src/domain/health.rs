@@ -15,13 +15,13 @@ pub struct Check {
 /// What makes something an orphan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OrphanKind {
-    /// A tunnel unit whose config file is missing.
+    /// A tunnel unit whose config file (a known path, see `ConfigRef`) is missing.
     UnitWithoutConfig,
     /// A tunnel unit absent from the inventory of tunnel ids the app knows.
     NotInInventory,
     /// A tunnel config file without a unit.
     ConfigWithoutUnit,
-    /// An xray/v2ray process running outside every xray-tunnel-* unit.
+    /// A core process running a tunnel's config outside every systemd unit.
     StrayProcess,
     /// A unit failed for longer than the threshold.
     FailedTooLong,
@@ -50,7 +50,7 @@ impl OrphanKind {
 /// One orphan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
-    /// The tunnel id it concerns; for a stray process `pid-<pid>`.
+    /// The tunnel id it concerns; for a stray process, the tunnel whose config it runs.
     pub tunnel: String,
     pub kind: OrphanKind,
     /// When the warden first saw it in this state.

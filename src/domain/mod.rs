@@ -1,19 +1,28 @@
-//! The domain core: tunnels, unit states and the rules that interpret them.
+//! The domain core: tunnels, unit states and the rules that interpret them: which config a
+//! command line runs ([`ConfigRef`]), what is an orphan ([`orphans`]), what a cleanup would do
+//! and when it must refuse ([`cleanup`]).
 //!
 //! Plain structs and pure functions only. Nothing here performs I/O or imports zbus, procfs,
 //! hyper or prometheus, so every rule is tested on its own.
 
+pub mod cleanup;
+mod config_ref;
 mod cpu;
 mod health;
+pub mod orphans;
 pub mod remediation;
 mod traffic;
 mod tunnel;
 mod unit;
 mod users;
 
+pub use cleanup::{CleanupAction, GuardLimits, GuardTrip, plan_cleanup};
+pub use config_ref::{ConfigRef, UnknownConfig, UnknownReason};
 pub use cpu::{CpuAccount, ProcessKey};
 pub use health::{Check, Orphan, OrphanKind};
 pub use traffic::{StatName, Traffic, TrafficCounter, parse_stat_name};
-pub use tunnel::{TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX};
+pub use tunnel::{
+    CONFIG_SUFFIX, FILE_PREFIX, LOG_SUFFIX, TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX,
+};
 pub use unit::{ActiveState, Resources, RestartCounts, RestartReason, UnitStatus};
 pub use users::{Credential, Flavour, Protocol, User, canonical_uuid};

@@ -1,4 +1,5 @@
-//! Tunnel identity: the `{id}` of `xray-tunnel-{id}.service`.
+//! Tunnel identity: the `{id}` of `xray-tunnel-{id}.service`, and the one naming rule for a
+//! tunnel's files (`xray-tunnel-{id}.service`, `xray-{id}.json`, `xray-{id}.log`).
 
 use std::fmt;
 
@@ -6,6 +7,12 @@ use std::fmt;
 pub const UNIT_PREFIX: &str = "xray-tunnel-";
 /// See [`UNIT_PREFIX`].
 pub const UNIT_SUFFIX: &str = ".service";
+/// Every tunnel's config file is named `xray-{id}.json`, its log `xray-{id}.log`.
+pub const FILE_PREFIX: &str = "xray-";
+/// See [`FILE_PREFIX`].
+pub const CONFIG_SUFFIX: &str = ".json";
+/// See [`FILE_PREFIX`].
+pub const LOG_SUFFIX: &str = ".log";
 
 const MAX_ID_LEN: usize = 64;
 
@@ -63,6 +70,25 @@ impl TunnelId {
         format!("{UNIT_PREFIX}{}{UNIT_SUFFIX}", self.0)
     }
 
+    /// The config file name `xray-{id}.json` (in `tunnels.config_dir`).
+    pub fn config_file_name(&self) -> String {
+        format!("{FILE_PREFIX}{}{CONFIG_SUFFIX}", self.0)
+    }
+
+    /// The log file name `xray-{id}.log` (in `tunnels.log_dir`).
+    pub fn log_file_name(&self) -> String {
+        format!("{FILE_PREFIX}{}{LOG_SUFFIX}", self.0)
+    }
+
+    /// The tunnel whose config file is named `name` (`xray-{id}.json`, a bare file name);
+    /// `None` for any other name.
+    pub fn from_config_file_name(name: &str) -> Option<Self> {
+        let id = name
+            .strip_prefix(FILE_PREFIX)?
+            .strip_suffix(CONFIG_SUFFIX)?;
+        Self::new(id).ok()
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -105,6 +131,26 @@ mod tests {
         let id = TunnelId::from_unit_name("xray-tunnel-eu_1.service").unwrap();
         assert_eq!(id.as_str(), "eu_1");
         assert_eq!(id.unit_name(), "xray-tunnel-eu_1.service");
+    }
+
+    #[test]
+    fn names_and_parses_its_files() {
+        let id = TunnelId::new("eu_1").unwrap();
+        assert_eq!(id.config_file_name(), "xray-eu_1.json");
+        assert_eq!(id.log_file_name(), "xray-eu_1.log");
+        assert_eq!(TunnelId::from_config_file_name("xray-eu_1.json"), Some(id));
+        for name in [
+            "xray-.json",
+            "xray-a.json.bak",
+            "v2ray-a.json",
+            "xray-a.b.json",
+            "xray-a.log",
+            "other.json",
+            ".xray-a.test-1-0.json",
+            "/etc/xray-a.json",
+        ] {
+            assert_eq!(TunnelId::from_config_file_name(name), None, "{name}");
+        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! What systemd tells us about one tunnel unit, and how the warden interprets changes to it.
 
 use std::fmt;
+use std::path::Path;
+
+use super::ConfigRef;
 
 /// systemd's `ActiveState` of a unit.
 ///
@@ -103,7 +106,8 @@ pub struct UnitStatus {
 
 impl UnitStatus {
     /// The config file named on the command line: `-config F`, `-c F`, `--config F`,
-    /// `-config=F` (the forms Xray and V2Ray accept).
+    /// `-config=F` (the forms Xray and V2Ray accept), as written. For deciding anything about
+    /// the file, use [`UnitStatus::config_ref`], which knows when the path cannot be trusted.
     pub fn config_arg(&self) -> Option<&str> {
         let mut args = self.exec_start.iter().skip(1);
         while let Some(arg) = args.next() {
@@ -121,6 +125,11 @@ impl UnitStatus {
 }
 
 impl UnitStatus {
+    /// The config ExecStart runs, judged against `config_dir` (see [`ConfigRef::parse`]).
+    pub fn config_ref(&self, config_dir: &Path) -> ConfigRef {
+        ConfigRef::parse(&self.exec_start, config_dir)
+    }
+
     pub fn active_state(&self) -> &ActiveState {
         self.active_state.as_ref().unwrap_or(&ActiveState::Inactive)
     }

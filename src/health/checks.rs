@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::crash::CrashVerdict;
-use crate::domain::{ActiveState, Check};
+use crate::domain::{ActiveState, Check, UnknownReason};
 
 /// Check names, in the order a tunnel's checks are listed.
 pub const ACTIVE: &str = "active";
@@ -66,6 +66,24 @@ pub fn config(path: &Path, verdict: &ConfigVerdict) -> Check {
         ConfigVerdict::Untested(why) => {
             check(CONFIG_VALID, false, format!("{path} not tested: {why}"))
         }
+    }
+}
+
+/// `config_valid` of a tunnel whose config is unknown ([`crate::domain::ConfigRef`]): it passes,
+/// since a core running a config directory or a relative path is not unhealthy for that, and
+/// says why nothing was tested. `xray_tunnel_config_unknown` reports such tunnels.
+pub fn config_unknown(reason: UnknownReason) -> Check {
+    check(CONFIG_VALID, true, format!("unknown: {reason}; not tested"))
+}
+
+/// `ports_owned` or `api` of a tunnel whose config is unknown, so that its ports and API are
+/// too: passes while the unit is active ("not checked"), fails "not running" otherwise, like
+/// every check that needs a running unit.
+pub fn unchecked(name: &'static str, active: bool) -> Check {
+    if active {
+        check(name, true, "not checked: the config is unknown")
+    } else {
+        check(name, false, NOT_RUNNING)
     }
 }
 
@@ -155,6 +173,29 @@ mod tests {
         );
         assert!(!config(p, &ConfigVerdict::Rejected("bad".into())).ok);
         assert!(!config(p, &ConfigVerdict::Untested("no core".into())).ok);
+    }
+
+    #[test]
+    fn an_unknown_config_passes_and_says_so() {
+        let c = config_unknown(UnknownReason::ConfigDir);
+        assert_eq!(
+            (c.name, c.ok, c.detail.as_str()),
+            (
+                CONFIG_VALID,
+                true,
+                "unknown: runs a config directory (-confdir); not tested"
+            )
+        );
+        let up = unchecked(API, true);
+        assert_eq!(
+            (up.ok, up.detail.as_str()),
+            (true, "not checked: the config is unknown")
+        );
+        let down = unchecked(PORTS_OWNED, false);
+        assert_eq!(
+            (down.name, down.ok, down.detail.as_str()),
+            (PORTS_OWNED, false, NOT_RUNNING)
+        );
     }
 
     #[test]

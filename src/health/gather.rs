@@ -1,42 +1,51 @@
 //! The facts of one pass that are read from files and procfs, on the blocking pool: each
-//! tunnel's config, who holds its ports, the stray processes, the config directory.
+//! tunnel's config, who holds its ports, the core processes, the config directory.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::orphans::{ConfigFile, StrayProcess};
 use super::ports::{self, Listener, Owner};
 use super::scan::ProcScan;
 use crate::domain::TunnelId;
+use crate::domain::orphans::{ConfigFile, CoreProcess};
 use crate::procfs::ProcfsReader;
 use crate::tunnelcfg::{self, TunnelConfig};
 
 /// The facts read on the blocking pool, per target in target order where per target.
 pub struct Gathered {
-    pub configs: Vec<Result<TunnelConfig, String>>,
+    /// Each tunnel's config; `None` where its path is unknown.
+    pub configs: Vec<Option<Result<TunnelConfig, String>>>,
     pub ports: Vec<Vec<(u16, ports::PortHolders)>>,
     pub listeners_ok: bool,
-    pub strays: Vec<StrayProcess>,
+    pub cores: Vec<CoreProcess>,
     pub config_files: Option<Vec<ConfigFile>>,
 }
 
-/// Reads everything for `units` (config path, control group), in their order.
+/// One unit to read for: its known config path, if any, and its control group.
+pub type UnitPaths = (Option<PathBuf>, String);
+
+/// Reads everything for `units`, in their order.
 pub fn gather_blocking(
     scan: &ProcScan,
     cgroups: &ProcfsReader,
-    units: &[(PathBuf, String)],
+    units: &[UnitPaths],
     config_dir: &Path,
+    core_binary: &Path,
 ) -> Gathered {
-    let configs: Vec<Result<TunnelConfig, String>> = units
+    let configs: Vec<Option<Result<TunnelConfig, String>>> = units
         .iter()
-        .map(|(path, _)| tunnelcfg::read(path).map_err(|e| e.to_string()))
+        .map(|(path, _)| {
+            let path = path.as_ref()?;
+            Some(tunnelcfg::read(path).map_err(|e| e.to_string()))
+        })
         .collect();
     let wanted: Vec<Vec<u16>> = configs
         .iter()
         .map(|c| {
             c.iter()
+                .flatten()
                 .flat_map(|c| &c.inbounds)
                 .filter_map(|i| i.port)
                 .collect()
@@ -66,7 +75,7 @@ pub fn gather_blocking(
         configs,
         ports,
         listeners_ok,
-        strays: scan.strays(std::process::id()),
+        cores: scan.cores(std::process::id(), core_binary),
         config_files: list_configs(config_dir),
     }
 }
@@ -94,14 +103,8 @@ fn list_configs(dir: &Path) -> Option<Vec<ConfigFile>> {
         }
     };
     let files = entries.flatten().filter_map(|e| {
-        let id = config_file_id(e.file_name().to_str()?)?;
+        let id = TunnelId::from_config_file_name(e.file_name().to_str()?)?;
         Some(ConfigFile { id, path: e.path() })
     });
     Some(files.collect())
-}
-
-/// The tunnel id of a config file named `xray-{id}.json`.
-pub fn config_file_id(name: &str) -> Option<TunnelId> {
-    let id = name.strip_prefix("xray-")?.strip_suffix(".json")?;
-    TunnelId::new(id).ok()
 }

@@ -8,12 +8,22 @@
 //! answers, or the config has none). A tunnel that is not active fails `ports_owned` and `api`
 //! with "not running" (a port another process holds is still named: it is often the cause).
 //!
-//! Orphans go into `Snapshot::orphans`: units without their config, units absent from the
-//! inventory, configs without a unit, xray/v2ray processes outside every tunnel unit, units
-//! failed for longer than `health.failed_threshold`. Each keeps the time the warden first saw
-//! it ([`Ledger`]). [`cleanup`] plans and carries out their removal, re-checking each one first.
+//! A unit's config is the one its ExecStart names when that path can be trusted
+//! ([`ConfigRef::Known`](crate::domain::ConfigRef)); a tunnel whose config is unknown (relative,
+//! `-confdir`, several, outside `tunnels.config_dir`, an unloaded unit) passes `config_valid`,
+//! `ports_owned` and `api` with "not checked" details and is listed in
+//! `Snapshot::config_unknown` instead: it is never "without config".
 //!
-//! The rules are pure functions ([`crash`], [`ports`], [`orphans`], [`checks`]); the I/O is in
+//! Orphans go into `Snapshot::orphans`: units without their (known) config, units absent from
+//! the inventory, configs without a unit or a core running them, core processes running a
+//! tunnel's config outside every systemd unit, units failed for longer than
+//! `health.failed_threshold`. Each keeps the time the warden first saw it ([`Ledger`]). When too
+//! many tunnels look orphaned at once, the orphan guard trips (`Snapshot::orphan_guard`) and the
+//! cleanup acts on none. [`cleanup`] plans and carries out their removal, re-checking each one
+//! first against fresh facts.
+//!
+//! The rules are pure functions ([`crash`], [`ports`], [`checks`], and the orphan, plan and
+//! guard rules in [`crate::domain::orphans`] and [`crate::domain::cleanup`]); the I/O is in
 //! [`scan`] (procfs), [`verdicts`] (the core's config test), [`inventory`] and the pass itself.
 
 pub mod checks;
@@ -21,7 +31,6 @@ pub mod cleanup;
 pub mod crash;
 mod gather;
 pub mod inventory;
-pub mod orphans;
 pub mod ports;
 pub mod scan;
 mod task;
@@ -35,14 +44,14 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 pub use cleanup::{
-    Cleaner, CleanupAction, CleanupOutcome, CleanupResult, RemoveTunnel, plan_cleanup,
+    Cleaner, CleanupAction, CleanupOutcome, CleanupResult, TunnelControl, plan_cleanup,
 };
 pub use task::{HealthTask, PassReport};
 
 use crate::config::{Config, HealthConfig};
-use crate::domain::{Orphan, TunnelId};
+use crate::domain::orphans::{self, Book, Found, OrphanKey};
+use crate::domain::{GuardLimits, Orphan, TunnelId};
 use crate::state::SharedState;
-use orphans::{Book, Found, OrphanKey};
 
 /// Deadline of one API probe (`ApiClient::detect` takes at most twice this).
 pub const API_TIMEOUT: Duration = Duration::from_secs(2);
@@ -51,9 +60,11 @@ pub const API_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub health: HealthConfig,
-    /// Where `xray-{id}.json` lives when the unit names no `-config` (`tunnels.config_dir`).
+    /// The directory of tunnel configs the warden manages (`tunnels.config_dir`): only a unit
+    /// config inside it is known, only a core running a config inside it can be a stray.
     pub config_dir: PathBuf,
-    /// The core that tests configs (`tunnels.core_binary`).
+    /// The core that tests configs (`tunnels.core_binary`); a process running it is a core
+    /// whatever its comm.
     pub core_binary: PathBuf,
     /// Where tunnel unit files are (`tunnels.unit_dir`), for the cleanup's last check.
     pub unit_dir: PathBuf,
@@ -61,6 +72,9 @@ pub struct Settings {
     pub proc_root: PathBuf,
     pub cgroup_root: PathBuf,
     pub api_timeout: Duration,
+    /// When the orphan cleanup refuses to act at all (`[remediation] max_orphan_fraction`,
+    /// `max_orphans_per_pass`).
+    pub guard: GuardLimits,
 }
 
 impl Settings {
@@ -73,12 +87,16 @@ impl Settings {
             proc_root: config.sampler.proc_root.clone(),
             cgroup_root: config.sampler.cgroup_root.clone(),
             api_timeout: API_TIMEOUT,
+            guard: GuardLimits {
+                max_fraction: config.remediation.max_orphan_fraction,
+                max_per_pass: config.remediation.max_orphans_per_pass,
+            },
         }
     }
 
-    /// The config file of tunnel `id` when its unit names none: `{config_dir}/xray-{id}.json`.
-    pub fn default_config_path(&self, id: &TunnelId) -> PathBuf {
-        self.config_dir.join(format!("xray-{id}.json"))
+    /// The config file the lifecycle gives tunnel `id`: `{config_dir}/xray-{id}.json`.
+    pub fn config_file(&self, id: &TunnelId) -> PathBuf {
+        self.config_dir.join(id.config_file_name())
     }
 }
 
@@ -105,7 +123,7 @@ impl Ledger {
     /// another process that became an orphan later).
     pub fn stray_start(&self, pid: u32, since: SystemTime) -> Option<u64> {
         self.book().iter().find_map(|(key, seen)| match key {
-            OrphanKey::Process(p) if p.pid == pid && *seen == since => Some(p.start_ticks),
+            OrphanKey::Stray(_, p) if p.pid == pid && *seen == since => Some(p.start_ticks),
             _ => None,
         })
     }

@@ -1,5 +1,5 @@
 //! Reading the process table for the health checks: listening TCP sockets, which process holds
-//! which socket, and the xray/v2ray processes that run outside every tunnel unit.
+//! which socket, and the core processes (whether one is a stray is the domain's rule).
 //!
 //! Every path is below a configurable proc root (`sampler.proc_root`), so tests point it at
 //! fixture trees. Processes come and go while we read: one that vanishes is skipped, never an
@@ -8,18 +8,16 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use procfs::process::Process;
 
-use super::orphans::StrayProcess;
 use super::ports::{Listener, Owner};
-use crate::domain::{ProcessKey, TunnelId};
+use crate::domain::ProcessKey;
+use crate::domain::orphans::{self, CoreProcess};
 
 /// `st` of a listening socket in /proc/net/tcp and tcp6.
 const TCP_LISTEN: &str = "0A";
-/// The `comm` of the cores the warden supervises.
-const CORE_NAMES: [&str; 2] = ["xray", "v2ray"];
 
 /// Reads one proc root.
 #[derive(Debug, Clone)]
@@ -74,32 +72,24 @@ impl ProcScan {
         owners
     }
 
-    /// Every xray/v2ray process outside every `xray-tunnel-*.service` cgroup, except children
-    /// of `parent` (the warden's own config tests run the core too).
-    pub fn strays(&self, parent: u32) -> Vec<StrayProcess> {
-        let mut strays: Vec<StrayProcess> = self
-            .pids()
+    /// Every running core process (comm `xray`/`v2ray`, or exe `core_binary`), in PID order,
+    /// except zombies and children of `parent` (the warden's own config tests run the core).
+    /// Whether each is a stray is the domain's rule ([`orphans::stray_tunnel`]).
+    pub fn cores(&self, parent: u32, core_binary: &Path) -> Vec<CoreProcess> {
+        self.pids()
             .into_iter()
-            .filter(|pid| {
-                self.comm(*pid)
-                    .is_some_and(|c| CORE_NAMES.contains(&c.as_str()))
-            })
-            .filter_map(|pid| self.stray(pid, parent))
-            .collect();
-        strays.sort_by_key(|s| s.key.pid);
-        strays
+            .filter_map(|pid| self.core(pid, parent, core_binary))
+            .collect()
     }
 
-    /// `pid` as a stray core process, or `None` if it is gone (or a zombie), no core, in a
-    /// tunnel unit's cgroup, or a child of `parent`.
-    pub fn stray(&self, pid: u32, parent: u32) -> Option<StrayProcess> {
-        let comm = self.comm(pid)?;
-        if !CORE_NAMES.contains(&comm.as_str()) {
-            return None;
-        }
+    /// `pid` as a [`CoreProcess`], or `None` if it is gone (or a zombie), no core, or a child
+    /// of `parent`.
+    pub fn core(&self, pid: u32, parent: u32, core_binary: &Path) -> Option<CoreProcess> {
         let dir = self.root.join(pid.to_string());
-        let cgroup = fs::read_to_string(dir.join("cgroup")).ok()?;
-        if in_tunnel_unit(&cgroup) {
+        let comm = self.comm(pid)?;
+        // Reading another process's exe link needs ptrace access; without it, the comm decides.
+        let exe = fs::read_link(dir.join("exe")).ok();
+        if !orphans::is_core(&comm, exe.as_deref(), core_binary) {
             return None;
         }
         let stat = Process::new_with_root(dir.clone()).ok()?.stat().ok()?;
@@ -108,14 +98,17 @@ impl ProcScan {
         if matches!(stat.state, 'Z' | 'X') || u32::try_from(stat.ppid).ok() == Some(parent) {
             return None;
         }
+        // An unreadable cgroup proves nothing: an empty text counts as inside a unit.
+        let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
         let cmdline = fs::read(dir.join("cmdline")).unwrap_or_default();
-        Some(StrayProcess {
+        Some(CoreProcess {
             key: ProcessKey {
                 pid,
                 start_ticks: stat.starttime,
             },
             comm,
-            cmdline: render_cmdline(&cmdline),
+            argv: parse_cmdline(&cmdline),
+            in_unit: orphans::in_systemd_unit(&cgroup),
         })
     }
 
@@ -134,7 +127,7 @@ impl ProcScan {
     }
 
     /// Whether this proc root shows this process's own PID namespace (its `self` names our
-    /// PID), so that a PID read there means the same process to `kill`.
+    /// PID), so that a PID read there means the same process to `pidfd_open`.
     pub fn is_own_pid_namespace(&self) -> bool {
         let own = std::process::id().to_string();
         fs::read_link(self.root.join("self")).is_ok_and(|target| target.as_os_str() == own.as_str())
@@ -187,24 +180,14 @@ pub fn parse_socket_link(target: &str) -> Option<u64> {
         .ok()
 }
 
-/// Whether a /proc/PID/cgroup text puts the process in an `xray-tunnel-*.service` cgroup (or
-/// below one), in any hierarchy.
-pub fn in_tunnel_unit(cgroup: &str) -> bool {
-    cgroup
-        .lines()
-        .filter_map(|line| line.splitn(3, ':').nth(2))
-        .flat_map(|path| path.split('/'))
-        .any(|part| TunnelId::from_unit_name(part).is_ok())
-}
-
-/// A NUL-separated command line, space-separated and cut to a readable length.
-fn render_cmdline(raw: &[u8]) -> String {
+/// The arguments of a NUL-separated /proc/PID/cmdline (not UTF-8: replaced characters).
+pub fn parse_cmdline(raw: &[u8]) -> Vec<String> {
     let text = String::from_utf8_lossy(raw);
-    let joined = text.trim_end_matches('\0').replace('\0', " ");
-    match joined.char_indices().nth(200) {
-        Some((cut, _)) => format!("{}...", &joined[..cut]),
-        None => joined,
+    let text = text.strip_suffix('\0').unwrap_or(&text);
+    if text.is_empty() {
+        return Vec::new();
     }
+    text.split('\0').map(str::to_owned).collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! One health pass: read the facts (the snapshot, procfs, the config files, the core's test,
-//! the API, the inventory), apply the rules, publish the checks and the orphans.
+//! the API, the inventory), apply the rules, publish the checks, the orphans, the tunnels whose
+//! config is unknown and the orphan guard's verdict.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -8,15 +9,17 @@ use std::time::{Instant, SystemTime};
 use futures_util::stream::{self, StreamExt};
 use tracing::{info, warn};
 
-use super::checks::{self, ApiVerdict, ConfigVerdict, NOT_RUNNING};
+use super::checks::{self, API, ApiVerdict, ConfigVerdict, NOT_RUNNING};
 use super::crash::RestartHistory;
-use super::gather::{Gathered, gather_blocking};
-use super::orphans::{self, Facts, UnitFacts};
+use super::gather::{Gathered, UnitPaths, gather_blocking};
 use super::ports::{self, PORTS_OWNED};
 use super::scan::ProcScan;
 use super::verdicts::VerdictCache;
 use super::{Ledger, Settings, inventory};
-use crate::domain::{Check, Orphan, TunnelId, UnitStatus};
+use crate::domain::orphans::{self, Facts, UnitFacts};
+use crate::domain::{
+    Check, ConfigRef, GuardTrip, Orphan, TunnelId, UnitStatus, UnknownConfig, UnknownReason,
+};
 use crate::procfs::ProcfsReader;
 use crate::state::{COLLECTOR_HEALTH, CollectorRun, SharedState};
 use crate::tunnelcfg::TunnelConfig;
@@ -38,6 +41,8 @@ pub struct HealthTask {
     shown: HashMap<TunnelId, Vec<Check>>,
     /// The inventory's last read error, to log it once.
     inventory_error: Option<String>,
+    /// The guard's last verdict, to log when it trips and clears.
+    guard_tripped: bool,
 }
 
 /// What one pass published.
@@ -45,16 +50,23 @@ pub struct HealthTask {
 pub struct PassReport {
     pub checks: BTreeMap<TunnelId, Vec<Check>>,
     pub orphans: Vec<Orphan>,
+    /// Tunnels whose config path cannot be trusted, in id order.
+    pub config_unknown: Vec<UnknownConfig>,
+    /// `Some` when the orphan cleanup would act on none ([`crate::domain::GuardLimits`]).
+    pub guard: Option<GuardTrip>,
     /// Whether every input could be read (`xray_warden_collector_success{collector="health"}`).
     pub success: bool,
 }
+
+/// A tunnel's config and the core's verdict on it, or why its config is unknown.
+type Judged = Result<(PathBuf, ConfigVerdict), UnknownReason>;
 
 /// A tunnel as the pass sees it.
 struct Target {
     id: TunnelId,
     status: UnitStatus,
     auto_restarts: u64,
-    config_path: PathBuf,
+    config: ConfigRef,
 }
 
 impl HealthTask {
@@ -69,6 +81,7 @@ impl HealthTask {
             verdicts: VerdictCache::default(),
             shown: HashMap::new(),
             inventory_error: None,
+            guard_tripped: false,
         }
     }
 
@@ -77,11 +90,7 @@ impl HealthTask {
     pub async fn pass(&mut self) -> Option<PassReport> {
         let started = Instant::now();
         let targets = self.targets()?;
-        let paths: Vec<PathBuf> = targets.iter().map(|t| t.config_path.clone()).collect();
-        let verdicts = self
-            .verdicts
-            .verdicts(&self.settings.core_binary, &paths)
-            .await;
+        let verdicts = self.verdicts(&targets).await;
         let gathered = self.gather(&targets).await;
         let apis = self.probe(&targets, &gathered.configs).await;
         let inventory = self.inventory().await;
@@ -93,12 +102,22 @@ impl HealthTask {
         for (i, t) in targets.iter().enumerate() {
             let active = t.status.active_state().is_up();
             let st = &t.status;
+            let config = match &verdicts[i] {
+                Ok((path, verdict)) => checks::config(path, verdict),
+                Err(reason) => {
+                    report.config_unknown.push(UnknownConfig {
+                        tunnel: t.id.clone(),
+                        reason: *reason,
+                    });
+                    checks::config_unknown(*reason)
+                }
+            };
             let list = vec![
                 checks::active(st.active_state(), &st.sub_state, &st.result),
                 self.crash_check(now, t),
-                checks::config(&t.config_path, &verdicts[i]),
-                ports_check(active, &gathered.configs[i], &gathered.ports[i]),
-                checks::api(active, &apis[i]),
+                config,
+                ports_check(active, gathered.configs[i].as_ref(), &gathered.ports[i]),
+                api_check(active, apis[i].as_ref()),
             ];
             report.checks.insert(t.id.clone(), list);
         }
@@ -107,16 +126,50 @@ impl HealthTask {
             units: unit_facts(&targets, &verdicts),
             config_files: gathered.config_files.unwrap_or_default(),
             inventory: inventory.unwrap_or(None),
-            strays: gathered.strays,
+            cores: gathered.cores,
+            config_dir: self.settings.config_dir.clone(),
             failed_threshold: self.settings.health.failed_threshold,
         };
         report.orphans = self.ledger.stamp(orphans::find(&facts), facts.now);
         for o in report.orphans.iter().filter(|o| o.since == facts.now) {
             warn!(tunnel = %o.tunnel, kind = o.kind.as_str(), detail = %o.detail, "orphan found");
         }
+        report.guard = self.judge_guard(&report.orphans, targets.len());
         self.forget_the_gone(&targets);
         self.publish(&report, started);
         Some(report)
+    }
+
+    /// The core's verdict on each known config, or why the config is unknown, in target order.
+    async fn verdicts(&mut self, targets: &[Target]) -> Vec<Judged> {
+        let known: Vec<PathBuf> = targets
+            .iter()
+            .filter_map(|t| t.config.known().map(Path::to_owned))
+            .collect();
+        let core = &self.settings.core_binary;
+        let mut tested = known
+            .iter()
+            .cloned()
+            .zip(self.verdicts.verdicts(core, &known).await);
+        targets
+            .iter()
+            .map(|t| match &t.config {
+                ConfigRef::Known(_) => Ok(tested.next().expect("one verdict per known config")),
+                ConfigRef::Unknown(reason) => Err(*reason),
+            })
+            .collect()
+    }
+
+    /// The orphan guard over this pass's orphans; logs when it trips and when it clears.
+    fn judge_guard(&mut self, orphans: &[Orphan], tunnels: usize) -> Option<GuardTrip> {
+        let trip = self.settings.guard.check_orphans(orphans, tunnels).err();
+        match (&trip, self.guard_tripped) {
+            (Some(trip), false) => warn!(%trip, "orphan guard tripped: no orphan cleanup"),
+            (None, true) => info!("orphan guard cleared: orphan cleanup may act again"),
+            _ => {}
+        }
+        self.guard_tripped = trip.is_some();
+        trip
     }
 
     /// `not_crash_looping`, recording this pass's restart counter in the tunnel's history.
@@ -161,46 +214,48 @@ impl HealthTask {
         }
         let targets = snapshot.tunnels.iter().map(|(id, t)| Target {
             id: id.clone(),
-            config_path: t
-                .status
-                .config_arg()
-                .map_or_else(|| self.settings.default_config_path(id), PathBuf::from),
+            config: t.status.config_ref(&self.settings.config_dir),
             status: t.status.clone(),
             auto_restarts: t.restarts.auto,
         });
         Some(targets.collect())
     }
 
-    /// Reads the configs, the listening sockets and who holds them, the stray processes and
+    /// Reads the configs, the listening sockets and who holds them, the core processes and
     /// the config directory, on the blocking pool.
     async fn gather(&self, targets: &[Target]) -> Gathered {
         let (scan, cgroups) = (self.scan.clone(), self.cgroups.clone());
         let config_dir = self.settings.config_dir.clone();
-        let units: Vec<(PathBuf, String)> = targets
+        let core_binary = self.settings.core_binary.clone();
+        let units: Vec<UnitPaths> = targets
             .iter()
-            .map(|t| (t.config_path.clone(), t.status.control_group.clone()))
+            .map(|t| {
+                let path = t.config.known().map(Path::to_owned);
+                (path, t.status.control_group.clone())
+            })
             .collect();
-        let work = move || gather_blocking(&scan, &cgroups, &units, &config_dir);
+        let work = move || gather_blocking(&scan, &cgroups, &units, &config_dir, &core_binary);
         tokio::task::spawn_blocking(work)
             .await
             .unwrap_or_else(|_| Gathered {
                 configs: targets
                     .iter()
-                    .map(|_| Err("reading failed".into()))
+                    .map(|t| t.config.known().map(|_| Err("reading failed".into())))
                     .collect(),
                 ports: targets.iter().map(|_| Vec::new()).collect(),
                 listeners_ok: false,
-                strays: Vec::new(),
+                cores: Vec::new(),
                 config_files: None,
             })
     }
 
-    /// Probes the API of every active tunnel whose config names one.
+    /// Probes the API of every active tunnel whose config names one; `None` where the config
+    /// is unknown.
     async fn probe(
         &self,
         targets: &[Target],
-        configs: &[Result<TunnelConfig, String>],
-    ) -> Vec<ApiVerdict> {
+        configs: &[Option<Result<TunnelConfig, String>>],
+    ) -> Vec<Option<ApiVerdict>> {
         let timeout = self.settings.api_timeout;
         // Collected first: a lazy `map` over borrowed targets trips rustc's Send inference.
         let probes: Vec<_> = targets
@@ -208,9 +263,12 @@ impl HealthTask {
             .zip(configs)
             .map(|(t, config)| {
                 let active = t.status.active_state().is_up();
-                let target = config.as_ref().map(|c| c.api).map_err(Clone::clone);
+                let target = config
+                    .as_ref()
+                    .map(|c| c.as_ref().map(|c| c.api).map_err(Clone::clone));
                 async move {
-                    match target {
+                    let target = target?;
+                    Some(match target {
                         Err(why) => ApiVerdict::Unknown(format!("cannot read the config: {why}")),
                         Ok(None) => ApiVerdict::NotConfigured,
                         Ok(Some(addr)) if !active => ApiVerdict::Unreachable {
@@ -227,7 +285,7 @@ impl HealthTask {
                                 error: e.to_string(),
                             },
                         },
-                    }
+                    })
                 }
             })
             .collect();
@@ -241,7 +299,7 @@ impl HealthTask {
         let alive: HashSet<&TunnelId> = targets.iter().map(|t| &t.id).collect();
         self.histories.retain(|id, _| alive.contains(id));
         self.shown.retain(|id, _| alive.contains(id));
-        let paths: Vec<&Path> = targets.iter().map(|t| t.config_path.as_path()).collect();
+        let paths: Vec<&Path> = targets.iter().filter_map(|t| t.config.known()).collect();
         self.verdicts.retain(&paths);
     }
 
@@ -250,6 +308,15 @@ impl HealthTask {
             let before = self.shown.insert(id.clone(), list.clone());
             log_changes(id, before.as_deref(), list);
         }
+        let known_before = self.state.read().config_unknown.clone();
+        for u in report
+            .config_unknown
+            .iter()
+            .filter(|u| !known_before.contains(u))
+        {
+            let reason = u.reason.as_str();
+            info!(tunnel = %u.tunnel, reason, "the tunnel's config is unknown: never taken as missing");
+        }
         self.state.update(|s| {
             for (id, tunnel) in &mut s.tunnels {
                 if let Some(list) = report.checks.get(id) {
@@ -257,6 +324,8 @@ impl HealthTask {
                 }
             }
             s.orphans = report.orphans.clone();
+            s.config_unknown = report.config_unknown.clone();
+            s.orphan_guard = report.guard.clone();
             let run = CollectorRun {
                 success: report.success,
                 duration: started.elapsed(),
@@ -266,14 +335,14 @@ impl HealthTask {
     }
 }
 
-fn unit_facts(targets: &[Target], verdicts: &[ConfigVerdict]) -> Vec<UnitFacts> {
+fn unit_facts(targets: &[Target], verdicts: &[Judged]) -> Vec<UnitFacts> {
     targets
         .iter()
         .zip(verdicts)
         .map(|(t, verdict)| UnitFacts {
             id: t.id.clone(),
-            config_path: t.config_path.clone(),
-            config_exists: *verdict != ConfigVerdict::Missing,
+            config: t.config.clone(),
+            config_exists: !matches!(verdict, Ok((_, ConfigVerdict::Missing))),
             active_state: t.status.active_state().clone(),
             state_change_usec: t.status.state_change_usec,
         })
@@ -282,12 +351,13 @@ fn unit_facts(targets: &[Target], verdicts: &[ConfigVerdict]) -> Vec<UnitFacts> 
 
 fn ports_check(
     active: bool,
-    config: &Result<TunnelConfig, String>,
+    config: Option<&Result<TunnelConfig, String>>,
     held: &[(u16, ports::PortHolders)],
 ) -> Check {
     match config {
-        Ok(_) => ports::check(active, held),
-        Err(why) => Check {
+        None => checks::unchecked(PORTS_OWNED, active),
+        Some(Ok(_)) => ports::check(active, held),
+        Some(Err(why)) => Check {
             name: PORTS_OWNED,
             ok: false,
             detail: if active {
@@ -296,6 +366,13 @@ fn ports_check(
                 NOT_RUNNING.into()
             },
         },
+    }
+}
+
+fn api_check(active: bool, verdict: Option<&ApiVerdict>) -> Check {
+    match verdict {
+        Some(verdict) => checks::api(active, verdict),
+        None => checks::unchecked(API, active),
     }
 }
 

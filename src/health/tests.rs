@@ -3,18 +3,56 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::gather::config_file_id;
 use super::*;
 use crate::config::{Config, Overrides};
-use crate::domain::{ActiveState, Check, OrphanKind, ProcessKey, UnitStatus};
+use crate::domain::{ActiveState, Check, GuardLimits, OrphanKind, ProcessKey, UnitStatus};
+use crate::domain::{UnknownConfig, UnknownReason};
 use crate::state::{COLLECTOR_HEALTH, Tunnel};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/health")
 }
 
-fn settings() -> Settings {
-    let root = fixtures();
+/// A copy of the fixture trees under target/, plus what needs absolute paths of the copy:
+/// pid 800, a v2ray outside every unit running `<copy>/etc/xray-ghost.json`.
+fn tree(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/unit-scratch")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&root);
+    copy_tree(&fixtures(), &root);
+    let ghost = root.join("proc/800");
+    std::fs::create_dir_all(&ghost).unwrap();
+    std::fs::write(ghost.join("comm"), "v2ray\n").unwrap();
+    std::fs::write(ghost.join("cgroup"), "0::/\n").unwrap();
+    let stat = "800 (v2ray) S 1 800 800 0 -1 4194560 900 0 0 0 250 50 0 0 20 0 7 0 9600 \
+                734003200 2560 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 1 0 0 0 0 0 0 \
+                0 0 0 0 0 0 0\n";
+    std::fs::write(ghost.join("stat"), stat).unwrap();
+    let config = root.join("etc/xray-ghost.json");
+    let cmdline = format!("/usr/bin/v2ray\0-config\0{}\0", config.display());
+    std::fs::write(ghost.join("cmdline"), cmdline).unwrap();
+    std::fs::write(&config, "{}").unwrap();
+    root
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src).unwrap(), &dst).unwrap();
+        } else if kind.is_dir() {
+            copy_tree(&src, &dst);
+        } else {
+            std::fs::copy(&src, &dst).unwrap();
+        }
+    }
+}
+
+fn settings(root: &Path) -> Settings {
     Settings {
         health: Config::default().health,
         config_dir: root.join("etc"),
@@ -24,6 +62,7 @@ fn settings() -> Settings {
         proc_root: root.join("proc"),
         cgroup_root: root.join("cgroup"),
         api_timeout: Duration::from_millis(200),
+        guard: GuardLimits::default(),
     }
 }
 
@@ -31,12 +70,16 @@ fn id(s: &str) -> TunnelId {
     TunnelId::new(s).unwrap()
 }
 
+fn argv(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
 /// Tunnel a: active, runs etc/xray-a.json, its cgroup holds pid 100. Tunnel b: failed an hour
-/// ago, no config file.
-fn state() -> SharedState {
+/// ago, runs etc/xray-b.json, which is missing. Tunnel dir: active, runs `-confdir etc`.
+fn state(root: &Path) -> SharedState {
     let state = SharedState::default();
     let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    let config_a = fixtures().join("etc/xray-a.json");
+    let etc = root.join("etc").display().to_string();
     state.update(|s| {
         s.listed = true;
         s.systemd_up = true;
@@ -44,23 +87,25 @@ fn state() -> SharedState {
             active_state: Some(ActiveState::Active),
             sub_state: "running".into(),
             control_group: "/system.slice/xray-tunnel-a.service".into(),
-            exec_start: vec![
-                "/usr/bin/v2ray".into(),
-                "-config".into(),
-                config_a.display().to_string(),
-            ],
+            exec_start: argv(&["/usr/bin/v2ray", "-config", &format!("{etc}/xray-a.json")]),
             ..UnitStatus::default()
         };
         let b = UnitStatus {
             active_state: Some(ActiveState::Failed),
             result: "exit-code".into(),
             state_change_usec: hour_ago.duration_since(UNIX_EPOCH).unwrap().as_micros() as u64,
+            exec_start: argv(&["/usr/bin/v2ray", "-config", &format!("{etc}/xray-b.json")]),
             ..UnitStatus::default()
         };
-        s.tunnels
-            .insert(id("a"), Tunnel::new(id("a").unit_name(), a));
-        s.tunnels
-            .insert(id("b"), Tunnel::new(id("b").unit_name(), b));
+        let dir = UnitStatus {
+            active_state: Some(ActiveState::Active),
+            exec_start: argv(&["/usr/bin/xray", "run", "-confdir", &etc]),
+            ..UnitStatus::default()
+        };
+        for (name, status) in [("a", a), ("b", b), ("dir", dir)] {
+            s.tunnels
+                .insert(id(name), Tunnel::new(id(name).unit_name(), status));
+        }
     });
     state
 }
@@ -72,8 +117,9 @@ fn check<'a>(report: &'a PassReport, tunnel: &str, name: &str) -> &'a Check {
 
 #[tokio::test]
 async fn a_pass_over_fixtures_checks_every_tunnel_and_finds_every_orphan() {
-    let state = state();
-    let mut task = HealthTask::new(settings(), state.clone(), Ledger::default());
+    let root = tree("health-pass");
+    let state = state(&root);
+    let mut task = HealthTask::new(settings(&root), state.clone(), Ledger::default());
     let report = task.pass().await.unwrap();
 
     let names: Vec<&str> = report.checks[&id("a")].iter().map(|c| c.name).collect();
@@ -89,7 +135,8 @@ async fn a_pass_over_fixtures_checks_every_tunnel_and_finds_every_orphan() {
     );
     let ok = |t, n| check(&report, t, n).ok;
     assert!(ok("a", "active") && ok("a", "not_crash_looping") && ok("a", "config_valid"));
-    // 443 is pid 100's (v4 and v6); 8443 is held by the stray xray; 80 is untagged.
+    // 443 is pid 100's (v4 and v6); 8443 is held by the xray of a login session; 80 is
+    // untagged.
     let ports = check(&report, "a", "ports_owned");
     assert_eq!(
         (ports.ok, ports.detail.as_str()),
@@ -106,34 +153,69 @@ async fn a_pass_over_fixtures_checks_every_tunnel_and_finds_every_orphan() {
     );
     assert_eq!(check(&report, "b", "ports_owned").detail, "not running");
 
-    let orphans: Vec<(OrphanKind, &str)> = report
+    // A config directory: nothing to test, nothing missing, and said so.
+    for name in ["config_valid", "ports_owned", "api"] {
+        assert!(ok("dir", name), "{name}: {:?}", check(&report, "dir", name));
+    }
+    assert_eq!(
+        check(&report, "dir", "config_valid").detail,
+        "unknown: runs a config directory (-confdir); not tested"
+    );
+    let unknown = [UnknownConfig {
+        tunnel: id("dir"),
+        reason: UnknownReason::ConfigDir,
+    }];
+    assert_eq!(report.config_unknown, unknown);
+
+    let orphans: Vec<(OrphanKind, &str, Option<u32>)> = report
         .orphans
         .iter()
-        .map(|o| (o.kind, o.tunnel.as_str()))
+        .map(|o| (o.kind, o.tunnel.as_str(), o.pid))
         .collect();
     assert_eq!(
         orphans,
         [
-            (OrphanKind::UnitWithoutConfig, "b"),
-            (OrphanKind::ConfigWithoutUnit, "lonely"),
-            (OrphanKind::StrayProcess, "pid-200"),
-            // A child of pid 999, not of this test: a stray here.
-            (OrphanKind::StrayProcess, "pid-400"),
-            (OrphanKind::FailedTooLong, "b"),
+            (OrphanKind::UnitWithoutConfig, "b", None),
+            // xray-ghost.json is run by pid 800, so it is no config without unit.
+            (OrphanKind::ConfigWithoutUnit, "lonely", None),
+            // Pid 800 runs ghost's config outside every unit. Not strays: pid 200 (a login
+            // session), 400 (the warden's unit), 100 and 500 (tunnel units).
+            (OrphanKind::StrayProcess, "ghost", Some(800)),
+            (OrphanKind::FailedTooLong, "b", None),
         ]
     );
     assert!(report.success);
+    // Three tunnels (b, lonely, ghost) look orphaned out of three units: the guard trips.
+    let trip = report.guard.clone().expect("tripped");
+    assert_eq!((trip.orphaned, trip.tunnels), (3, 3));
 
     let snapshot = state.read();
     assert_eq!(snapshot.tunnels[&id("a")].health, report.checks[&id("a")]);
     assert_eq!(snapshot.orphans, report.orphans);
+    assert_eq!(snapshot.config_unknown, unknown);
+    assert_eq!(snapshot.orphan_guard, Some(trip));
     assert!(snapshot.collectors[COLLECTOR_HEALTH].success);
 }
 
 #[tokio::test]
+async fn the_guard_follows_its_limits() {
+    let root = tree("health-guard");
+    let state = state(&root);
+    let mut settings = settings(&root);
+    settings.guard = GuardLimits {
+        max_fraction: 1.0,
+        max_per_pass: 3,
+    };
+    let mut task = HealthTask::new(settings, state.clone(), Ledger::default());
+    assert_eq!(task.pass().await.unwrap().guard, None);
+    assert_eq!(state.read().orphan_guard, None);
+}
+
+#[tokio::test]
 async fn orphans_keep_their_first_sighting_and_restarts_trip_the_crash_check() {
-    let state = state();
-    let mut settings = settings();
+    let root = tree("health-crash-check");
+    let state = state(&root);
+    let mut settings = settings(&root);
     settings.health.crash_threshold = 2;
     let mut task = HealthTask::new(settings, state.clone(), Ledger::default());
     let first = task.pass().await.unwrap();
@@ -151,15 +233,16 @@ async fn orphans_keep_their_first_sighting_and_restarts_trip_the_crash_check() {
 #[tokio::test]
 async fn nothing_is_judged_before_the_first_listing() {
     let state = SharedState::default();
-    let mut task = HealthTask::new(settings(), state.clone(), Ledger::default());
+    let mut task = HealthTask::new(settings(&fixtures()), state.clone(), Ledger::default());
     assert!(task.pass().await.is_none());
     assert!(!state.read().collectors.contains_key(COLLECTOR_HEALTH));
 }
 
 #[tokio::test]
 async fn an_unreadable_inventory_orphans_nobody_and_fails_the_collector() {
-    let state = state();
-    let mut settings = settings();
+    let root = tree("health-no-inventory");
+    let state = state(&root);
+    let mut settings = settings(&root);
     settings.health.inventory = Some(fixtures().join("no-such-inventory.json"));
     let mut task = HealthTask::new(settings, state, Ledger::default());
     let report = task.pass().await.unwrap();
@@ -181,27 +264,13 @@ fn the_ledger_knows_a_stray_by_pid_and_first_sighting() {
         start_ticks: 7,
     };
     let found = orphans::Found {
-        key: OrphanKey::Process(key),
+        key: OrphanKey::Stray(id("ghost"), key),
         detail: String::new(),
     };
     ledger.stamp(vec![found], t0);
     assert_eq!(ledger.stray_start(42, t0), Some(7));
     assert_eq!(ledger.stray_start(42, t0 + Duration::from_secs(1)), None);
     assert_eq!(ledger.stray_start(43, t0), None);
-}
-
-#[test]
-fn config_file_names() {
-    assert_eq!(config_file_id("xray-eu_1.json"), Some(id("eu_1")));
-    for name in [
-        "xray-.json",
-        "xray-a.json.bak",
-        "v2ray-a.json",
-        "xray-a.b.json",
-        "other.json",
-    ] {
-        assert_eq!(config_file_id(name), None, "{name}");
-    }
 }
 
 #[test]

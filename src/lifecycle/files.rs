@@ -8,11 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::TunnelsConfig;
-use crate::domain::{TunnelId, UNIT_PREFIX, UNIT_SUFFIX};
+use crate::domain::TunnelId;
 use crate::tunnelcfg::write_atomic;
 
-const CONFIG_PREFIX: &str = "xray-";
-const CONFIG_SUFFIX: &str = ".json";
 const CONFIG_DIR_MODE: u32 = 0o750;
 const CONFIG_MODE: u32 = 0o640;
 const UNIT_MODE: u32 = 0o644;
@@ -33,10 +31,8 @@ impl Paths {
     pub fn of(tunnels: &TunnelsConfig, id: &TunnelId) -> Self {
         Self {
             unit: tunnels.unit_dir.join(id.unit_name()),
-            config: tunnels
-                .config_dir
-                .join(format!("{CONFIG_PREFIX}{id}{CONFIG_SUFFIX}")),
-            log: tunnels.log_dir.join(format!("xray-{id}.log")),
+            config: tunnels.config_dir.join(id.config_file_name()),
+            log: tunnels.log_dir.join(id.log_file_name()),
         }
     }
 }
@@ -140,14 +136,19 @@ pub fn remove(path: &Path) -> io::Result<bool> {
 /// Ids of the `xray-tunnel-{id}.service` files in the unit dir and of the `xray-{id}.json` files
 /// in the config dir, sorted, without duplicates. Names with invalid ids are ignored.
 pub fn all_tunnels(tunnels: &TunnelsConfig) -> io::Result<Vec<TunnelId>> {
-    let mut ids = ids_in(&tunnels.unit_dir, UNIT_PREFIX, UNIT_SUFFIX)?;
-    ids.extend(ids_in(&tunnels.config_dir, CONFIG_PREFIX, CONFIG_SUFFIX)?);
+    let mut ids = ids_in(&tunnels.unit_dir, |name| {
+        TunnelId::from_unit_name(name).ok()
+    })?;
+    ids.extend(ids_in(
+        &tunnels.config_dir,
+        TunnelId::from_config_file_name,
+    )?);
     ids.sort();
     ids.dedup();
     Ok(ids)
 }
 
-fn ids_in(dir: &Path, prefix: &str, suffix: &str) -> io::Result<Vec<TunnelId>> {
+fn ids_in(dir: &Path, parse: impl Fn(&str) -> Option<TunnelId>) -> io::Result<Vec<TunnelId>> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -156,11 +157,7 @@ fn ids_in(dir: &Path, prefix: &str, suffix: &str) -> io::Result<Vec<TunnelId>> {
     let mut ids = Vec::new();
     for entry in entries {
         let name = entry?.file_name();
-        let id = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(prefix)?.strip_suffix(suffix))
-            .and_then(|id| TunnelId::new(id).ok());
-        ids.extend(id);
+        ids.extend(name.to_str().and_then(&parse));
     }
     Ok(ids)
 }

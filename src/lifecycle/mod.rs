@@ -13,6 +13,7 @@
 
 mod accounts;
 mod bulk;
+mod control;
 mod create;
 mod error;
 mod files;

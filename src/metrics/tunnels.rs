@@ -2,15 +2,19 @@
 //! (see [`super::text`] for why these families skip the registry).
 //!
 //! Cardinality: every family is keyed by `tunnel` (one per unit on the node, a few hundred at
-//! most). The only extra labels have small closed sets: `state` (6 values), `reason` (2) and the
-//! info-style `sub_state` / `result` (one series per tunnel each, the current value).
+//! most). The only extra labels have small closed sets: `state` (6 values), `reason` (2 restart
+//! reasons, 8 unknown-config reasons, one series per tunnel), `kind` (5) and the info-style
+//! `sub_state` / `result` (one series per tunnel each, the current value). Orphans are one
+//! series per (tunnel, kind), however many stray processes share a tunnel: their count is the
+//! value, never a label.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::family::Spec;
 use super::text::{Samples, TextWriter};
 use crate::domain::{ActiveState, RestartReason};
-use std::time::UNIX_EPOCH;
-
-use crate::state::{Snapshot, Tunnel};
+use crate::state::{COLLECTOR_HEALTH, Snapshot, Tunnel};
 
 const T: &[&str] = &["tunnel"];
 
@@ -118,13 +122,23 @@ const HEALTH_CHECK: Spec = Spec::gauge(
 );
 const ORPHANED: Spec = Spec::gauge(
     "xray_tunnel_orphaned",
-    "1 for each orphan: a unit without config or not in the inventory, a config without unit, a stray core process, a unit failed too long.",
+    "Orphans of the tunnel by kind: 1 for a unit without its (known) config, not in the inventory or failed too long, or a config without unit; for stray_process the number of core processes running the tunnel's config outside every systemd unit.",
     &["tunnel", "kind"],
 );
 const ORPHANED_SINCE: Spec = Spec::gauge(
     "xray_tunnel_orphaned_since_seconds",
-    "Unix time the warden first saw the orphan.",
+    "Unix time the warden first saw the orphan (the earliest, for several stray processes).",
     &["tunnel", "kind"],
+);
+const CONFIG_UNKNOWN: Spec = Spec::gauge(
+    "xray_tunnel_config_unknown",
+    "1 when the tunnel unit's config path cannot be trusted (reason: relative_path, confdir, several_configs, outside_config_dir, no_config_flag, missing_value, not_clean, no_command); such a tunnel is never an orphan for a missing config.",
+    &["tunnel", "reason"],
+);
+const GUARD_TRIPPED: Spec = Spec::gauge(
+    "xray_warden_orphan_guard_tripped",
+    "1 when the last health pass found more orphaned tunnels than max_orphan_fraction or max_orphans_per_pass allow, so that no orphan cleanup acts; 0 otherwise.",
+    &[],
 );
 
 /// Writes the samples of one family for one tunnel (none when it has no value).
@@ -235,13 +249,16 @@ const CLD_DUMPED: i32 = 3;
 /// The specs of every per-tunnel family.
 #[cfg(test)]
 pub fn specs() -> impl Iterator<Item = &'static Spec> {
-    FAMILIES
-        .iter()
-        .map(|(spec, _)| spec)
-        .chain([&ORPHANED, &ORPHANED_SINCE])
+    FAMILIES.iter().map(|(spec, _)| spec).chain([
+        &ORPHANED,
+        &ORPHANED_SINCE,
+        &CONFIG_UNKNOWN,
+        &GUARD_TRIPPED,
+    ])
 }
 
-/// Writes every per-tunnel family of `snapshot`, and the orphans.
+/// Writes every per-tunnel family of `snapshot`, the orphans, the unknown configs and, once a
+/// health pass has run, the orphan guard.
 pub fn write(snapshot: &Snapshot, writer: &mut TextWriter<'_>) {
     for (spec, emit) in &FAMILIES {
         let mut samples = writer.family(spec);
@@ -249,17 +266,130 @@ pub fn write(snapshot: &Snapshot, writer: &mut TextWriter<'_>) {
             emit(id.as_str(), tunnel, &mut samples);
         }
     }
-    let mut orphaned = writer.family(&ORPHANED);
+    write_orphans(snapshot, writer);
+    let mut unknown = writer.family(&CONFIG_UNKNOWN);
+    for u in &snapshot.config_unknown {
+        unknown.push(&[u.tunnel.as_str(), u.reason.as_str()], 1.0);
+    }
+    if snapshot.collectors.contains_key(COLLECTOR_HEALTH) {
+        let tripped = snapshot.orphan_guard.is_some();
+        writer.family(&GUARD_TRIPPED).push(&[], flag(tripped));
+    }
+}
+
+/// One series per (tunnel, kind): the number of orphans and the earliest first sighting.
+fn write_orphans(snapshot: &Snapshot, writer: &mut TextWriter<'_>) {
+    let mut grouped: BTreeMap<(&str, &str), (usize, SystemTime)> = BTreeMap::new();
     for o in &snapshot.orphans {
-        orphaned.push(&[&o.tunnel, o.kind.as_str()], 1.0);
+        let entry = grouped
+            .entry((o.tunnel.as_str(), o.kind.as_str()))
+            .or_insert((0, o.since));
+        entry.0 += 1;
+        entry.1 = entry.1.min(o.since);
+    }
+    let mut orphaned = writer.family(&ORPHANED);
+    for ((tunnel, kind), (count, _)) in &grouped {
+        orphaned.push(&[tunnel, kind], *count as f64);
     }
     let mut since = writer.family(&ORPHANED_SINCE);
-    for o in &snapshot.orphans {
-        let at = o.since.duration_since(UNIX_EPOCH).unwrap_or_default();
-        since.push(&[&o.tunnel, o.kind.as_str()], at.as_secs_f64());
+    for ((tunnel, kind), (_, first)) in &grouped {
+        let at = first.duration_since(UNIX_EPOCH).unwrap_or_default();
+        since.push(&[tunnel, kind], at.as_secs_f64());
     }
 }
 
 fn flag(on: bool) -> f64 {
     if on { 1.0 } else { 0.0 }
+}
+
+#[cfg(test)]
+mod orphan_tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::{GuardLimits, Orphan, OrphanKind, TunnelId, UnknownConfig, UnknownReason};
+    use crate::state::CollectorRun;
+
+    fn render(snapshot: &Snapshot) -> String {
+        let mut out = String::new();
+        write(snapshot, &mut TextWriter::new(&mut out));
+        out
+    }
+
+    fn samples<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        let prefix = format!("{name}{{");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix) || l.starts_with(&format!("{name} ")))
+            .collect()
+    }
+
+    fn stray(pid: u32, since_secs: u64) -> Orphan {
+        Orphan {
+            tunnel: "ghost".into(),
+            kind: OrphanKind::StrayProcess,
+            since: UNIX_EPOCH + Duration::from_secs(since_secs),
+            detail: String::new(),
+            pid: Some(pid),
+        }
+    }
+
+    #[test]
+    fn strays_of_one_tunnel_are_one_series_counting_them() {
+        let mut snapshot = Snapshot {
+            orphans: vec![stray(41, 200), stray(42, 100), stray(43, 300)],
+            ..Snapshot::default()
+        };
+        snapshot.orphans.push(Orphan {
+            kind: OrphanKind::ConfigWithoutUnit,
+            pid: None,
+            ..stray(0, 50)
+        });
+        let text = render(&snapshot);
+        assert_eq!(
+            samples(&text, "xray_tunnel_orphaned"),
+            [
+                "xray_tunnel_orphaned{tunnel=\"ghost\",kind=\"config_without_unit\"} 1",
+                "xray_tunnel_orphaned{tunnel=\"ghost\",kind=\"stray_process\"} 3",
+            ]
+        );
+        assert_eq!(
+            samples(&text, "xray_tunnel_orphaned_since_seconds"),
+            [
+                "xray_tunnel_orphaned_since_seconds{tunnel=\"ghost\",kind=\"config_without_unit\"} 50",
+                "xray_tunnel_orphaned_since_seconds{tunnel=\"ghost\",kind=\"stray_process\"} 100",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_configs_and_the_guard() {
+        let mut snapshot = Snapshot {
+            config_unknown: vec![UnknownConfig {
+                tunnel: TunnelId::new("dir").unwrap(),
+                reason: UnknownReason::ConfigDir,
+            }],
+            ..Snapshot::default()
+        };
+        let text = render(&snapshot);
+        assert_eq!(
+            samples(&text, "xray_tunnel_config_unknown"),
+            ["xray_tunnel_config_unknown{tunnel=\"dir\",reason=\"confdir\"} 1"]
+        );
+        assert!(
+            samples(&text, "xray_warden_orphan_guard_tripped").is_empty(),
+            "unknown before the first health pass"
+        );
+        let run = CollectorRun {
+            success: true,
+            duration: Duration::ZERO,
+        };
+        snapshot.collectors.insert(COLLECTOR_HEALTH, run);
+        let guard = |s: &Snapshot| {
+            let text = render(s);
+            samples(&text, "xray_warden_orphan_guard_tripped").join("\n")
+        };
+        assert_eq!(guard(&snapshot), "xray_warden_orphan_guard_tripped 0");
+        snapshot.orphan_guard = GuardLimits::default().check(3, 4).err();
+        assert_eq!(guard(&snapshot), "xray_warden_orphan_guard_tripped 1");
+    }
 }

@@ -27,13 +27,13 @@ pub use audit::Audit;
 pub use error::OpError;
 
 use crate::config::TunnelsConfig;
-use crate::domain::TunnelId;
+use crate::contract::SyncSummary as Summary;
 use crate::health::cleanup::{self, Cleaner, CleanupResult};
 use crate::health::{Ledger, Settings as HealthSettings};
 use crate::lifecycle::{BulkResult, Lifecycle, LifecycleError, Outcome};
 use crate::state::SharedState;
 use crate::systemd::Client;
-use crate::usersync::{Summary, SyncRequest};
+use crate::usersync::SyncRequest;
 
 pub use crate::state::OpLock;
 
@@ -250,13 +250,13 @@ impl Operations {
     }
 
     /// A cleaner acting through `lifecycle`, reading the health task's snapshot and ledger.
-    fn cleaner(&self, lifecycle: Lifecycle) -> Cleaner<Remover> {
+    fn cleaner(&self, lifecycle: Lifecycle) -> Cleaner<Lifecycle> {
         let inner = &self.inner;
         Cleaner::new(
             inner.health.clone(),
             inner.state.clone(),
             inner.ledger.clone(),
-            Remover(lifecycle),
+            lifecycle,
         )
     }
 
@@ -285,16 +285,5 @@ impl Operations {
             Ok(Err(_)) => Err(OpError::ShuttingDown),
             Err(_) => Err(OpError::SyncTimeout),
         }
-    }
-}
-
-/// Deletes orphaned tunnels through the lifecycle.
-pub struct Remover(Lifecycle);
-
-impl cleanup::RemoveTunnel for Remover {
-    type Error = LifecycleError;
-
-    async fn remove_tunnel(&self, id: &TunnelId) -> Result<(), LifecycleError> {
-        self.0.delete(id).await.map(|_| ())
     }
 }

@@ -14,7 +14,7 @@ use super::Operations;
 use super::incidents::Incidents;
 use crate::alertmanager::Alert;
 use crate::config::{RemediationConfig, UsersConfig};
-use crate::domain::Orphan;
+use crate::domain::GuardLimits;
 use crate::domain::remediation::{
     self, AlertResult, AlertView, CLEANUP_ORPHAN, CleanupRequest, Moment, NodeIdentity, Policy,
 };
@@ -55,13 +55,6 @@ pub struct Worker {
     limits: GuardLimits,
     incidents: Incidents,
     counter: IntCounterVec,
-}
-
-/// The orphan guard's limits (`remediation.max_orphan_fraction`, `max_orphans_per_pass`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GuardLimits {
-    pub max_fraction: f64,
-    pub max_per_pass: usize,
 }
 
 impl Worker {
@@ -175,7 +168,10 @@ impl Worker {
             duplicate: self.incidents.seen(&request.incident),
             last_action: self.incidents.last_action(tunnel),
             actions_last_hour: self.incidents.actions_last_hour(now),
-            guard: guard(&orphans, tunnels, self.limits),
+            guard: self
+                .limits
+                .check_orphans(&orphans, tunnels)
+                .map_err(|trip| trip.to_string()),
         };
         let go = match remediation::decide(request, &self.policy, &moment) {
             Ok(go) => go,
@@ -226,26 +222,4 @@ fn summarize(results: &[CleanupResult]) -> (AlertResult, String) {
         AlertResult::RefusedNotOrphan
     };
     (result, why)
-}
-
-/// The orphan guard over the whole node: refuses when more tunnels look orphaned at once than
-/// the limits allow.
-fn guard(orphans: &[Orphan], tunnels: usize, limits: GuardLimits) -> Result<(), String> {
-    let mut orphaned: Vec<&str> = orphans.iter().map(|o| o.tunnel.as_str()).collect();
-    orphaned.sort_unstable();
-    orphaned.dedup();
-    let n = orphaned.len();
-    if n > limits.max_per_pass {
-        return Err(format!(
-            "{n} tunnels look orphaned at once (max_orphans_per_pass = {})",
-            limits.max_per_pass
-        ));
-    }
-    if tunnels > 0 && n as f64 > limits.max_fraction * tunnels as f64 {
-        return Err(format!(
-            "{n} of {tunnels} tunnels look orphaned at once (max_orphan_fraction = {})",
-            limits.max_fraction
-        ));
-    }
-    Ok(())
 }

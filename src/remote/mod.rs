@@ -1,83 +1,112 @@
-//! Commands that talk to a running daemon over its HTTP API.
+//! Commands that talk to a running daemon over its HTTP API, reading its answers as the
+//! [`crate::contract`] types.
 
 mod tables;
 
-use std::fmt::Write;
+use std::net::SocketAddr;
+
+use url::Url;
 
 use crate::config::{Config, Secrets};
+use crate::contract::{
+    CleanupResults, ErrorBody, HealthReport, LogsView, OrphanList, OutcomeView, SyncSummary,
+    TunnelList, TunnelView,
+};
+use tables::{Table, render};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     #[error("the API is off: set api.token_file in the configuration")]
     NoToken,
     #[error("cannot reach the daemon at {url}: {source}")]
-    Http { url: String, source: reqwest::Error },
+    Http { url: Url, source: reqwest::Error },
+    #[error("the daemon answered {status} {}: {}", .error.error, .error.message)]
+    Refused { status: u16, error: ErrorBody },
     #[error("the daemon answered {status}: {body}")]
     Status { status: u16, body: String },
+    #[error("the daemon's answer is not what this version reads ({0}); --json shows it as sent")]
+    Unexpected(serde_json::Error),
+    /// `.` and `..` are resolved away by every URL, so they cannot reach the daemon as typed.
+    #[error("{0:?} is not a tunnel id (a URL cannot carry it as a path segment)")]
+    DotSegment(String),
 }
 
-/// One call to the daemon's `/api` with the configured token; the JSON answer or why not.
-pub async fn call(
-    config: &Config,
-    secrets: &Secrets,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Vec<u8>>,
-) -> Result<serde_json::Value, RemoteError> {
-    let token = secrets.api_token.as_ref().ok_or(RemoteError::NoToken)?;
-    let url = format!("http://{}{path}", config.listen);
-    let http_error = |source| RemoteError::Http {
-        url: url.clone(),
-        source,
-    };
-    let mut request = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-    }
-    let response = request.send().await.map_err(http_error)?;
-    let status = response.status();
-    let text = response.text().await.map_err(http_error)?;
-    if !status.is_success() {
-        return Err(RemoteError::Status {
-            status: status.as_u16(),
-            body: text,
-        });
-    }
-    serde_json::from_str(&text).map_err(|_| RemoteError::Status {
-        status: status.as_u16(),
-        body: text,
-    })
-}
+/// How an answer becomes a table: read as its contract type, then printed.
+type Render = fn(serde_json::Value) -> Result<String, serde_json::Error>;
 
 /// What a management command asks of the daemon, and how its answer is printed.
 pub struct Request {
     pub method: reqwest::Method,
-    pub path: String,
+    /// The path's segments, each sent as typed: percent-encoded, never split or resolved.
+    pub path: Vec<String>,
+    pub query: Option<(&'static str, String)>,
     pub body: Option<Vec<u8>>,
-    pub table: fn(&serde_json::Value) -> String,
+    pub table: Render,
 }
 
 impl Request {
-    pub fn get(path: impl Into<String>, table: fn(&serde_json::Value) -> String) -> Self {
+    /// A request to `/api/v1/{path}`, answered with a `T`.
+    fn new<T: Table>(method: reqwest::Method, path: &[&str], body: Option<Vec<u8>>) -> Self {
+        let path = ["api", "v1"].iter().chain(path);
         Self {
-            method: reqwest::Method::GET,
-            path: path.into(),
-            body: None,
-            table,
+            method,
+            path: path.map(|s| (*s).to_owned()).collect(),
+            query: None,
+            body,
+            table: render::<T>,
         }
     }
 
-    pub fn send(method: reqwest::Method, path: impl Into<String>, body: Option<Vec<u8>>) -> Self {
-        Self {
-            method,
-            path: path.into(),
-            body,
-            table: tables::results,
+    fn get<T: Table>(path: &[&str]) -> Self {
+        Self::new::<T>(reqwest::Method::GET, path, None)
+    }
+
+    /// The URL of this request on the daemon listening on `listen`.
+    pub fn url(&self, listen: SocketAddr) -> Result<Url, RemoteError> {
+        if let Some(dot) = self.path.iter().find(|s| matches!(s.as_str(), "." | "..")) {
+            return Err(RemoteError::DotSegment(dot.clone()));
         }
+        let mut url = Url::parse(&format!("http://{listen}/")).expect("a socket address is a host");
+        url.path_segments_mut()
+            .expect("an http URL has a path")
+            .extend(&self.path);
+        if let Some((key, value)) = &self.query {
+            url.query_pairs_mut().append_pair(key, value);
+        }
+        Ok(url)
+    }
+}
+
+/// One call to the daemon's API with the configured token; the JSON answer or why not.
+pub async fn call(
+    config: &Config,
+    secrets: &Secrets,
+    request: Request,
+) -> Result<serde_json::Value, RemoteError> {
+    let token = secrets.api_token.as_ref().ok_or(RemoteError::NoToken)?;
+    let url = request.url(config.listen)?;
+    let http_error = |source| RemoteError::Http {
+        url: url.clone(),
+        source,
+    };
+    let mut call = reqwest::Client::new()
+        .request(request.method, url.clone())
+        .bearer_auth(token);
+    if let Some(body) = request.body {
+        call = call
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+    }
+    let response = call.send().await.map_err(http_error)?;
+    let status = response.status().as_u16();
+    let text = response.text().await.map_err(http_error)?;
+    let answer: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+    match answer {
+        Some(answer) if (200..300).contains(&status) => Ok(answer),
+        _ => Err(match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(error) => RemoteError::Refused { status, error },
+            Err(_) => RemoteError::Status { status, body: text },
+        }),
     }
 }
 
@@ -92,121 +121,59 @@ pub fn command(
         .enable_all()
         .build()
         .expect("building a current-thread tokio runtime");
-    let answer = runtime.block_on(call(
-        config,
-        secrets,
-        request.method,
-        &request.path,
-        request.body,
-    ))?;
-    Ok(if json {
-        format!("{answer:#}\n")
-    } else {
-        (request.table)(&answer)
-    })
+    let table = request.table;
+    let answer = runtime.block_on(call(config, secrets, request))?;
+    if json {
+        return Ok(format!("{answer:#}\n"));
+    }
+    table(answer).map_err(RemoteError::Unexpected)
 }
 
 /// The request of `xray-warden sync [--force]`.
 pub fn sync_request(force: bool) -> Request {
-    let body = serde_json::json!({ "force": force })
-        .to_string()
-        .into_bytes();
-    Request {
-        method: reqwest::Method::POST,
-        path: "/api/v1/sync".into(),
-        body: Some(body),
-        table: sync_table,
-    }
-}
-
-/// A table of a sync summary, for people.
-pub fn sync_table(summary: &serde_json::Value) -> String {
-    let mut out = String::new();
-    let source = summary["source_up"].as_bool().unwrap_or(false);
-    let _ = writeln!(
-        out,
-        "source: {}",
-        if source {
-            "up"
-        } else {
-            "DOWN (last good set kept, no removals)"
-        }
-    );
-    let _ = writeln!(
-        out,
-        "{:<24} {:>6} {:>8} {:>8} {:>7} {:>6}  note",
-        "tunnel", "added", "removed", "changed", "failed", "total"
-    );
-    for t in summary["tunnels"].as_array().into_iter().flatten() {
-        let n = |k: &str| t[k].as_u64().unwrap_or(0);
-        let note = match (t["error"].as_str(), t["guard_tripped"].as_bool()) {
-            (Some(err), _) => format!("error: {err}"),
-            (None, Some(true)) => "removal guard tripped (use --force)".into(),
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            out,
-            "{:<24} {:>6} {:>8} {:>8} {:>7} {:>6}  {note}",
-            t["tunnel"].as_str().unwrap_or("?"),
-            n("added"),
-            n("removed"),
-            n("changed"),
-            n("failed"),
-            n("total")
-        );
-    }
-    out
+    let body = serde_json::json!({ "force": force }).to_string();
+    Request::new::<SyncSummary>(reqwest::Method::POST, &["sync"], Some(body.into_bytes()))
 }
 
 /// The request a `xray-warden tunnels ...` command makes. Reads the config file of `create`.
 pub fn tunnels_request(action: &crate::cli::TunnelsAction) -> std::io::Result<Request> {
     use crate::cli::TunnelsAction as A;
     use reqwest::Method;
-    let at = |id: &str, rest: &str| format!("/api/v1/tunnels/{}{rest}", encode(id));
+    let act = |method, path: &[&str]| Request::new::<OutcomeView>(method, path, None);
     Ok(match action {
-        A::List => Request::get("/api/v1/tunnels", tables::tunnels),
-        A::Show { id } => Request::get(at(id, ""), tables::tunnel),
+        A::List => Request::get::<TunnelList>(&["tunnels"]),
+        A::Show { id } => Request::get::<TunnelView>(&["tunnels", id]),
         A::Create { id, file } => {
-            Request::send(Method::PUT, at(id, ""), Some(std::fs::read(file)?))
+            let config = std::fs::read(file)?;
+            Request::new::<OutcomeView>(Method::PUT, &["tunnels", id], Some(config))
         }
-        A::Start { id } => Request::send(Method::POST, at(id, "/start"), None),
-        A::Stop { id } => Request::send(Method::POST, at(id, "/stop"), None),
-        A::Restart { id } => Request::send(Method::POST, at(id, "/restart"), None),
-        A::Delete { id } => Request::send(Method::DELETE, at(id, ""), None),
-        A::Logs { id, lines } => {
-            Request::get(at(id, &format!("/logs?lines={lines}")), tables::logs)
-        }
+        A::Start { id } => act(Method::POST, &["tunnels", id, "start"]),
+        A::Stop { id } => act(Method::POST, &["tunnels", id, "stop"]),
+        A::Restart { id } => act(Method::POST, &["tunnels", id, "restart"]),
+        A::Delete { id } => act(Method::DELETE, &["tunnels", id]),
+        A::Logs { id, lines } => Request {
+            query: Some(("lines", lines.to_string())),
+            ..Request::get::<LogsView>(&["tunnels", id, "logs"])
+        },
     })
 }
 
 /// The request of `xray-warden orphans ...`.
 pub fn orphans_request(action: &crate::cli::OrphansAction) -> Request {
     match action {
-        crate::cli::OrphansAction::List => Request::get("/api/v1/orphans", tables::orphans),
+        crate::cli::OrphansAction::List => Request::get::<OrphanList>(&["orphans"]),
         crate::cli::OrphansAction::Cleanup { dry_run } => {
             let body = serde_json::json!({ "dry_run": dry_run }).to_string();
-            Request::send(
-                reqwest::Method::POST,
-                "/api/v1/orphans/cleanup",
-                Some(body.into_bytes()),
-            )
+            let path = ["orphans", "cleanup"];
+            Request::new::<CleanupResults>(reqwest::Method::POST, &path, Some(body.into_bytes()))
         }
     }
 }
 
 /// The request of `xray-warden health`.
 pub fn health_request() -> Request {
-    Request::get("/api/v1/health", tables::health)
+    Request::get::<HealthReport>(&["health"])
 }
 
-/// Percent-encodes a path segment, so that an invalid id reaches the daemon (and its 400) as
-/// it was typed instead of changing the path.
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
+#[cfg(test)]
+mod tests;

@@ -1,153 +1,199 @@
-//! Human tables of the daemon's JSON answers.
+//! Human tables of the daemon's answers, read from typed fields of the [`crate::contract`].
 
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
+use crate::contract::{
+    CheckView, CleanupResults, CleanupStep, HealthReport, LogsView, OrphanList, OutcomeView,
+    SyncSummary, TunnelList, TunnelView,
+};
+
+/// An answer that prints as a table for people.
+pub trait Table: DeserializeOwned {
+    fn table(&self) -> String;
 }
 
-/// `GET /tunnels`.
-pub fn tunnels(answer: &Value) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<24} {:<12} {:<14} {:>8} {:>9} {:>10} {:>6}  HEALTHY",
-        "TUNNEL", "STATE", "SUB", "RESTARTS", "CPU s", "RSS MiB", "FDS"
-    );
-    for t in answer["tunnels"].as_array().into_iter().flatten() {
-        let r = &t["resources"];
-        let mib = r["memory_rss_bytes"]
-            .as_f64()
-            .map_or("-".into(), |b| format!("{:.1}", b / 1_048_576.0));
-        let cpu = r["cpu_seconds"]
-            .as_f64()
-            .map_or("-".into(), |c| format!("{c:.1}"));
+/// Reads `answer` as a `T` and prints its table; an answer of another shape is an error.
+pub fn render<T: Table>(answer: serde_json::Value) -> Result<String, serde_json::Error> {
+    T::deserialize(answer).map(|typed| typed.table())
+}
+
+/// A value, or `-` for none.
+fn or_dash(value: Option<impl Display>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// A float as the JSON answer wrote it (`12.0`, not `12`).
+fn float(value: f64) -> String {
+    serde_json::Number::from_f64(value).map_or_else(|| "-".into(), |n| n.to_string())
+}
+
+impl Table for TunnelList {
+    fn table(&self) -> String {
+        let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<24} {:<12} {:<14} {:>8} {:>9} {:>10} {:>6}  {}",
-            s(&t["id"]),
-            s(&t["active_state"]),
-            s(&t["sub_state"]),
-            s(&t["restarts"]),
-            cpu,
-            mib,
-            s(&r["open_fds"]),
-            s(&t["healthy"])
+            "{:<24} {:<12} {:<14} {:>8} {:>9} {:>10} {:>6}  HEALTHY",
+            "TUNNEL", "STATE", "SUB", "RESTARTS", "CPU s", "RSS MiB", "FDS"
         );
-    }
-    out
-}
-
-/// `GET /tunnels/{id}`: key: value lines, then the checks.
-pub fn tunnel(t: &Value) -> String {
-    let mut out = String::new();
-    let keys = [
-        "id",
-        "unit",
-        "description",
-        "active_state",
-        "sub_state",
-        "unit_file_state",
-        "main_pid",
-        "restarts",
-        "result",
-        "config",
-    ];
-    for key in keys {
-        let _ = writeln!(out, "{key:<16} {}", s(&t[key]));
-    }
-    if let Some(r) = t["resources"].as_object() {
-        for (key, value) in r {
-            let _ = writeln!(out, "{key:<16} {}", s(value));
+        for t in &self.tunnels {
+            let r = t.resources.as_ref();
+            let mib = r.map(|r| format!("{:.1}", r.memory_rss_bytes as f64 / 1_048_576.0));
+            let cpu = r.map(|r| format!("{:.1}", r.cpu_seconds));
+            let _ = writeln!(
+                out,
+                "{:<24} {:<12} {:<14} {:>8} {:>9} {:>10} {:>6}  {}",
+                t.id,
+                t.active_state,
+                t.sub_state,
+                t.restarts,
+                or_dash(cpu),
+                or_dash(mib),
+                or_dash(r.map(|r| r.open_fds)),
+                or_dash(t.healthy)
+            );
         }
+        out
     }
-    out.push_str(&checks(&t["health"]));
-    out
 }
 
-fn checks(health: &Value) -> String {
-    let mut out = String::new();
-    for c in health.as_array().into_iter().flatten() {
-        let mark = if c["ok"].as_bool() == Some(true) {
-            "ok  "
-        } else {
-            "FAIL"
+/// `key: value` lines, then the checks.
+impl Table for TunnelView {
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let mut line = |key: &str, value: String| {
+            let _ = writeln!(out, "{key:<16} {value}");
         };
-        let _ = writeln!(out, "  {mark} {:<18} {}", s(&c["check"]), s(&c["detail"]));
+        line("id", self.id.clone());
+        line("unit", self.unit.clone());
+        line("description", self.description.clone());
+        line("active_state", self.active_state.clone());
+        line("sub_state", self.sub_state.clone());
+        line("unit_file_state", self.unit_file_state.clone());
+        line("main_pid", self.main_pid.to_string());
+        line("restarts", self.restarts.to_string());
+        line("result", self.result.clone());
+        line("config", or_dash(self.config.as_ref()));
+        if let Some(r) = &self.resources {
+            line("cpu_seconds", float(r.cpu_seconds));
+            line("memory_rss_bytes", r.memory_rss_bytes.to_string());
+            line("memory_current_bytes", or_dash(r.memory_current_bytes));
+            line("tasks", r.tasks.to_string());
+            line("processes", r.processes.to_string());
+            line("open_fds", r.open_fds.to_string());
+        }
+        out.push_str(&checks(&self.health));
+        out
+    }
+}
+
+fn checks(checks: &[CheckView]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let mark = if c.ok { "ok  " } else { "FAIL" };
+        let _ = writeln!(out, "  {mark} {:<18} {}", c.check, c.detail);
     }
     out
 }
 
-/// `GET /health`.
-pub fn health(answer: &Value) -> String {
-    let mut out = String::new();
-    let up = answer["systemd_up"].as_bool() == Some(true);
-    let _ = writeln!(
-        out,
-        "systemd: {}  tunnels: {}  unhealthy: {}  orphans: {}",
-        if up { "up" } else { "DOWN" },
-        s(&answer["tunnels_total"]),
-        s(&answer["tunnels_unhealthy"]),
-        s(&answer["orphans"])
-    );
-    for t in answer["tunnels"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "{}  healthy: {}", s(&t["id"]), s(&t["healthy"]));
-        out.push_str(&checks(&t["checks"]));
-    }
-    out
-}
-
-/// `GET /orphans`.
-pub fn orphans(answer: &Value) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "{:<24} {:<22} DETAIL", "TUNNEL", "KIND");
-    for o in answer["orphans"].as_array().into_iter().flatten() {
+impl Table for HealthReport {
+    fn table(&self) -> String {
+        let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<24} {:<22} {}",
-            s(&o["tunnel"]),
-            s(&o["kind"]),
-            s(&o["detail"])
+            "systemd: {}  tunnels: {}  unhealthy: {}  orphans: {}",
+            if self.systemd_up { "up" } else { "DOWN" },
+            self.tunnels_total,
+            self.tunnels_unhealthy,
+            self.orphans
         );
+        for t in &self.tunnels {
+            let _ = writeln!(out, "{}  healthy: {}", t.id, or_dash(t.healthy));
+            out.push_str(&checks(&t.checks));
+        }
+        out
     }
-    out
 }
 
-/// Any answer with a `results` list (bulk operations, cleanup) or a single outcome.
-pub fn results(answer: &Value) -> String {
-    let mut out = String::new();
-    let rows: Vec<&Value> = match answer["results"].as_array() {
-        Some(list) => list.iter().collect(),
-        None => vec![answer],
-    };
-    for r in rows {
-        let pick = |keys: &[&str]| {
-            keys.iter()
-                .find_map(|k| r.get(*k))
-                .map(s)
-                .unwrap_or_default()
+impl Table for OrphanList {
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{:<24} {:<22} DETAIL", "TUNNEL", "KIND");
+        for o in &self.orphans {
+            let _ = writeln!(out, "{:<24} {:<22} {}", o.tunnel, o.kind, o.detail);
+        }
+        out
+    }
+}
+
+/// One row of a result: who, what, and why.
+fn row(out: &mut String, id: &str, what: &str, detail: &str) {
+    let _ = writeln!(out, "{id:<24} {what:<14} {detail}");
+}
+
+/// A single operation's outcome.
+impl Table for OutcomeView {
+    fn table(&self) -> String {
+        let mut out = String::new();
+        row(&mut out, &self.id, self.action.as_str(), "");
+        out
+    }
+}
+
+/// The orphan cleanup: each action with its detail.
+impl Table for CleanupResults {
+    fn table(&self) -> String {
+        let mut out = String::new();
+        for item in &self.results {
+            let (tunnel, action) = match &item.step {
+                CleanupStep::RemoveTunnel { tunnel, .. } => (tunnel.as_str(), "remove_tunnel"),
+                CleanupStep::RemoveConfig { tunnel } => (tunnel.as_str(), "remove_config"),
+                CleanupStep::StopProcess { .. } => ("", "stop_process"),
+            };
+            row(&mut out, tunnel, action, item.verdict.detail());
+        }
+        out
+    }
+}
+
+impl Table for LogsView {
+    fn table(&self) -> String {
+        let mut out = String::new();
+        for line in &self.lines {
+            let _ = writeln!(out, "{line}");
+        }
+        out
+    }
+}
+
+impl Table for SyncSummary {
+    fn table(&self) -> String {
+        let mut out = String::new();
+        let source = if self.source_up {
+            "up"
+        } else {
+            "DOWN (last good set kept, no removals)"
         };
-        let (id, what, detail) = (
-            pick(&["id", "tunnel"]),
-            pick(&["action", "error"]),
-            pick(&["message", "detail"]),
+        let _ = writeln!(out, "source: {source}");
+        let _ = writeln!(
+            out,
+            "{:<24} {:>6} {:>8} {:>8} {:>7} {:>6}  note",
+            "tunnel", "added", "removed", "changed", "failed", "total"
         );
-        let _ = writeln!(out, "{id:<24} {what:<14} {detail}");
+        for t in &self.tunnels {
+            let n = &t.outcome;
+            let note = match (&t.error, n.guard_tripped) {
+                (Some(err), _) => format!("error: {err}"),
+                (None, true) => "removal guard tripped (use --force)".into(),
+                (None, false) => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "{:<24} {:>6} {:>8} {:>8} {:>7} {:>6}  {note}",
+                t.tunnel, n.added, n.removed, n.changed, n.failed, n.total
+            );
+        }
+        out
     }
-    out
-}
-
-/// `GET /tunnels/{id}/logs`.
-pub fn logs(answer: &Value) -> String {
-    let mut out = String::new();
-    for line in answer["lines"].as_array().into_iter().flatten() {
-        let _ = writeln!(out, "{}", line.as_str().unwrap_or_default());
-    }
-    out
 }

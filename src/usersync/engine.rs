@@ -52,7 +52,8 @@ struct Tally {
 }
 
 /// What a sync of one tunnel did; users are counted once however many inbounds they are on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// Its fields are part of the API: flattened into [`crate::contract::TunnelSyncSummary`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub added: usize,
     pub removed: usize,

@@ -18,13 +18,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{TunnelsConfig, UsersConfig};
+/// What a round did, per tunnel: the API's answer to `POST /api/v1/sync`.
+pub use crate::contract::{SyncSummary, TunnelSyncSummary};
 use crate::domain::TunnelId;
 use crate::state::SharedState;
 use crate::users::{self, Document};
@@ -41,23 +42,7 @@ const LAST_GOOD: &str = "desired-users.json";
 #[derive(Debug)]
 pub struct SyncRequest {
     pub force: bool,
-    pub reply: Option<oneshot::Sender<Summary>>,
-}
-
-/// What one round did, per tunnel.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    pub source_up: bool,
-    pub tunnels: Vec<TunnelSummary>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TunnelSummary {
-    pub tunnel: String,
-    #[serde(flatten)]
-    pub outcome: engine::Outcome,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub reply: Option<oneshot::Sender<SyncSummary>>,
 }
 
 /// Runs until `shutdown` is cancelled. Without a users source it only collects traffic.
@@ -137,14 +122,14 @@ struct Loop {
 
 impl Loop {
     /// Syncs every running tunnel (or only `only`), after refreshing the desired set.
-    async fn round(&mut self, force: bool, only: Option<&[TunnelId]>) -> Summary {
+    async fn round(&mut self, force: bool, only: Option<&[TunnelId]>) -> SyncSummary {
         if self.source.is_none() {
-            return Summary::default();
+            return SyncSummary::default();
         }
         let lock = self.lock.clone();
         let _guard = lock.lock().await;
         let source_up = self.refresh().await;
-        let mut summary = Summary {
+        let mut summary = SyncSummary {
             source_up,
             tunnels: Vec::new(),
         };
@@ -271,7 +256,7 @@ impl Loop {
                     .status
                     .config_arg()
                     .map(PathBuf::from)
-                    .unwrap_or_else(|| self.config_dir.join(format!("xray-{id}.json"))),
+                    .unwrap_or_else(|| self.config_dir.join(id.config_file_name())),
                 core_start_usec: t.status.exec_main_start_usec,
             })
             .collect();
@@ -301,12 +286,12 @@ impl Loop {
 fn tunnel_summary(
     id: &TunnelId,
     result: Result<engine::Outcome, engine::SyncError>,
-) -> TunnelSummary {
+) -> TunnelSyncSummary {
     let (outcome, error) = match result {
         Ok(outcome) => (outcome, None),
         Err(err) => (engine::Outcome::default(), Some(err.to_string())),
     };
-    TunnelSummary {
+    TunnelSyncSummary {
         tunnel: id.to_string(),
         outcome,
         error,

@@ -1,44 +1,47 @@
-//! Carrying out a cleanup plan: re-check each item, then act (or, in a dry run, say what).
+//! Carrying out a cleanup plan: the guard first, then each item re-checked against fresh facts
+//! just before it acts (or, in a dry run, says what it would do).
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use tokio::process::Command;
+use rustix::process::Signal;
+use tracing::warn;
 
-use super::{CleanupAction, CleanupOutcome, CleanupResult, RemoveTunnel};
-use crate::domain::{OrphanKind, TunnelId};
-use crate::health::orphans::{self, ConfigFile, Facts, OrphanKey, UnitFacts};
+use super::pidfd::PidFd;
+use super::{CleanupAction, CleanupOutcome, CleanupResult, TunnelControl};
+use crate::domain::orphans::{self, ConfigFile, Facts, OrphanKey, UnitFacts};
+use crate::domain::{ActiveState, GuardTrip, OrphanKind, TunnelId, UnitStatus};
 use crate::health::scan::ProcScan;
 use crate::health::{Ledger, Settings, inventory};
 use crate::state::{SharedState, Snapshot};
 
 /// How long a stray process gets between SIGTERM and SIGKILL by default.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
-/// How often a stopping process is looked at.
-const POLL: Duration = Duration::from_millis(50);
+/// How long a process gets to vanish after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(2);
 
 /// Executes cleanup plans against the current facts.
-pub struct Cleaner<R> {
+pub struct Cleaner<C> {
     settings: Settings,
     state: SharedState,
     ledger: Ledger,
-    remover: R,
+    control: C,
     scan: ProcScan,
     grace: Duration,
 }
 
 use CleanupOutcome::{Done, Failed, Skipped, WouldDo};
 
-impl<R: RemoveTunnel> Cleaner<R> {
-    /// A cleaner reading the same snapshot and ledger the health task writes.
-    pub fn new(settings: Settings, state: SharedState, ledger: Ledger, remover: R) -> Self {
+impl<C: TunnelControl> Cleaner<C> {
+    /// A cleaner reading the same snapshot and ledger the health task writes, acting on
+    /// tunnels through `control` (the lifecycle).
+    pub fn new(settings: Settings, state: SharedState, ledger: Ledger, control: C) -> Self {
         Self {
             scan: ProcScan::new(&settings.proc_root),
             settings,
             state,
             ledger,
-            remover,
+            control,
             grace: DEFAULT_GRACE,
         }
     }
@@ -50,8 +53,19 @@ impl<R: RemoveTunnel> Cleaner<R> {
     }
 
     /// Runs `plan` in order, one action at a time, each re-checked just before it acts.
-    /// With `dry_run` nothing changes; each result says what would be done.
+    /// With `dry_run` nothing changes; each result says what would be done. When the guard
+    /// trips (on `plan`, or on every orphan of the last health pass), no action runs and every
+    /// result is [`CleanupOutcome::Skipped`] with the guard's reason, dry run or not.
     pub async fn execute(&self, plan: &[CleanupAction], dry_run: bool) -> Vec<CleanupResult> {
+        if let Err(trip) = self.guard(plan) {
+            warn!(%trip, actions = plan.len(), "orphan cleanup refused by the guard");
+            let why = format!("refused by the orphan guard: {trip}");
+            let refused = |action: &CleanupAction| CleanupResult {
+                action: action.clone(),
+                outcome: Skipped(why.clone()),
+            };
+            return plan.iter().map(refused).collect();
+        }
         let mut results = Vec::with_capacity(plan.len());
         for action in plan {
             let outcome = match action {
@@ -59,7 +73,7 @@ impl<R: RemoveTunnel> Cleaner<R> {
                     self.remove_tunnel(tunnel, reasons, dry_run).await
                 }
                 CleanupAction::RemoveConfig { tunnel } => self.remove_config(tunnel, dry_run),
-                CleanupAction::StopProcess { pid, since } => {
+                CleanupAction::StopProcess { pid, since, .. } => {
                     self.stop_process(*pid, *since, dry_run).await
                 }
             };
@@ -71,33 +85,44 @@ impl<R: RemoveTunnel> Cleaner<R> {
         results
     }
 
+    /// The guard over `plan` and over the plan of every orphan the last pass found: a caller
+    /// asking for one tunnel while most of the node looks orphaned is refused too.
+    fn guard(&self, plan: &[CleanupAction]) -> Result<(), GuardTrip> {
+        let snapshot = self.state.read();
+        let (limits, units) = (self.settings.guard, snapshot.tunnels.len());
+        limits.check_plan(plan, units)?;
+        limits.check_orphans(&snapshot.orphans, units)
+    }
+
     async fn remove_tunnel(
         &self,
         id: &TunnelId,
         reasons: &[OrphanKind],
         dry_run: bool,
     ) -> CleanupOutcome {
+        if let Err(why) = trusted(&self.state.read()) {
+            return Skipped(why);
+        }
         let wants_inventory = reasons.contains(&OrphanKind::NotInInventory);
         let inventory = match (&self.settings.health.inventory, wants_inventory) {
             (Some(path), true) => inventory::read(path).await.ok(),
             _ => None,
         };
-        let holding: Vec<&str> = {
-            let snapshot = self.state.read();
-            if let Err(why) = trusted(&snapshot) {
-                return Skipped(why);
-            }
-            let Some(unit) = self.unit_facts(&snapshot, id) else {
-                return Skipped("the unit is gone".into());
-            };
-            let facts = self.facts(vec![unit], Vec::new(), inventory);
-            let found = kinds_of(&facts, id);
-            reasons
-                .iter()
-                .filter(|r| found.contains(r))
-                .map(|r| r.as_str())
-                .collect()
+        let status = match self.control.read_unit(id).await {
+            Ok(status) => status,
+            Err(e) => return Skipped(format!("cannot read the unit now: {e}")),
         };
+        if status.load_state == "not-found" && *status.active_state() == ActiveState::Inactive {
+            return Skipped("the unit is gone".into());
+        }
+        let unit = self.fresh_unit_facts(id, &status).await;
+        let facts = self.facts(vec![unit], Vec::new(), inventory);
+        let found = kinds_of(&facts, id);
+        let holding: Vec<&str> = reasons
+            .iter()
+            .filter(|r| found.contains(r))
+            .map(|r| r.as_str())
+            .collect();
         if holding.is_empty() {
             return Skipped("no longer an orphan".into());
         }
@@ -105,14 +130,31 @@ impl<R: RemoveTunnel> Cleaner<R> {
         if dry_run {
             return WouldDo(format!("would delete the tunnel ({why})"));
         }
-        match self.remover.remove_tunnel(id).await {
+        match self.control.remove_tunnel(id).await {
             Ok(()) => Done(format!("deleted the tunnel ({why})")),
             Err(e) => Failed(format!("deleting the tunnel: {e}")),
         }
     }
 
+    /// A unit as just read from systemd, with a stat of its config made after that read.
+    async fn fresh_unit_facts(&self, id: &TunnelId, status: &UnitStatus) -> UnitFacts {
+        let config = status.config_ref(&self.settings.config_dir);
+        let config_exists = match config.known() {
+            // An error other than "not found" proves nothing: count the file as there.
+            Some(path) => tokio::fs::try_exists(path).await.unwrap_or(true),
+            None => true,
+        };
+        UnitFacts {
+            id: id.clone(),
+            config,
+            config_exists,
+            active_state: status.active_state().clone(),
+            state_change_usec: status.state_change_usec,
+        }
+    }
+
     fn remove_config(&self, id: &TunnelId, dry_run: bool) -> CleanupOutcome {
-        let path = self.settings.default_config_path(id);
+        let path = self.settings.config_file(id);
         let unit_file = self.settings.unit_dir.join(id.unit_name());
         if !path.exists() {
             return Skipped(format!("{} is gone", path.display()));
@@ -125,18 +167,14 @@ impl<R: RemoveTunnel> Cleaner<R> {
             if let Err(why) = trusted(&snapshot) {
                 return Skipped(why);
             }
-            let units = snapshot
-                .tunnels
-                .keys()
-                .filter_map(|t| self.unit_facts(&snapshot, t))
-                .collect();
             let file = ConfigFile {
                 id: id.clone(),
                 path: path.clone(),
             };
-            let facts = self.facts(units, vec![file], None);
+            let mut facts = self.facts(self.snapshot_units(&snapshot), vec![file], None);
+            facts.cores = self.cores();
             if !kinds_of(&facts, id).contains(&OrphanKind::ConfigWithoutUnit) {
-                return Skipped("a unit exists or runs this file".into());
+                return Skipped("a unit exists or a unit or core process runs this file".into());
             }
         }
         if dry_run {
@@ -157,27 +195,46 @@ impl<R: RemoveTunnel> Cleaner<R> {
                 "pid {pid} is no stray orphan seen at that time any more"
             ));
         };
-        if !self.still_stray(pid, start) {
-            return Skipped(format!(
-                "pid {pid} is no longer that stray (gone, reused, or in a tunnel unit)"
-            ));
-        }
+        let not_that_stray = || {
+            Skipped(format!(
+                "pid {pid} is no longer that stray (gone, reused, or in a unit)"
+            ))
+        };
         if dry_run {
-            return WouldDo(format!("would stop pid {pid}"));
+            return match self.still_stray(pid, start) {
+                true => WouldDo(format!("would stop pid {pid}")),
+                false => not_that_stray(),
+            };
         }
-        if let Err(e) = signal(pid, "TERM").await {
-            return Failed(e);
+        // The pidfd first, the check second: see the pidfd module for why this order.
+        let process = match PidFd::open(pid) {
+            Ok(process) => process,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return not_that_stray(),
+            Err(e) => return Failed(format!("pidfd_open({pid}): {e}")),
+        };
+        if !self.still_stray(pid, start) {
+            return not_that_stray();
         }
-        if self.exited(pid, start, self.grace).await {
+        self.terminate(pid, start, &process).await
+    }
+
+    /// SIGTERM, up to the grace period, then SIGKILL, all through `process`.
+    async fn terminate(&self, pid: u32, start: u64, process: &PidFd) -> CleanupOutcome {
+        let running = || self.scan.alive(pid, start);
+        match process.signal(Signal::TERM) {
+            Ok(true) => {}
+            Ok(false) => return Done(format!("pid {pid} exited")),
+            Err(e) => return Failed(format!("SIGTERM to pid {pid}: {e}")),
+        }
+        if process.exited(self.grace, running).await {
             return Done(format!("stopped pid {pid} with SIGTERM"));
         }
-        if !self.still_stray(pid, start) {
-            return Done(format!("pid {pid} exited"));
+        match process.signal(Signal::KILL) {
+            Ok(true) => {}
+            Ok(false) => return Done(format!("pid {pid} exited")),
+            Err(e) => return Failed(format!("SIGKILL to pid {pid}: {e}")),
         }
-        if let Err(e) = signal(pid, "KILL").await {
-            return Failed(e);
-        }
-        match self.exited(pid, start, Duration::from_secs(2)).await {
+        match process.exited(KILL_WAIT, running).await {
             true => Done(format!(
                 "killed pid {pid} with SIGKILL after {:?}",
                 self.grace
@@ -186,37 +243,37 @@ impl<R: RemoveTunnel> Cleaner<R> {
         }
     }
 
-    /// Whether `pid` is still the stray process that started at `start`.
+    /// Whether `pid` is still the stray process that started at `start`: the same process, a
+    /// core, running a tunnel's config, in no systemd unit.
     fn still_stray(&self, pid: u32, start: u64) -> bool {
-        let stray = self.scan.stray(pid, std::process::id());
-        stray.is_some_and(|s| s.key.start_ticks == start) && self.scan.alive(pid, start)
+        let core = self
+            .scan
+            .core(pid, std::process::id(), &self.settings.core_binary);
+        let Some(core) = core.filter(|c| c.key.start_ticks == start) else {
+            return false;
+        };
+        let units = self.snapshot_units(&self.state.read());
+        orphans::stray_tunnel(&core, &self.settings.config_dir, &units).is_some()
+            && self.scan.alive(pid, start)
     }
 
-    async fn exited(&self, pid: u32, start: u64, within: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.scan.alive(pid, start) {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        true
+    fn cores(&self) -> Vec<orphans::CoreProcess> {
+        self.scan
+            .cores(std::process::id(), &self.settings.core_binary)
     }
 
-    fn unit_facts(&self, snapshot: &Snapshot, id: &TunnelId) -> Option<UnitFacts> {
-        let t = snapshot.tunnels.get(id)?;
-        let config_path = t
-            .status
-            .config_arg()
-            .map_or_else(|| self.settings.default_config_path(id), PathBuf::from);
-        Some(UnitFacts {
+    /// The snapshot's units, with their configs counted as present: for the rules that only
+    /// ask which unit runs which file.
+    fn snapshot_units(&self, snapshot: &Snapshot) -> Vec<UnitFacts> {
+        let dir = &self.settings.config_dir;
+        let unit = |(id, t): (&TunnelId, &crate::state::Tunnel)| UnitFacts {
             id: id.clone(),
-            // An error other than "not found" proves nothing: count the file as there.
-            config_exists: config_path.try_exists().unwrap_or(true),
-            config_path,
+            config: t.status.config_ref(dir),
+            config_exists: true,
             active_state: t.status.active_state().clone(),
             state_change_usec: t.status.state_change_usec,
-        })
+        };
+        snapshot.tunnels.iter().map(unit).collect()
     }
 
     fn facts(
@@ -230,7 +287,8 @@ impl<R: RemoveTunnel> Cleaner<R> {
             units,
             config_files,
             inventory,
-            strays: Vec::new(),
+            cores: Vec::new(),
+            config_dir: self.settings.config_dir.clone(),
             failed_threshold: self.settings.health.failed_threshold,
         }
     }
@@ -254,19 +312,4 @@ fn kinds_of(facts: &Facts, id: &TunnelId) -> Vec<OrphanKind> {
             _ => None,
         })
         .collect()
-}
-
-/// `kill -s SIGNAL PID`, by PID only.
-async fn signal(pid: u32, signal: &str) -> Result<(), String> {
-    let out = Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .output()
-        .await
-        .map_err(|e| format!("cannot run kill: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        Err(format!("kill -s {signal} {pid}: {}", err.trim()))
-    }
 }

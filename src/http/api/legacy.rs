@@ -8,10 +8,12 @@ use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
 
-use super::{ApiState, Failure, Peer, manage, views};
+use super::{ApiState, Failure, Peer, manage};
+use crate::contract::{HealthReport, TunnelList, UsageList};
+use crate::state::Snapshot;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -26,11 +28,11 @@ pub struct ServicesQuery {
 pub async fn get_services(
     State(api): State<ApiState>,
     Query(q): Query<ServicesQuery>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     match q.action.as_deref() {
-        Some("list") => Ok(Json(views::tunnels(&api.state.read()))),
-        Some("resource-usage") => Ok(Json(resource_usage(&api))),
-        Some("health-check") => Ok(Json(views::health_report(&api.state.read()))),
+        Some("list") => Ok(view(&api, TunnelList::from_snapshot)),
+        Some("resource-usage") => Ok(view(&api, UsageList::from_snapshot)),
+        Some("health-check") => Ok(view(&api, HealthReport::from_snapshot)),
         Some("logs") => {
             let id = q.tunnel_id.ok_or_else(|| {
                 Failure::new(
@@ -58,7 +60,7 @@ pub async fn post_services(
     State(api): State<ApiState>,
     peer: Option<Extension<Peer>>,
     Json(body): Json<ServicesBody>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     match body.action.as_str() {
         "restart-all" => manage::restart_all(State(api), peer).await,
         "cleanup-orphaned" => {
@@ -75,7 +77,7 @@ pub async fn delete_services(
     State(api): State<ApiState>,
     peer: Option<Extension<Peer>>,
     Query(q): Query<ServicesQuery>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     manage::delete_all(
         State(api),
         peer,
@@ -92,24 +94,7 @@ fn unknown_action(action: Option<&str>) -> Failure {
     )
 }
 
-/// Per tunnel: CPU, memory, tasks and fds, as the old resource-usage call answered.
-fn resource_usage(api: &ApiState) -> Value {
-    let snapshot = api.state.read();
-    let usage: Vec<Value> = snapshot
-        .tunnels
-        .iter()
-        .map(|(id, t)| {
-            let r = t.resources.unwrap_or_default();
-            json!({
-                "tunnelId": id.as_str(),
-                "unit": t.unit,
-                "active": t.status.active_state().is_up(),
-                "cpuSeconds": r.cpu_seconds,
-                "memoryRssBytes": r.rss_bytes,
-                "tasks": r.tasks,
-                "openFds": r.open_fds,
-            })
-        })
-        .collect();
-    json!({ "usage": usage })
+/// A view of the current snapshot, as JSON.
+fn view<T: Serialize>(api: &ApiState, view: fn(&Snapshot) -> T) -> Response {
+    Json(view(&api.state.read())).into_response()
 }

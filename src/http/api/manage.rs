@@ -7,52 +7,46 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::{ApiState, Failure, Peer, caller};
-use crate::lifecycle::Outcome;
-use crate::ops::{Done, Op};
+use crate::contract::{BulkItem, BulkResults, CleanupResults, LogsView, OutcomeView};
+use crate::ops::{Done, Op, OpError};
 
 /// Most lines `GET /tunnels/{id}/logs` returns.
 pub const MAX_LOG_LINES: usize = 10_000;
 
 /// Runs `op` for the request's caller; the JSON of its result.
-async fn run(
-    api: &ApiState,
-    peer: Option<Extension<Peer>>,
-    op: Op,
-) -> Result<Json<Value>, Failure> {
+async fn run(api: &ApiState, peer: Option<Extension<Peer>>, op: Op) -> Result<Response, Failure> {
     Ok(render(api.ops.run(&caller(peer), op).await?))
 }
 
-/// The JSON of a finished operation.
-pub fn render(done: Done) -> Json<Value> {
-    Json(match done {
-        Done::Tunnel(o) => outcome(&o),
-        Done::Bulk(results) => bulk(results),
-        Done::Cleanup { dry_run, results } => json!({ "dry_run": dry_run, "results": results }),
-        Done::Sync(summary) => json!(summary),
-    })
+/// The JSON of a finished operation, as the shared contract types write it.
+pub fn render(done: Done) -> Response {
+    match done {
+        Done::Tunnel(o) => Json(OutcomeView::from(&o)).into_response(),
+        Done::Bulk(results) => Json(bulk(results)).into_response(),
+        Done::Cleanup { dry_run, results } => {
+            Json(CleanupResults::new(dry_run, &results)).into_response()
+        }
+        Done::Sync(summary) => Json(summary).into_response(),
+    }
 }
 
-fn outcome(o: &Outcome) -> Value {
-    json!({"id": o.id.as_str(), "unit": o.unit, "action": format!("{:?}", o.action).to_lowercase(), "job": o.job.to_string()})
-}
-
-/// `{"results": [...]}` of a bulk operation: each tunnel's outcome or its error.
-fn bulk(results: Vec<crate::lifecycle::BulkResult>) -> Value {
-    let results: Vec<Value> = results
+/// Each tunnel's outcome of a bulk operation, or its error.
+fn bulk(results: Vec<crate::lifecycle::BulkResult>) -> BulkResults {
+    let results = results
         .into_iter()
         .map(|(id, r)| match r {
-            Ok(o) => outcome(&o),
+            Ok(o) => BulkItem::done(&o),
             Err(err) => {
-                let f = Failure::from(crate::ops::OpError::from(err));
-                json!({"id": id.as_str(), "error": f.code, "message": f.message})
+                let f = Failure::from(OpError::from(err));
+                BulkItem::failed(&id, f.code, f.message)
             }
         })
         .collect();
-    json!({ "results": results })
+    BulkResults { results }
 }
 
 pub async fn put_tunnel(
@@ -60,7 +54,7 @@ pub async fn put_tunnel(
     peer: Option<Extension<Peer>>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     let config = body.to_vec();
     run(&api, peer, Op::Put { id, config }).await
 }
@@ -69,7 +63,7 @@ pub async fn delete_tunnel(
     State(api): State<ApiState>,
     peer: Option<Extension<Peer>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     run(&api, peer, Op::Delete { id }).await
 }
 
@@ -77,7 +71,7 @@ pub async fn act_on_tunnel(
     State(api): State<ApiState>,
     peer: Option<Extension<Peer>>,
     Path((id, verb)): Path<(String, String)>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     let op = match verb.as_str() {
         "start" => Op::Start { id },
         "stop" => Op::Stop { id },
@@ -98,7 +92,7 @@ pub async fn act_on_tunnel(
 pub async fn restart_all(
     State(api): State<ApiState>,
     peer: Option<Extension<Peer>>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     run(&api, peer, Op::RestartAll).await
 }
 
@@ -113,7 +107,7 @@ pub async fn delete_all(
     State(api): State<ApiState>,
     peer: Option<Extension<Peer>>,
     Query(q): Query<Confirm>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     run(&api, peer, Op::EmergencyCleanup { confirm: q.confirm }).await
 }
 
@@ -127,7 +121,7 @@ pub async fn logs(
     State(api): State<ApiState>,
     Path(id): Path<String>,
     Query(q): Query<Lines>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     let lines = q.lines.unwrap_or(100);
     if lines == 0 || lines > MAX_LOG_LINES {
         let message = format!("lines must be between 1 and {MAX_LOG_LINES}");
@@ -138,7 +132,7 @@ pub async fn logs(
         ));
     }
     let tail = api.ops.logs(&id, lines).await?;
-    Ok(Json(json!({"id": id, "lines": tail})))
+    Ok(Json(LogsView { id, lines: tail }).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,7 +148,7 @@ pub async fn cleanup_orphans(
     State(api): State<ApiState>,
     peer: Option<Extension<Peer>>,
     body: Option<Json<CleanupBody>>,
-) -> Result<Json<Value>, Failure> {
+) -> Result<Response, Failure> {
     let dry_run = body.is_some_and(|Json(b)| b.dry_run);
     run(&api, peer, Op::CleanupOrphans { dry_run }).await
 }

@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use crate::contract::{ErrorBody, HealthReport, OrphanList, TunnelList, TunnelView};
 use crate::domain::TunnelId;
 use crate::ops::remediate::AlertQueue;
 use crate::ops::{Op, OpError, Operations};
@@ -21,7 +22,6 @@ use crate::state::SharedState;
 mod alerts;
 mod legacy;
 pub mod manage;
-pub mod views;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -135,14 +135,14 @@ pub fn parse_id(id: &str) -> Result<TunnelId, Failure> {
         .map_err(|err| Failure::new(StatusCode::BAD_REQUEST, "invalid_id", err.to_string()))
 }
 
-async fn list_tunnels(State(api): State<ApiState>) -> Response {
-    Json(views::tunnels(&api.state.read())).into_response()
+async fn list_tunnels(State(api): State<ApiState>) -> Json<TunnelList> {
+    Json(TunnelList::from_snapshot(&api.state.read()))
 }
 
 async fn show_tunnel(
     State(api): State<ApiState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, Failure> {
+) -> Result<Json<TunnelView>, Failure> {
     let id = parse_id(&id)?;
     let snapshot = api.state.read();
     let tunnel = snapshot.tunnels.get(&id).ok_or_else(|| {
@@ -152,21 +152,20 @@ async fn show_tunnel(
             format!("no tunnel {id}"),
         )
     })?;
-    Ok(Json(views::tunnel(&id, tunnel)))
+    Ok(Json(TunnelView::from_snapshot(&id, tunnel)))
 }
 
-async fn health(State(api): State<ApiState>) -> Response {
-    Json(views::health_report(&api.state.read())).into_response()
+async fn health(State(api): State<ApiState>) -> Json<HealthReport> {
+    Json(HealthReport::from_snapshot(&api.state.read()))
 }
 
-async fn list_orphans(State(api): State<ApiState>) -> Response {
-    Json(views::orphans(&api.state.read())).into_response()
+async fn list_orphans(State(api): State<ApiState>) -> Json<OrphanList> {
+    Json(OrphanList::from_snapshot(&api.state.read()))
 }
 
 /// A JSON error with a stable code.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({"error": code, "message": message.into()});
-    (status, Json(body)).into_response()
+    (status, Json(ErrorBody::new(code, message))).into_response()
 }
 
 async fn authenticate(State(api): State<ApiState>, request: Request, next: Next) -> Response {
