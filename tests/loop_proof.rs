@@ -4,14 +4,19 @@
 //! loopback: Debian's Prometheus 2.42 and Alertmanager 0.25, two sandboxed systemds (one per
 //! node), the real warden binary in each, real V2Ray cores. Prometheus evaluates a fast variant
 //! of alerts/*.yml and both servers run configs derived from deploy/*.example.yml, mechanically
-//! (tests/loop_proof/stack.rs); nothing is a hand-kept copy.
+//! (tests/loop_proof/derive.rs); nothing is a hand-kept copy.
 //!
 //! What each test reads back comes from the peers: systemd (`systemctl show`, the unit dir), the
-//! sandbox's /proc, Prometheus's and Alertmanager's APIs, the warden's /metrics and audit log.
-//! Figures are printed, never asserted on. Needs root: `cargo test --test loop_proof`.
+//! sandbox's /proc, Prometheus's API, what Alertmanager delivered, the warden's /metrics and its
+//! audit log. Figures are printed (`FIGURE`, run with --nocapture), never asserted on.
+//! Needs root: `cargo test --test loop_proof`.
 
 mod support;
 
+#[path = "loop_proof/derive.rs"]
+mod derive;
+#[path = "loop_proof/manual.rs"]
+mod manual;
 #[path = "loop_proof/node.rs"]
 mod node;
 #[path = "loop_proof/payload.rs"]
@@ -20,15 +25,16 @@ mod payload;
 mod stack;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use node::{Node, TOKEN, delta};
+use node::{Node, TOKEN, delta, unit};
 use payload::{Alert, body, fingerprint, orphan_labels};
 use serde_json::Value;
+use stack::{Seen, Stack};
 use support::prom::{
-    Alertmanager, Prometheus, Scratch, Sink, format_duration, parse_duration, promtool,
-    speed_up_rules,
+    Alertmanager, Prometheus, Received, Scratch, Sink, amtool, format_duration, parse_duration,
+    promtool, speed_up_rules,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -36,7 +42,7 @@ const UNIT_WITHOUT_CONFIG: &str = "unit_without_config";
 const STRAY: &str = "stray_process";
 
 // ---------------------------------------------------------------------------------------------
-// The derivation itself
+// The derivation
 // ---------------------------------------------------------------------------------------------
 
 #[test]
@@ -66,363 +72,420 @@ fn durations_of_a_rule_file_scale_by_one_factor() {
     assert!(fast.text.contains("rate[120s:10s]"));
 }
 
-/// The fast variant of the shipped rules is valid, keeps every alert, and the derived configs of
-/// both servers pass their own checkers.
+/// The fast variant of the shipped rules is valid and keeps every alert, and the configs derived
+/// from the examples pass the servers' own checkers.
 #[test]
 fn the_shipped_files_derive_into_a_valid_fast_stack() {
     let dir = Scratch::new("derive");
-    let files = stack::write_fast_rules(&dir.path);
+    let files = derive::write_fast_rules(&dir.path);
     let mut args = vec!["check", "rules"];
     args.extend(files.iter().map(String::as_str));
-    let checked = promtool(&dir.path, &args);
-    eprintln!("promtool on the fast rules:\n{checked}");
+    eprintln!("{}", promtool(&dir.path, &args));
 
-    let fast = stack::fast_rules();
-    let shipped = stack::shipped_rules();
-    for (name, text) in &shipped {
+    let fast = derive::fast_rules();
+    for (name, text) in derive::shipped_rules() {
         let alerts = |t: &str| t.matches("- alert:").count();
-        assert_eq!(alerts(text), alerts(&fast[name].text), "{name}");
+        assert_eq!(alerts(&text), alerts(&fast[&name].text), "{name}");
+        if name == "orphans.rules.yml" {
+            let shipped = derive::alert_block(&text, "XrayTunnelOrphaned");
+            let action = derive::alert_block(&fast[&name].text, "XrayTunnelOrphaned");
+            let shipped_for = derive::for_of(&shipped);
+            assert_eq!(derive::for_of(&action), derive::fast(&shipped_for));
+            assert!(action.contains("warden_action: cleanup_orphan"), "{action}");
+            eprintln!(
+                "XrayTunnelOrphaned for: {shipped_for} -> {}",
+                derive::for_of(&action)
+            );
+        }
     }
-    let orphans = &fast["orphans.rules.yml"].text;
-    let action = alert_block(orphans, "XrayTunnelOrphaned");
-    let shipped_for = for_of(&alert_block(
-        &shipped_text(&shipped, "orphans.rules.yml"),
-        "XrayTunnelOrphaned",
-    ));
-    assert_eq!(for_of(&action), stack::fast(&shipped_for), "{action}");
-    assert!(action.contains("warden_action: cleanup_orphan"), "{action}");
 
-    // Both derived configs, checked by the servers' own tools.
-    let mut addrs = BTreeMap::new();
-    for t in stack::example_targets() {
-        addrs.insert(t.target, "127.0.0.1:1".parse().unwrap());
-    }
-    let prom = stack::prometheus_config(&addrs);
-    std::fs::write(dir.path.join("prometheus.yml"), &prom).unwrap();
+    let nowhere = "127.0.0.1:1".parse().unwrap();
+    let targets = derive::example_targets().into_iter();
+    let addrs = targets.map(|t| (t.target, nowhere)).collect();
+    std::fs::write(
+        dir.path.join("prometheus.yml"),
+        derive::prometheus_config(&addrs),
+    )
+    .unwrap();
     promtool(&dir.path, &["check", "config", "prometheus.yml"]);
-    let urls = stack::example_webhook_authorities()
-        .into_iter()
-        .map(|a| (a, "127.0.0.1:1".parse().unwrap()))
-        .collect();
+    let authorities = derive::example_webhook_authorities().into_iter();
+    let urls = authorities.map(|a| (a, nowhere)).collect();
     std::fs::write(dir.path.join("xray-warden.token"), TOKEN).unwrap();
     for fast in [true, false] {
-        let am = stack::alertmanager_config(&urls, std::path::Path::new("xray-warden.token"), fast);
+        let am = derive::alertmanager_config(&urls, Path::new("xray-warden.token"), fast);
         std::fs::write(dir.path.join("alertmanager.yml"), &am).unwrap();
-        amtool_check(&dir.path);
+        amtool(&dir.path, &["check-config", "alertmanager.yml"]);
     }
-}
-
-fn shipped_text(files: &[(String, String)], name: &str) -> String {
-    files.iter().find(|(n, _)| n == name).unwrap().1.clone()
-}
-
-/// The lines of the rule `- alert: NAME`, up to the next rule.
-fn alert_block(text: &str, name: &str) -> String {
-    let start = text
-        .find(&format!("- alert: {name}\n"))
-        .unwrap_or_else(|| panic!("no alert {name}"));
-    let rest = &text[start + 1..];
-    let end = rest
-        .find("- alert:")
-        .or_else(|| rest.find("- record:"))
-        .unwrap_or(rest.len());
-    text[start..start + 1 + end].to_owned()
-}
-
-fn for_of(block: &str) -> String {
-    block
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("for:"))
-        .unwrap_or_else(|| panic!("no for: in {block}"))
-        .trim()
-        .to_owned()
-}
-
-fn amtool_check(dir: &std::path::Path) {
-    let out = std::process::Command::new("amtool")
-        .args(["check-config", "alertmanager.yml"])
-        .current_dir(dir)
-        .output()
-        .expect("amtool (Debian package prometheus-alertmanager)");
-    assert!(
-        out.status.success(),
-        "amtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // The loop, end to end
 // ---------------------------------------------------------------------------------------------
 
-/// Prometheus and Alertmanager, configured from the shipped files for these nodes. The
-/// example's nodes that the test has no node for are played by `spare`, a plain receiver that
-/// also serves an empty scrape; the people's receiver is `operators`.
-struct Stack {
-    prometheus: Prometheus,
-    alertmanager: Alertmanager,
-    urls: BTreeMap<String, SocketAddr>,
-    operators: Sink,
-    spare: Sink,
+/// The two nodes and what must never change on them.
+struct Fleet {
+    a: Node,
+    b: Node,
+    /// Index of node A's stray core in `a.manual`.
+    stray: usize,
+    /// (MainPID, NRestarts) of node A's healthy tunnels and of its `xray.service`, then B's.
+    baseline: Vec<(String, String)>,
 }
 
-impl Stack {
-    fn start(nodes: &[&Node]) -> Stack {
-        let (operators, spare) = (Sink::start(), Sink::start());
-        let targets = stack::example_targets();
-        let node_addr = |name: &str| {
-            let node = nodes.iter().find(|n| n.name == name);
-            node.map_or(spare.addr, |n| n.warden().addr)
+/// Units that must stay as they are: node A's healthy tunnels and the foreign core, node B's.
+const KEEP_A: [&str; 3] = [
+    "xray-tunnel-alpha.service",
+    "xray-tunnel-beta.service",
+    "xray.service",
+];
+const KEEP_B: &str = "xray-tunnel-gamma.service";
+
+impl Fleet {
+    /// Node A: two healthy tunnels, an orphaned unit (its config deleted while it runs), a stray
+    /// core, and a core run by `xray.service`, a unit that is no tunnel's, on a config in
+    /// config_dir too. Node B: one healthy tunnel.
+    fn boot() -> Fleet {
+        let mut a = Node::boot("loop-a", "node-a");
+        let mut b = Node::boot("loop-b", "node-b");
+        a.tunnels(&["alpha", "beta", "ghost"]);
+        a.foreign_service("svc");
+        let stray = a.stray("stray");
+        b.tunnel("gamma");
+        a.delete_config("ghost");
+        // Node A's guard is opened all the way: with the default 0.5 the warden refuses this
+        // very scenario. It counts the stray's config id among the orphaned tunnels but not
+        // among the tunnels (2 of 3 here), and it judges an alert by the orphans of the last
+        // health pass against the live tunnel count, so right after the first cleanup the
+        // second alert sees "2 of 2" (an_orphan_cleaned_right_after_another_is_not_refused_by_
+        // the_guard). The default guard has its own test.
+        let remediation = "min_orphan_age = \"3s\"\nmax_orphan_fraction = 1.0\n";
+        a.start_warden(remediation);
+        b.start_warden(remediation);
+        let mut fleet = Fleet {
+            a,
+            b,
+            stray,
+            baseline: Vec::new(),
         };
-        // A webhook URL of the example goes to the node scraped at the same address.
-        let mut urls = BTreeMap::new();
-        for authority in stack::example_webhook_authorities() {
-            let scraped = targets.iter().find(|t| t.target == authority);
-            let addr = scraped.map_or(operators.addr, |t| node_addr(&t.node));
-            urls.insert(authority, addr);
-        }
-        let token = [("xray-warden.token".to_owned(), TOKEN.to_owned())];
-        let token_file = std::path::Path::new("xray-warden.token");
-        let am_config = stack::alertmanager_config(&urls, token_file, true);
-        let alertmanager = Alertmanager::start(&am_config, &token);
-
-        let mut addrs = BTreeMap::new();
-        for t in &targets {
-            let addr = match t.section.as_str() {
-                "alerting" => alertmanager.server.addr,
-                _ => node_addr(&t.node),
-            };
-            addrs.insert(t.target.clone(), addr);
-        }
-        let config = stack::prometheus_config(&addrs);
-        let scratch = Scratch::new("fast-rules");
-        let rules: Vec<(String, String)> = stack::write_fast_rules(&scratch.path)
-            .into_iter()
-            .map(|f| {
-                let text = std::fs::read_to_string(scratch.path.join(&f)).unwrap();
-                (f, text)
-            })
-            .collect();
-        let prometheus = Prometheus::start(&config, &rules);
-        Stack {
-            prometheus,
-            alertmanager,
-            urls,
-            operators,
-            spare,
-        }
+        fleet.baseline = fleet.kept();
+        fleet
     }
 
-    /// Reloads Alertmanager with the example's own timings (group_wait, group_interval).
-    fn shipped_timings(&self) {
-        let config = stack::alertmanager_config(
-            &self.urls,
-            std::path::Path::new("xray-warden.token"),
-            false,
-        );
-        self.alertmanager.reload(&config);
+    fn kept(&self) -> Vec<(String, String)> {
+        let a = KEEP_A.iter().map(|u| self.a.pid_and_restarts(u));
+        a.chain([self.b.pid_and_restarts(KEEP_B)]).collect()
     }
 
-    /// Prometheus's XrayTunnelOrphaned alert for `tunnel` on `node`, if pending or firing.
-    fn orphan_alert(&self, node: &str, tunnel: &str) -> Option<Value> {
-        self.prometheus.alerts().into_iter().find(|a| {
-            let l = &a["labels"];
-            l["alertname"] == "XrayTunnelOrphaned" && l["instance"] == node && l["tunnel"] == tunnel
-        })
-    }
-
-    /// Alertmanager's alert for `tunnel` on `node`, if it holds one.
-    fn am_alert(&self, node: &str, tunnel: &str) -> Option<Value> {
-        self.alertmanager.alerts().into_iter().find(|a| {
-            let l = &a["labels"];
-            l["alertname"] == "XrayTunnelOrphaned" && l["instance"] == node && l["tunnel"] == tunnel
-        })
-    }
-}
-
-/// What a watch of the loop saw, per tunnel: when Prometheus first showed the alert firing, and
-/// the last view Alertmanager gave of it.
-#[derive(Default)]
-struct Seen {
-    firing: BTreeMap<String, Instant>,
-    prometheus: BTreeMap<String, Value>,
-    am: BTreeMap<String, Value>,
-}
-
-impl Seen {
-    fn look(&mut self, stack: &Stack, node: &str, tunnels: &[&str]) {
-        for tunnel in tunnels {
-            if let Some(alert) = stack.orphan_alert(node, tunnel) {
-                if alert["state"] == "firing" && !self.firing.contains_key(*tunnel) {
-                    self.firing.insert((*tunnel).to_owned(), Instant::now());
-                }
-                self.prometheus.insert((*tunnel).to_owned(), alert);
-            }
-            if let Some(a) = stack.am_alert(node, tunnel) {
-                self.am.insert((*tunnel).to_owned(), a);
-            }
-        }
+    /// Nothing that must stay moved: same main processes, no restarts, all running.
+    fn assert_untouched(&self) {
+        assert_eq!(self.kept(), self.baseline, "healthy units and xray.service");
+        self.a.assert_running(&["alpha", "beta"]);
+        self.b.assert_running(&["gamma"]);
+        let svc_pid = &self.baseline[2].0;
+        let comm = self.a.sandbox.read_file(&format!("/proc/{svc_pid}/comm"));
+        assert_eq!(comm.unwrap().trim(), "v2ray", "xray.service's core runs");
+        assert!(self.a.config_path("svc").exists() && self.a.config_path("alpha").exists());
     }
 }
 
 #[test]
 fn alertmanager_drives_the_cleanup_on_the_right_node_only() {
-    // Node A: two healthy tunnels, an orphaned unit, a stray core, and a core that belongs to a
-    // unit that is no tunnel's (its config in config_dir too). Node B: one healthy tunnel.
-    let mut a = Node::boot("loop-a", "node-a");
-    let mut b = Node::boot("loop-b", "node-b");
-    a.tunnels(&["alpha", "beta", "ghost"]);
-    a.foreign_service("svc");
-    let stray = a.stray("stray");
-    b.tunnel("gamma");
-    a.delete_config("ghost");
-    let remediation = "min_orphan_age = \"3s\"\n";
-    a.start_warden(remediation);
-    b.start_warden(remediation);
-    let stray_pid = a.manual[stray].pid;
-    let healthy = |n: &Node, units: &[&str]| -> Vec<(String, String)> {
-        units.iter().map(|u| n.pid_and_restarts(u)).collect()
-    };
-    let a_units = [
-        "xray-tunnel-alpha.service",
-        "xray-tunnel-beta.service",
-        "xray.service",
-    ];
-    let before_a = healthy(&a, &a_units);
-    let before_b = healthy(&b, &["xray-tunnel-gamma.service"]);
-    let svc_pid = before_a[2].0.clone();
-    a.warden().wait_for("both orphans seen", WAIT, |s| {
+    let fleet = Fleet::boot();
+    let orphaned = |s: &support::warden::Scrape, tunnel, kind| {
         s.value(
             "xray_tunnel_orphaned",
-            &[("tunnel", "ghost"), ("kind", UNIT_WITHOUT_CONFIG)],
+            &[("tunnel", tunnel), ("kind", kind)],
         ) == Some(1.0)
-            && s.value(
-                "xray_tunnel_orphaned",
-                &[("tunnel", "stray"), ("kind", STRAY)],
-            ) == Some(1.0)
+    };
+    fleet.a.warden().wait_for("both orphans seen", WAIT, |s| {
+        orphaned(s, "ghost", UNIT_WITHOUT_CONFIG) && orphaned(s, "stray", STRAY)
     });
+    let stack = Stack::start(&[&fleet.a, &fleet.b]);
+    the_loop_closes_on_node_a_only(&fleet, &stack);
+    every_webhook_gets_it_and_a_replay_is_a_duplicate(&fleet, &stack);
+    figure_firing_to_gone_with_the_shipped_timings(&fleet, &stack);
+    fleet.assert_untouched();
+}
 
-    let stack = Stack::start(&[&a, &b]);
+fn the_loop_closes_on_node_a_only(fleet: &Fleet, stack: &Stack) {
+    let (a, b) = (&fleet.a, &fleet.b);
+    let stray = &a.manual[fleet.stray];
     let started = Instant::now();
     let mut seen = Seen::default();
     a.wait(
         "the orphan unit removed and the stray stopped",
         WAIT,
         || {
-            seen.look(&stack, "node-a", &["ghost", "stray"]);
-            a.unit_gone("ghost") && a.manual[stray].exited()
+            seen.look(stack, "node-a", &["ghost", "stray"]);
+            a.unit_gone("ghost") && stray.exited()
         },
     );
-    let closed = started.elapsed();
     let gone = Instant::now();
+    eprintln!(
+        "loop closed {:.1?} after Prometheus started; firing -> gone: {:.1?} (fast group_wait {})",
+        started.elapsed(),
+        seen.firing.values().map(|t| gone - *t).collect::<Vec<_>>(),
+        derive::FAST_GROUP_WAIT
+    );
+    let stray_stat = a.sandbox.read_file(&format!("/proc/{}/stat", stray.pid));
+    assert!(
+        stray_stat.is_err(),
+        "the stray's PID is gone in the sandbox"
+    );
     for tunnel in ["ghost", "stray"] {
         a.wait_audited(tunnel, "done", WAIT);
         b.wait_audited(tunnel, "ignored_other_node", WAIT);
+        assert!(b.audited(tunnel).iter().all(|r| r == "ignored_other_node"));
     }
-    eprintln!(
-        "loop closed {closed:.1?} after Prometheus started; firing -> both gone: {:?} (fast group_wait {})",
-        seen.firing.values().map(|t| gone - *t).collect::<Vec<_>>(),
-        stack::FAST_GROUP_WAIT
-    );
-    assert!(
-        a.sandbox
-            .read_file(&format!("/proc/{stray_pid}/stat"))
-            .is_err(),
-        "the stray's PID is gone inside the sandbox"
-    );
-
-    // Nothing else moved: the healthy tunnels, the foreign core, node B.
-    assert_eq!(
-        healthy(&a, &a_units),
-        before_a,
-        "node A's healthy units untouched"
-    );
-    assert_eq!(healthy(&b, &["xray-tunnel-gamma.service"]), before_b);
-    a.assert_running(&["alpha", "beta"]);
-    b.assert_running(&["gamma"]);
-    let svc_state = a
-        .sandbox
-        .read_file(&format!("/proc/{svc_pid}/comm"))
-        .unwrap();
-    assert_eq!(svc_state.trim(), "v2ray", "xray.service's core still runs");
-    assert!(a.config_path("svc").exists() && a.config_path("alpha").exists());
-    let counts_a = a.action_counts();
-    let counts_b = b.action_counts();
-    assert!(counts_a["done"] >= 2.0, "{counts_a:?}");
+    let (counts_a, counts_b) = (a.action_counts(), b.action_counts());
+    assert_eq!(counts_a["done"], 2.0, "{counts_a:?}");
     assert_eq!(counts_b["done"], 0.0, "{counts_b:?}");
     assert!(counts_b["ignored_other_node"] >= 2.0, "{counts_b:?}");
-    assert!(b.audited("ghost").iter().all(|r| r == "ignored_other_node"));
+    fleet.assert_untouched();
+}
 
-    // Every node's webhook got the action alert with the token, and the people got it too.
-    let orphan_alert = |r: &support::prom::Received| r.body.contains("XrayTunnelOrphaned");
-    let spare = stack.spare.wait_for("the action alert", WAIT, orphan_alert);
-    assert_eq!(
-        spare.authorization.as_deref(),
-        Some(format!("Bearer {TOKEN}").as_str())
-    );
+fn every_webhook_gets_it_and_a_replay_is_a_duplicate(fleet: &Fleet, stack: &Stack) {
+    // The example's third node (played by the spare receiver) got the alert with the token, and
+    // so did the people.
+    let ghost = |r: &Received| {
+        r.body.contains("\"tunnel\":\"ghost\"") && r.body.contains("XrayTunnelOrphaned")
+    };
+    let delivered = stack
+        .spare
+        .wait_for("the ghost's notification", WAIT, ghost);
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(delivered.authorization.as_deref(), Some(bearer.as_str()));
     stack
         .operators
-        .wait_for("the action alert", WAIT, orphan_alert);
+        .wait_for("the ghost's notification", WAIT, ghost);
 
-    // A replay of the very incident Alertmanager delivered: a duplicate, nothing happens.
-    let delivered = seen
-        .am
-        .get("ghost")
-        .expect("Alertmanager showed the ghost's alert");
-    let replay = Alert::from_alertmanager(delivered);
+    // Every webhook of the receiver gets the same body: replayed to node A, it is a duplicate.
+    let sent: Value = serde_json::from_str(&delivered.body).unwrap();
+    let labels = sent["alerts"][0]["labels"].as_object().unwrap();
     assert_eq!(
-        fingerprint(&replay.labels),
-        replay.fingerprint,
-        "the test's fingerprint is Alertmanager's"
+        Value::String(fingerprint(labels)),
+        sent["alerts"][0]["fingerprint"],
+        "the direct posts compute Alertmanager's fingerprint"
     );
+    let a = &fleet.a;
     let before = a.action_counts();
-    assert_eq!(a.post(Some(TOKEN), &body(&[replay])), 202);
+    assert_eq!(a.post(Some(TOKEN), &delivered.body), 202);
     a.wait_audited("ghost", "duplicate", WAIT);
     assert_eq!(delta(&before, &a.action_counts()), one("duplicate"));
+}
 
-    // The shipped Alertmanager timings, measured once: firing in Prometheus -> orphan gone.
+/// With the example's group_wait, once: alert firing in Prometheus -> orphan unit gone.
+fn figure_firing_to_gone_with_the_shipped_timings(fleet: &Fleet, stack: &Stack) {
     stack.shipped_timings();
+    let a = &fleet.a;
     a.tunnel("late");
     a.delete_config("late");
     let mut seen = Seen::default();
     a.wait("the late orphan removed", Duration::from_secs(90), || {
-        seen.look(&stack, "node-a", &["late"]);
+        seen.look(stack, "node-a", &["late"]);
         a.unit_gone("late")
     });
     let (gone, gone_at) = (Instant::now(), SystemTime::now());
-    let firing = seen
+    let polled = seen
         .firing
         .get("late")
-        .expect("Prometheus showed the alert firing");
+        .expect("Prometheus showed it firing");
     // The rule's own account: pending since activeAt, firing once `for:` has passed.
-    let active_at = seen.prometheus["late"]["activeAt"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let active_at = seen.alerts["late"]["activeAt"].as_str().unwrap().to_owned();
     let active_at = humantime::parse_rfc3339(&active_at).expect("activeAt is RFC 3339");
-    let fired_at = active_at + orphan_rule_for();
+    let fired_at = active_at + derive::action_alert_for();
     eprintln!(
-        "FIGURE alert firing in Prometheus -> orphan unit gone, Alertmanager example's group_wait \
-         {:?}: {:.1?} from activeAt + for, {:.1?} from the first poll that showed it firing",
-        stack::shipped_group_waits(),
+        "FIGURE alert firing in Prometheus -> orphan unit gone, with the example's group_wait \
+         (default route, action route: {:?}): {:.1?} from activeAt + for, {:.1?} from the first \
+         poll that showed it firing",
+        derive::shipped_group_waits(),
         gone_at.duration_since(fired_at).unwrap_or_default(),
-        gone - *firing
+        gone - *polled
     );
     a.wait_audited("late", "done", WAIT);
-    assert_eq!(healthy(&a, &a_units), before_a);
-    assert_eq!(healthy(&b, &["xray-tunnel-gamma.service"]), before_b);
 }
 
-/// The fast variant's `for:` of the action alert.
-fn orphan_rule_for() -> Duration {
-    let rules = &stack::fast_rules()["orphans.rules.yml"].text;
-    let ms = parse_duration(&for_of(&alert_block(rules, "XrayTunnelOrphaned"))).unwrap();
-    Duration::from_millis(ms)
+// ---------------------------------------------------------------------------------------------
+// The webhook's own checks, by direct posts
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_webhook_acts_only_on_what_it_can_verify() {
+    let mut n = Node::boot("loop-hook", "node-h");
+    n.tunnels(&["alpha", "beta", "o1"]);
+    n.delete_config("o1");
+    let config = "min_orphan_age = \"2s\"\nmax_actions_per_hour = 100\n";
+    n.start_warden(config);
+    let healthy = n.pid_and_restarts(&unit("alpha"));
+    let age = Duration::from_secs(2);
+    n.wait_orphan_aged("o1", UNIT_WITHOUT_CONFIG, age);
+    let o1 = orphan_alert(&n.name, "o1");
+
+    // No token, a wrong token, a malformed or an oversized body: refused, nothing decided.
+    let before = n.action_counts();
+    let payload = body(std::slice::from_ref(&o1));
+    assert_eq!(n.post(None, &payload), 401);
+    assert_eq!(n.post(Some("not-the-token"), &payload), 401);
+    let malformed = n.post(Some(TOKEN), "{\"version\": \"4\", \"alerts\": 5}");
+    assert!((400..500).contains(&malformed), "malformed: {malformed}");
+    let oversized = format!("{{\"pad\": \"{}\"}}", "x".repeat(1 << 20));
+    let status = n.post(Some(TOKEN), &oversized);
+    assert!((400..500).contains(&status), "oversized: {status}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(n.action_counts(), before);
+    assert!(n.alert_audit().is_empty(), "{:?}", n.alert_audit());
+    n.assert_running(&["o1"]);
+
+    // Alerts the warden must not act on, each for its own reason.
+    decide(&n, &o1.resolved(), "ignored_resolved");
+    decide(
+        &n,
+        &orphan_alert("node-elsewhere", "o1"),
+        "ignored_other_node",
+    );
+    let mut reboot = orphan_alert(&n.name, "o1");
+    let action = reboot.labels.get_mut("warden_action").unwrap();
+    *action = "reboot".into();
+    decide(&n, &reboot, "ignored_unknown_action");
+    decide(&n, &orphan_alert(&n.name, "alpha"), "refused_not_orphan");
+    n.tunnel("young");
+    n.delete_config("young");
+    let young = [("tunnel", "young"), ("kind", UNIT_WITHOUT_CONFIG)];
+    n.warden().wait_for("young seen", WAIT, |s| {
+        s.value("xray_tunnel_orphaned", &young) == Some(1.0)
+    });
+    decide(&n, &orphan_alert(&n.name, "young"), "refused_too_young");
+    n.assert_running(&["o1", "alpha", "young"]);
+
+    // The real thing; its replay, also after a restart; the same tunnel again in its cooldown.
+    decide(&n, &o1, "done");
+    assert!(n.unit_gone("o1"));
+    decide(&n, &o1, "duplicate");
+    n.start_warden(config);
+    decide(&n, &o1, "duplicate");
+    n.tunnel("o1");
+    n.delete_config("o1");
+    n.wait_orphan_aged("o1", UNIT_WITHOUT_CONFIG, age);
+    decide(&n, &orphan_alert(&n.name, "o1"), "refused_cooldown");
+    n.assert_running(&["o1", "alpha", "beta"]);
+    assert_eq!(n.pid_and_restarts(&unit("alpha")), healthy);
+
+    for id in ["o1", "young"] {
+        n.sandbox.systemctl(&["stop", &unit(id)]);
+        n.sandbox.remove_unit(&unit(id));
+    }
+    n.sandbox.systemctl(&["daemon-reload"]);
+    figure_webhook_to_gone(&n, age);
+    n.assert_running(&["alpha", "beta"]);
+    assert_eq!(n.pid_and_restarts(&unit("alpha")), healthy);
 }
 
-fn one(result: &str) -> BTreeMap<String, f64> {
-    BTreeMap::from([(result.to_owned(), 1.0)])
+/// Ten orphans in a row, one alert each: webhook received -> unit file gone and unit unloaded.
+fn figure_webhook_to_gone(n: &Node, age: Duration) {
+    let (mut took, mut answered) = (Vec::new(), Vec::new());
+    for i in 0..10 {
+        let id = format!("fig{i}");
+        n.tunnel(&id);
+        n.delete_config(&id);
+        n.wait_orphan_aged(&id, UNIT_WITHOUT_CONFIG, age);
+        let alert = orphan_alert(&n.name, &id);
+        let posted = Instant::now();
+        assert_eq!(n.post(Some(TOKEN), &body(&[alert])), 202);
+        answered.push(posted.elapsed());
+        n.wait(&format!("{id} gone"), WAIT, || n.unit_gone(&id));
+        took.push(posted.elapsed());
+        n.wait_audited(&id, "done", WAIT);
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[4] + v[5]) / 2
+    };
+    eprintln!(
+        "FIGURE webhook received -> orphan unit gone (file removed, unit not loaded), median of \
+         10: {:.0?} (min {:.0?}, max {:.0?}); the 202 came after {:.1?} (median)",
+        median(&mut took),
+        took[0],
+        took[9],
+        median(&mut answered)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guard, dry run, disabled, budget
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn guard_dry_run_disabled_and_budget_refuse() {
+    let mut n = Node::boot("loop-guard", "node-g");
+    let ids = ["t1", "t2", "t3", "t4"];
+    n.tunnels(&ids);
+    let kept =
+        |n: &Node| -> Vec<_> { ids.iter().map(|id| n.pid_and_restarts(&unit(id))).collect() };
+    let before = kept(&n);
+    let age = Duration::from_secs(1);
+    let decide_t1 = |n: &Node, expect| decide(n, &orphan_alert(&n.name, "t1"), expect);
+
+    // Three of four configs gone at once: what a broken config_dir looks like.
+    for id in &ids[..3] {
+        n.delete_config(id);
+    }
+    n.start_warden("min_orphan_age = \"1s\"\n");
+    n.warden().wait_for("the guard tripped", WAIT, |s| {
+        s.value("xray_warden_orphan_guard_tripped", &[]) == Some(1.0)
+    });
+    n.wait_orphan_aged("t1", UNIT_WITHOUT_CONFIG, age);
+    decide_t1(&n, "refused_guard");
+    decide(&n, &orphan_alert(&n.name, "t2"), "refused_guard");
+    n.assert_running(&ids);
+    assert_eq!(kept(&n), before, "no tunnel restarted");
+
+    // One orphan of four: a dry run only reports; disabled refuses.
+    for id in &ids[1..3] {
+        std::fs::write(n.config_path(id), "{}").unwrap();
+    }
+    n.start_warden("min_orphan_age = \"1s\"\ndry_run = true\n");
+    n.wait_orphan_aged("t1", UNIT_WITHOUT_CONFIG, age);
+    decide_t1(&n, "dry_run");
+    n.start_warden("min_orphan_age = \"1s\"\nenabled = false\n");
+    n.wait_orphan_aged("t1", UNIT_WITHOUT_CONFIG, age);
+    decide_t1(&n, "refused_disabled");
+    n.assert_running(&ids);
+    assert_eq!(kept(&n), before, "no tunnel restarted");
+
+    // The hourly budget: one action allowed, the next orphan refused.
+    n.start_warden("min_orphan_age = \"1s\"\nmax_actions_per_hour = 1\n");
+    n.wait_orphan_aged("t1", UNIT_WITHOUT_CONFIG, age);
+    decide_t1(&n, "done");
+    assert!(n.unit_gone("t1"));
+    n.delete_config("t2");
+    n.wait_orphan_aged("t2", UNIT_WITHOUT_CONFIG, age);
+    decide(&n, &orphan_alert(&n.name, "t2"), "refused_budget");
+    n.assert_running(&ids[1..]);
+    assert_eq!(kept(&n)[1..], before[1..], "no other tunnel restarted");
+}
+
+/// Two orphans of four tunnels, cleaned one after the other within one health interval: the
+/// second is one orphan of three tunnels, well inside the default guard, and must be cleaned.
+/// FAILS on main today: the worker judges it by the orphans of the last health pass (both still
+/// listed) against the live tunnel count (three), "2 of 3 tunnels look orphaned", refused_guard;
+/// Alertmanager then offers it again only after repeat_interval (1h in the example).
+#[test]
+#[ignore = "reproduces a warden bug: the guard mixes stale orphans with a fresh tunnel count"]
+fn an_orphan_cleaned_right_after_another_is_not_refused_by_the_guard() {
+    let mut n = Node::boot("loop-pair", "node-p");
+    n.tunnels(&["alpha", "beta", "p1", "p2"]);
+    n.delete_config("p1");
+    n.delete_config("p2");
+    // A long health interval makes the window between two passes certain to be hit.
+    n.start_warden_with("30s", "min_orphan_age = \"1s\"\n");
+    let age = Duration::from_secs(1);
+    n.wait_orphan_aged("p1", UNIT_WITHOUT_CONFIG, age);
+    n.wait_orphan_aged("p2", UNIT_WITHOUT_CONFIG, age);
+    decide(&n, &orphan_alert(&n.name, "p1"), "done");
+    n.wait("p1 gone", WAIT, || n.unit_gone("p1"));
+    decide(&n, &orphan_alert(&n.name, "p2"), "done");
+    assert!(n.unit_gone("p2"));
+    n.assert_running(&["alpha", "beta"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -452,10 +515,8 @@ fn the_servers_deliver_to_a_local_listener_and_stop_by_pid() {
     );
     let prom = Prometheus::start(&prom_config, &[("rules/fast.yml".into(), fast.text)]);
     let got = sink.wait_for("a firing Up", WAIT, |r| r.body.contains("\"Up\""));
-    assert_eq!(
-        got.authorization.as_deref(),
-        Some(format!("Bearer {TOKEN}").as_str())
-    );
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(got.authorization.as_deref(), Some(bearer.as_str()));
     let payload: Value = serde_json::from_str(&got.body).unwrap();
     assert_eq!(payload["version"], "4");
     assert_eq!(payload["alerts"][0]["status"], "firing");
@@ -464,10 +525,7 @@ fn the_servers_deliver_to_a_local_listener_and_stop_by_pid() {
     let dirs = [prom.dir.path.clone(), am.dir.path.clone()];
     drop((prom, am));
     for pid in pids {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "{pid} runs"
-        );
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "{pid} runs");
     }
     for dir in dirs {
         assert!(!dir.exists(), "{} left behind", dir.display());
@@ -475,7 +533,7 @@ fn the_servers_deliver_to_a_local_listener_and_stop_by_pid() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The webhook's own checks, by direct posts
+// Helpers
 // ---------------------------------------------------------------------------------------------
 
 /// A firing action alert for `tunnel` (kind unit_without_config) on `node`, started now.
@@ -483,195 +541,28 @@ fn orphan_alert(node: &str, tunnel: &str) -> Alert {
     Alert::firing(orphan_labels(node, tunnel, UNIT_WITHOUT_CONFIG))
 }
 
-/// Posts `alert`, waits for its audit line, and returns what the counters did meanwhile.
-fn decide(node: &Node, alert: &Alert, expect: &str) -> BTreeMap<String, f64> {
+/// Posts `alert`, waits for its audit line, and checks that the decision is `expect` and that
+/// the counter moved for it alone.
+fn decide(node: &Node, alert: &Alert, expect: &str) {
     let tunnel = alert.labels["tunnel"].as_str().unwrap().to_owned();
     let before = node.action_counts();
     let audited = node.audited(&tunnel).len();
-    assert_eq!(
-        node.post(Some(TOKEN), &body(std::slice::from_ref(alert))),
-        202
-    );
+    let payload = body(std::slice::from_ref(alert));
+    assert_eq!(node.post(Some(TOKEN), &payload), 202);
     node.wait(&format!("a decision on {tunnel}"), WAIT, || {
         node.audited(&tunnel).len() > audited
     });
     let last = node.audited(&tunnel).pop().unwrap();
     let log = node.warden().log();
     let about: Vec<&str> = log.lines().filter(|l| l.contains(&tunnel)).collect();
+    assert_eq!(last, expect, "{tunnel}; log:\n{}", about.join("\n"));
     assert_eq!(
-        last,
-        expect,
-        "decision on {tunnel}; log:\n{}",
-        about.join("\n")
-    );
-    let moved = delta(&before, &node.action_counts());
-    assert_eq!(moved, one(expect), "counters for {tunnel}");
-    moved
-}
-
-#[test]
-fn the_webhook_acts_only_on_what_it_can_verify() {
-    let mut n = Node::boot("loop-hook", "node-h");
-    n.tunnels(&["alpha", "beta", "o1"]);
-    n.delete_config("o1");
-    let age = Duration::from_secs(2);
-    let config = "min_orphan_age = \"2s\"\nmax_actions_per_hour = 100\n";
-    n.start_warden(config);
-    let healthy_before = n.pid_and_restarts("xray-tunnel-alpha.service");
-    n.wait_orphan_aged("o1", UNIT_WITHOUT_CONFIG, age);
-    let o1 = orphan_alert(&n.name, "o1");
-
-    // No token, a wrong token: 401, and nothing is decided, counted or changed.
-    let before = n.action_counts();
-    let payload = body(std::slice::from_ref(&o1));
-    assert_eq!(n.post(None, &payload), 401);
-    assert_eq!(n.post(Some("not-the-token"), &payload), 401);
-    // Malformed and oversized bodies: 4xx (Alertmanager does not retry those).
-    let malformed = n.post(Some(TOKEN), "{\"version\": \"4\", \"alerts\": 5}");
-    assert!((400..500).contains(&malformed), "malformed: {malformed}");
-    let oversized = format!("{{\"pad\": \"{}\"}}", "x".repeat(1 << 20));
-    let status = n.post(Some(TOKEN), &oversized);
-    assert!((400..500).contains(&status), "oversized: {status}");
-    std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(n.action_counts(), before);
-    assert!(n.alert_audit().is_empty(), "{:?}", n.alert_audit());
-    n.assert_running(&["o1"]);
-
-    // Alerts the warden must not act on, each for its own reason.
-    decide(&n, &o1.resolved(), "ignored_resolved");
-    decide(
-        &n,
-        &orphan_alert("node-elsewhere", "o1"),
-        "ignored_other_node",
-    );
-    let mut reboot = orphan_alert(&n.name, "o1");
-    reboot
-        .labels
-        .insert("warden_action".into(), "reboot".into());
-    decide(&n, &reboot, "ignored_unknown_action");
-    decide(&n, &orphan_alert(&n.name, "alpha"), "refused_not_orphan");
-    n.assert_running(&["o1", "alpha"]);
-    assert_eq!(
-        n.pid_and_restarts("xray-tunnel-alpha.service"),
-        healthy_before
-    );
-
-    // An orphan the warden has seen for less than min_orphan_age.
-    n.tunnel("young");
-    n.delete_config("young");
-    let young = [("tunnel", "young"), ("kind", UNIT_WITHOUT_CONFIG)];
-    n.warden().wait_for("young seen", WAIT, |s| {
-        s.value("xray_tunnel_orphaned", &young) == Some(1.0)
-    });
-    decide(&n, &orphan_alert(&n.name, "young"), "refused_too_young");
-    n.assert_running(&["young"]);
-
-    // The real thing, then its replay.
-    decide(&n, &o1, "done");
-    assert!(n.unit_gone("o1"));
-    decide(&n, &o1, "duplicate");
-    // Remembered across a restart of the warden (the record lives in users.state_dir).
-    n.start_warden(config);
-    decide(&n, &o1, "duplicate");
-    // The same tunnel orphaned again within the cooldown: a new incident, refused.
-    n.tunnel("o1");
-    n.delete_config("o1");
-    n.wait_orphan_aged("o1", UNIT_WITHOUT_CONFIG, age);
-    decide(&n, &orphan_alert(&n.name, "o1"), "refused_cooldown");
-    n.assert_running(&["o1"]);
-    assert_eq!(
-        n.pid_and_restarts("xray-tunnel-alpha.service"),
-        healthy_before
-    );
-
-    // Figure: webhook received -> orphan unit gone, one orphan at a time.
-    for id in ["o1", "young"] {
-        n.sandbox.systemctl(&["stop", &node::unit(id)]);
-        n.sandbox.remove_unit(&node::unit(id));
-    }
-    n.sandbox.systemctl(&["daemon-reload"]);
-    let mut took = Vec::new();
-    for i in 0..10 {
-        let id = format!("fig{i}");
-        n.tunnel(&id);
-        n.delete_config(&id);
-        n.wait_orphan_aged(&id, UNIT_WITHOUT_CONFIG, age);
-        let alert = orphan_alert(&n.name, &id);
-        let posted = Instant::now();
-        assert_eq!(n.post(Some(TOKEN), &body(&[alert])), 202);
-        n.wait(&format!("{id} gone"), WAIT, || n.unit_gone(&id));
-        took.push(posted.elapsed());
-        n.wait_audited(&id, "done", WAIT);
-    }
-    took.sort();
-    eprintln!(
-        "FIGURE webhook received -> orphan unit gone (file removed, unit not loaded), median of 10: \
-         {:.0?} (min {:.0?}, max {:.0?})",
-        took[4] + (took[5] - took[4]) / 2,
-        took[0],
-        took[9]
-    );
-    n.assert_running(&["alpha", "beta"]);
-    assert_eq!(
-        n.pid_and_restarts("xray-tunnel-alpha.service"),
-        healthy_before
+        delta(&before, &node.action_counts()),
+        one(expect),
+        "{tunnel}"
     );
 }
 
-// ---------------------------------------------------------------------------------------------
-// Guard, dry run, disabled
-// ---------------------------------------------------------------------------------------------
-
-#[test]
-fn guard_dry_run_disabled_and_budget_refuse() {
-    let mut n = Node::boot("loop-guard", "node-g");
-    let ids = ["t1", "t2", "t3", "t4"];
-    n.tunnels(&ids);
-    let before: Vec<_> = ids
-        .iter()
-        .map(|id| n.pid_and_restarts(&node::unit(id)))
-        .collect();
-    let after = |n: &Node| -> Vec<_> {
-        ids.iter()
-            .map(|id| n.pid_and_restarts(&node::unit(id)))
-            .collect()
-    };
-    // Three of four configs gone at once: what a broken config_dir looks like.
-    for id in &ids[..3] {
-        n.delete_config(id);
-    }
-    let age = Duration::from_secs(1);
-    n.start_warden("min_orphan_age = \"1s\"\n");
-    n.warden().wait_for("the guard tripped", WAIT, |s| {
-        s.value("xray_warden_orphan_guard_tripped", &[]) == Some(1.0)
-    });
-    n.wait_orphan_aged("t1", UNIT_WITHOUT_CONFIG, age);
-    decide(&n, &orphan_alert(&n.name, "t1"), "refused_guard");
-    decide(&n, &orphan_alert(&n.name, "t2"), "refused_guard");
-    n.assert_running(&ids);
-    assert_eq!(after(&n), before, "no tunnel restarted");
-
-    // One orphan of four: a dry run only reports; disabled refuses.
-    for id in &ids[1..3] {
-        std::fs::write(n.config_path(id), "{}").unwrap();
-    }
-    n.start_warden("min_orphan_age = \"1s\"\ndry_run = true\n");
-    n.wait_orphan_aged("t1", UNIT_WITHOUT_CONFIG, age);
-    decide(&n, &orphan_alert(&n.name, "t1"), "dry_run");
-    n.start_warden("min_orphan_age = \"1s\"\nenabled = false\n");
-    n.wait_orphan_aged("t1", UNIT_WITHOUT_CONFIG, age);
-    decide(&n, &orphan_alert(&n.name, "t1"), "refused_disabled");
-    n.assert_running(&ids);
-    assert_eq!(after(&n), before, "no tunnel restarted");
-
-    // The hourly budget: one action allowed, the next orphan refused.
-    n.start_warden("min_orphan_age = \"1s\"\nmax_actions_per_hour = 1\n");
-    n.wait_orphan_aged("t1", UNIT_WITHOUT_CONFIG, age);
-    decide(&n, &orphan_alert(&n.name, "t1"), "done");
-    assert!(n.unit_gone("t1"));
-    n.delete_config("t2");
-    n.wait_orphan_aged("t2", UNIT_WITHOUT_CONFIG, age);
-    decide(&n, &orphan_alert(&n.name, "t2"), "refused_budget");
-    n.assert_running(&ids[1..]);
-    assert_eq!(after(&n)[1..], before[1..], "no other tunnel restarted");
+fn one(result: &str) -> BTreeMap<String, f64> {
+    BTreeMap::from([(result.to_owned(), 1.0)])
 }

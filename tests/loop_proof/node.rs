@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::manual::Manual;
 use crate::support::sandbox::Sandbox;
 use crate::support::v2ray::{TunnelPorts, V2RAY, tunnel_config, tunnel_unit};
 use crate::support::warden::{Scrape, Warden, http_post};
@@ -48,8 +48,13 @@ impl Node {
     }
 
     /// Starts the warden with `remediation` as its `[remediation]` section (node = the node's
-    /// name unless given), after stopping a running one.
+    /// name unless given) and a health pass every second, after stopping a running one.
     pub fn start_warden(&mut self, remediation: &str) {
+        self.start_warden_with("1s", remediation);
+    }
+
+    /// [`Node::start_warden`] with a health pass (and orphan scan) every `health_interval`.
+    pub fn start_warden_with(&mut self, health_interval: &str, remediation: &str) {
         if let Some(old) = self.warden.take() {
             assert!(old.stop().success(), "the previous warden failed");
         }
@@ -63,7 +68,7 @@ impl Node {
              user = \"nobody\"\ngroup = \"nogroup\"\n\
              [users]\nstate_dir = \"{d}/state\"\n\
              [api]\ntoken_file = \"{d}/token\"\naudit_log = \"{d}/audit.log\"\n\
-             [health]\ninterval = \"1s\"\n[sampler]\ninterval = \"1s\"\n\
+             [health]\ninterval = \"{health_interval}\"\n[sampler]\ninterval = \"1s\"\n\
              [remediation]\n{node_line}{remediation}\n",
             etc = self.etc.display(),
             d = self.dir.display(),
@@ -190,10 +195,13 @@ impl Node {
             .0
     }
 
-    /// The audit log's lines about alerts, oldest first.
+    /// The audit log's complete lines about alerts, oldest first. A line being appended may be
+    /// read half-written (the warden writes it in pieces): only lines ending in a newline count.
     pub fn alert_audit(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
-        text.lines()
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
+            .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
             .filter(|v: &Value| v["action"] == "alert.cleanup_orphan")
             .collect()
@@ -300,89 +308,10 @@ pub fn delta(
         .collect()
 }
 
-/// A process started inside the sandbox by hand (nsenter forks it into the PID namespace);
-/// stopped by its host PID on drop.
-pub struct Manual {
-    nsenter: Child,
-    /// Its PID in the host's namespace.
-    pub host_pid: u32,
-    /// Its PID inside the sandbox, the one the warden sees.
-    pub pid: u32,
-}
-
-impl Manual {
-    pub fn start(sandbox: &Sandbox, program: &str, args: &[&str]) -> Manual {
-        let nsenter = sandbox
-            .command(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let host_pid = forked_child(nsenter.id());
-        let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
-        let ns = status
-            .lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .unwrap();
-        let pid = ns.split_whitespace().last().unwrap().parse().unwrap();
-        Manual {
-            nsenter,
-            host_pid,
-            pid,
-        }
-    }
-
-    /// Whether the process has exited: gone from /proc, or a zombie (nsenter, its parent,
-    /// reaps it at once and exits).
-    pub fn exited(&self) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.host_pid));
-        stat.map_or(true, |s| {
-            let state = s
-                .rfind(')')
-                .and_then(|i| s[i + 1..].split_whitespace().next());
-            matches!(state, Some("Z" | "X"))
-        })
-    }
-
-    fn kill(&mut self) {
-        if let Ok(None) = self.nsenter.try_wait() {
-            let pid = self.host_pid.to_string();
-            let _ = std::process::Command::new("kill")
-                .args(["-s", "KILL", &pid])
-                .status();
-            let _ = self.nsenter.wait();
-        }
-    }
-}
-
-impl Drop for Manual {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nothing listens on {port}");
         std::thread::sleep(POLL);
-    }
-}
-
-fn forked_child(parent: u32) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let path = format!("/proc/{parent}/task/{parent}/children");
-        let children = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(pid) = children
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-        {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "nsenter {parent} never forked");
-        std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -52,17 +52,6 @@ impl Alert {
         }
     }
 
-    /// The alert as Alertmanager's API (`/api/v2/alerts`) shows it, re-sent as a webhook alert.
-    pub fn from_alertmanager(api: &Value) -> Alert {
-        let labels = api["labels"].as_object().cloned().unwrap_or_default();
-        Alert {
-            status: "firing",
-            labels,
-            starts_at: api["startsAt"].as_str().unwrap_or_default().to_owned(),
-            fingerprint: api["fingerprint"].as_str().unwrap_or_default().to_owned(),
-        }
-    }
-
     fn to_json(&self) -> Value {
         let ends_at = if self.status == "resolved" {
             humantime::format_rfc3339_nanos(SystemTime::now()).to_string()

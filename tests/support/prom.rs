@@ -31,6 +31,7 @@ use super::warden::{http_call, http_get};
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 pub const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 pub const PROMTOOL: &str = "/usr/bin/promtool";
+pub const AMTOOL: &str = "/usr/bin/amtool";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const DIR_PREFIX: &str = "peer-";
@@ -317,15 +318,24 @@ fn write_files(dir: &Path, name: &str, config: &str, files: &[(String, String)])
 
 /// Runs `promtool ARGS` in `dir`; panics with its output unless it succeeds. Returns stdout.
 pub fn promtool(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(PROMTOOL)
+    checker(PROMTOOL, dir, args)
+}
+
+/// Runs `amtool ARGS` in `dir` (`check-config FILE`); panics with its output unless it succeeds.
+pub fn amtool(dir: &Path, args: &[&str]) -> String {
+    checker(AMTOOL, dir, args)
+}
+
+fn checker(program: &str, dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
         .args(args)
         .current_dir(dir)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run promtool (Debian package prometheus): {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {program} (scripts/install-deps.sh): {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "promtool {}: {stdout}{}",
+        "{program} {}: {stdout}{}",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
