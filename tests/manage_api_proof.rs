@@ -352,7 +352,7 @@ fn bad_requests_change_nothing() {
 
 #[test]
 fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
-    // Three tunnels look orphaned beside two units: relax the guard, which has its own proof
+    // Three tunnels look orphaned beside four units: relax the guard, which has its own proof
     // (tests/health_proof.rs), so that this test shows the cleanup itself.
     let node = Node::boot_with(
         "manage-orphans",
@@ -364,6 +364,11 @@ fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
             .0,
         200
     );
+    // Two more healthy tunnels: three orphans among four units stay under the (relaxed) guard.
+    for extra in ["healthy2", "healthy3"] {
+        let path = format!("/api/v1/tunnels/{extra}");
+        assert_eq!(node.call("PUT", &path, &tunnel_json(free_port())).0, 200);
+    }
     let steady = node
         .sandbox
         .show("xray-tunnel-healthy.service", &["MainPID", "NRestarts"]);

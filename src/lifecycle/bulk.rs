@@ -12,7 +12,6 @@ impl Lifecycle {
     /// [`LifecycleError::NotFound`] and nothing is touched; a stop job that does not end `done`
     /// is [`LifecycleError::JobFailed`] and the files stay.
     pub async fn delete(&self, id: &TunnelId) -> Result<Outcome, LifecycleError> {
-        let _guard = self.lock.lock().await;
         let paths = self.paths(id);
         let (unit_exists, config_exists) = {
             let paths = paths.clone();
@@ -32,7 +31,6 @@ impl Lifecycle {
     /// after the other, in id order; the result of each. Fails as a whole only when the unit dir
     /// cannot be read.
     pub async fn restart_all(&self) -> Result<Vec<BulkResult>, LifecycleError> {
-        let _guard = self.lock.lock().await;
         let tunnels = self.tunnels.clone();
         let ids = blocking(move || {
             let ids = files::all_tunnels(&tunnels)
@@ -62,7 +60,6 @@ impl Lifecycle {
         if !confirm {
             return Err(LifecycleError::ConfirmationRequired);
         }
-        let _guard = self.lock.lock().await;
         tracing::warn!("emergency cleanup: removing every tunnel");
         let tunnels = self.tunnels.clone();
         let on_disk = blocking(move || {

@@ -25,7 +25,6 @@ impl Lifecycle {
     /// systemd is reloaded and an old unit that was running is restarted on its old config.
     pub async fn create(&self, id: &TunnelId, config: &[u8]) -> Result<Outcome, LifecycleError> {
         check_json(config)?;
-        let _guard = self.lock.lock().await;
         let uid = account("user", &self.tunnels.user, accounts::uid)?;
         let gid = account("group", &self.tunnels.group, accounts::gid)?;
         let paths = self.paths(id);

@@ -8,8 +8,8 @@
 //! to and which survives a delete. Every systemd action goes over D-Bus ([`Client`]) and waits
 //! for its job's result. `unit_dir` must be a directory systemd loads units from.
 //!
-//! Operations of one [`Lifecycle`] run one at a time (an async mutex), so two requests for the
-//! same tunnel never interleave their writes and jobs.
+//! A `Lifecycle` takes no lock of its own: its callers hold the one operation lock
+//! (`crate::ops`), so two requests never interleave their writes and jobs.
 
 mod accounts;
 mod bulk;
@@ -21,8 +21,6 @@ mod logs;
 pub mod template;
 
 use std::path::Path;
-
-use tokio::sync::Mutex;
 
 pub use error::LifecycleError;
 pub use files::Paths;
@@ -69,19 +67,13 @@ pub type BulkResult = (TunnelId, Result<Outcome, LifecycleError>);
 pub struct Lifecycle {
     client: Client,
     tunnels: TunnelsConfig,
-    /// Serialises operations.
-    lock: Mutex<()>,
 }
 
 impl Lifecycle {
     /// A manager acting through `client` on the tunnels `tunnels` describes. The unit template
     /// file, if any, is read at every create, so edits apply to the next one.
     pub fn new(client: Client, tunnels: TunnelsConfig) -> Self {
-        Self {
-            client,
-            tunnels,
-            lock: Mutex::new(()),
-        }
+        Self { client, tunnels }
     }
 
     /// Validates a tunnel id given as text (from a URL, a CLI argument). Entry points taking
@@ -97,20 +89,17 @@ impl Lifecycle {
 
     /// Starts tunnel `id`. [`LifecycleError::NotFound`] without a unit file.
     pub async fn start(&self, id: &TunnelId) -> Result<Outcome, LifecycleError> {
-        let _guard = self.lock.lock().await;
         self.job(id, Action::Started).await
     }
 
     /// Stops tunnel `id` (it stays enabled). [`LifecycleError::NotFound`] without a unit file.
     pub async fn stop(&self, id: &TunnelId) -> Result<Outcome, LifecycleError> {
-        let _guard = self.lock.lock().await;
         self.job(id, Action::Stopped).await
     }
 
     /// Restarts tunnel `id` (a stopped one is started). [`LifecycleError::NotFound`] without a
     /// unit file.
     pub async fn restart(&self, id: &TunnelId) -> Result<Outcome, LifecycleError> {
-        let _guard = self.lock.lock().await;
         self.job(id, Action::Restarted).await
     }
 
@@ -134,7 +123,7 @@ impl Lifecycle {
         .await
     }
 
-    /// Runs the job of `action` on an existing tunnel; the lock is held by the caller.
+    /// Runs the job of `action` on an existing tunnel.
     async fn job(&self, id: &TunnelId, action: Action) -> Result<Outcome, LifecycleError> {
         let unit = id.unit_name();
         if !exists(&self.paths(id).unit).await? {

@@ -46,13 +46,17 @@ impl Audit {
         let line = serde_json::json!({
             "time": time, "caller": caller, "action": action, "target": target, "result": result,
         });
+        // One write(2) of the whole line on an O_APPEND file: a reader tailing the log never
+        // sees half a line (writeln! on a File may split it into several writes).
+        let mut bytes = line.to_string().into_bytes();
+        bytes.push(b'\n');
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let append = || {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
-                .and_then(|mut file| writeln!(file, "{line}"))
+                .and_then(|mut file| file.write_all(&bytes))
         };
         let written = append().or_else(|err| match path.parent() {
             // First write on a fresh host: create the directory, then try once more.

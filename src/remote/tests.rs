@@ -137,7 +137,7 @@ fn cleanup_table() {
        "outcome": "would_do", "detail": "would remove tunnel noconf"},
       {"action": "remove_config", "tunnel": "nounit", "outcome": "skipped",
        "detail": "a unit exists again"},
-      {"action": "stop_process", "pid": 77, "since": 1700000001.0, "outcome": "failed",
+      {"action": "stop_process", "tunnel": "g", "pid": 77, "since": 1700000001.0, "outcome": "failed",
        "detail": "no such process"}]}"#;
     let expected = "\
 noconf                   remove_tunnel  would remove tunnel noconf

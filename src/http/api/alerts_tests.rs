@@ -191,12 +191,38 @@ fn orphan_since(node: &Node, tunnel: &str, since: SystemTime) {
     });
 }
 
+/// `n` tunnel units beside the orphans, so that the guard (its own tests are in domain) allows
+/// acting.
+fn healthy_tunnels(node: &Node, n: usize) {
+    node.state.update(|s| {
+        s.listed = true;
+        s.systemd_up = true;
+        for i in 0..n {
+            let id = crate::domain::TunnelId::new(&format!("ok{i}")).unwrap();
+            let unit = id.unit_name();
+            s.tunnels
+                .insert(id, crate::state::Tunnel::new(unit, Default::default()));
+        }
+    });
+}
+
+#[tokio::test]
+async fn the_guard_refuses_when_most_tunnels_look_orphaned() {
+    let node = node("guard", policy()).await;
+    orphan_since(&node, "old1", SystemTime::now() - Duration::from_secs(3600));
+    orphan_since(&node, "old2", SystemTime::now() - Duration::from_secs(3600));
+    healthy_tunnels(&node, 2);
+    let body = payload(vec![alert("firing", "node-a", "old1", "f1")]);
+    assert_eq!(post(&node, Some(TOKEN), body).await, 202);
+    wait_for(&node, "refused_guard", 1).await;
+}
+
 #[tokio::test]
 async fn a_young_orphan_waits_and_an_old_one_fails_without_systemd() {
     let node = node("young", policy()).await;
     orphan_since(&node, "young1", SystemTime::now());
     orphan_since(&node, "old1", SystemTime::now() - Duration::from_secs(3600));
-    node.state.update(|s| s.listed = true);
+    healthy_tunnels(&node, 8);
     let body = payload(vec![
         alert("firing", "node-a", "young1", "f1"),
         alert("firing", "node-a", "old1", "f2"),
