@@ -195,8 +195,8 @@ impl Node {
             .0
     }
 
-    /// The audit log's complete lines about alerts, oldest first. A line being appended may be
-    /// read half-written (the warden writes it in pieces): only lines ending in a newline count.
+    /// The audit log's complete lines about alerts, oldest first; a line still being appended
+    /// (no newline yet) is left for the next read.
     pub fn alert_audit(&self) -> Vec<Value> {
         let text = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
         let complete = text.rfind('\n').map_or("", |end| &text[..end]);
