@@ -152,13 +152,9 @@ impl Fleet {
         let stray = a.stray("stray");
         b.tunnel("gamma");
         a.delete_config("ghost");
-        // Node A's guard is opened all the way: with the default 0.5 the warden refuses this
-        // very scenario. It counts the stray's config id among the orphaned tunnels but not
-        // among the tunnels (2 of 3 here), and it judges an alert by the orphans of the last
-        // health pass against the live tunnel count, so right after the first cleanup the
-        // second alert sees "2 of 2" (an_orphan_cleaned_right_after_another_is_not_refused_by_
-        // the_guard). The default guard has its own test.
-        let remediation = "min_orphan_age = \"3s\"\nmax_orphan_fraction = 1.0\n";
+        // The default guard (0.5, 5): one orphaned unit of three, plus a stray, is well inside
+        // it (a stray is no tunnel of its own and counts only toward the per-pass cap).
+        let remediation = "min_orphan_age = \"3s\"\n";
         a.start_warden(remediation);
         b.start_warden(remediation);
         let mut fleet = Fleet {
@@ -466,18 +462,18 @@ fn guard_dry_run_disabled_and_budget_refuse() {
 
 /// Two orphans of four tunnels, cleaned one after the other within one health interval: the
 /// second is one orphan of three tunnels, well inside the default guard, and must be cleaned.
-/// FAILS on main today: the worker judges it by the orphans of the last health pass (both still
-/// listed) against the live tunnel count (three), "2 of 3 tunnels look orphaned", refused_guard;
-/// Alertmanager then offers it again only after repeat_interval (1h in the example).
+/// This failed before the guard counted the last pass's orphans among the known tunnels: the
+/// worker judged it by both stale orphans against the live count of three units, "2 of 3",
+/// refused_guard, and Alertmanager would offer it again only after repeat_interval (1h).
 #[test]
-#[ignore = "reproduces a warden bug: the guard mixes stale orphans with a fresh tunnel count"]
 fn an_orphan_cleaned_right_after_another_is_not_refused_by_the_guard() {
     let mut n = Node::boot("loop-pair", "node-p");
     n.tunnels(&["alpha", "beta", "p1", "p2"]);
     n.delete_config("p1");
     n.delete_config("p2");
-    // A long health interval makes the window between two passes certain to be hit.
-    n.start_warden_with("30s", "min_orphan_age = \"1s\"\n");
+    // A long health interval (against the 200 ms between the two decisions) makes the window
+    // between two passes almost certain to be hit; the orphan wait allows 30 s.
+    n.start_warden_with("10s", "min_orphan_age = \"1s\"\n");
     let age = Duration::from_secs(1);
     n.wait_orphan_aged("p1", UNIT_WITHOUT_CONFIG, age);
     n.wait_orphan_aged("p2", UNIT_WITHOUT_CONFIG, age);
