@@ -185,15 +185,16 @@ async fn a_pass_over_fixtures_checks_every_tunnel_and_finds_every_orphan() {
         ]
     );
     assert!(report.success);
-    // Three tunnels (b, lonely, ghost) look orphaned out of three units: the guard trips.
-    let trip = report.guard.clone().expect("tripped");
-    assert_eq!((trip.orphaned, trip.tunnels), (3, 3));
+    // Two tunnels (b, lonely) of the four known (three units and lonely's config) look
+    // orphaned, and the stray (ghost) counts only toward the per-pass cap: exactly half, which
+    // the default guard allows.
+    assert_eq!(report.guard, None);
 
     let snapshot = state.read();
     assert_eq!(snapshot.tunnels[&id("a")].health, report.checks[&id("a")]);
     assert_eq!(snapshot.orphans, report.orphans);
     assert_eq!(snapshot.config_unknown, unknown);
-    assert_eq!(snapshot.orphan_guard, Some(trip));
+    assert_eq!(snapshot.orphan_guard, None);
     assert!(snapshot.collectors[COLLECTOR_HEALTH].success);
 }
 
@@ -203,9 +204,24 @@ async fn the_guard_follows_its_limits() {
     let state = state(&root);
     let mut settings = settings(&root);
     settings.guard = GuardLimits {
-        max_fraction: 1.0,
+        max_fraction: 0.25,
         max_per_pass: 3,
     };
+    let mut task = HealthTask::new(settings.clone(), state.clone(), Ledger::default());
+    // Two of four known tunnels is more than a quarter: tripped, and published.
+    let trip = task.pass().await.unwrap().guard.expect("tripped");
+    assert_eq!((trip.orphaned, trip.tunnels, trip.acted_on), (2, 4, 3));
+    assert!(trip.over_fraction && !trip.over_per_pass);
+    assert_eq!(state.read().orphan_guard, Some(trip));
+    // Three things to act on (b, lonely, ghost) with a cap of two: tripped by the cap alone.
+    settings.guard = GuardLimits {
+        max_fraction: 1.0,
+        max_per_pass: 2,
+    };
+    let mut task = HealthTask::new(settings.clone(), state.clone(), Ledger::default());
+    let trip = task.pass().await.unwrap().guard.expect("tripped");
+    assert!(!trip.over_fraction && trip.over_per_pass);
+    settings.guard.max_per_pass = 3;
     let mut task = HealthTask::new(settings, state.clone(), Ledger::default());
     assert_eq!(task.pass().await.unwrap().guard, None);
     assert_eq!(state.read().orphan_guard, None);

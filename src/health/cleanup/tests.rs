@@ -322,9 +322,10 @@ async fn the_guard_refuses_the_whole_plan() {
     let recorder = scene.recorder();
     let cleaner = scene.cleaner(&recorder);
     let etc = scene.dir.join("etc");
-    // Four tunnels of seven: more than half.
+    // Five tunnels of the eight known (seven units and lonely's config): more than half.
     let plan = [
         remove("noconf", OrphanKind::UnitWithoutConfig),
+        remove("unloaded", OrphanKind::UnitWithoutConfig),
         remove("broken", OrphanKind::UnitWithoutConfig),
         remove("stale", OrphanKind::UnitWithoutConfig),
         CleanupAction::RemoveConfig {
@@ -337,7 +338,7 @@ async fn the_guard_refuses_the_whole_plan() {
         for r in &refused {
             assert!(
                 matches!(&r.outcome, CleanupOutcome::Skipped(w)
-                    if w.starts_with("refused by the orphan guard: 4 of 7 tunnels")),
+                    if w.starts_with("refused by the orphan guard: 5 of 8 tunnels")),
                 "{r:?}"
             );
         }

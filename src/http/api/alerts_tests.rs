@@ -209,8 +209,10 @@ fn healthy_tunnels(node: &Node, n: usize) {
 #[tokio::test]
 async fn the_guard_refuses_when_most_tunnels_look_orphaned() {
     let node = node("guard", policy()).await;
-    orphan_since(&node, "old1", SystemTime::now() - Duration::from_secs(3600));
-    orphan_since(&node, "old2", SystemTime::now() - Duration::from_secs(3600));
+    // Three orphaned tunnels of five known: more than half.
+    for old in ["old1", "old2", "old3"] {
+        orphan_since(&node, old, SystemTime::now() - Duration::from_secs(3600));
+    }
     healthy_tunnels(&node, 2);
     let body = payload(vec![alert("firing", "node-a", "old1", "f1")]);
     assert_eq!(post(&node, Some(TOKEN), body).await, 202);
