@@ -550,8 +550,9 @@ fn the_api_cleanup_spares_what_is_not_orphaned() {
     }
     assert!(distro.exists() && ghost.exists());
 
-    // The app loses its inventory of configs: three tunnels of four look orphaned (good1 and
-    // good2 without config, ghost's config without unit). The guard refuses everything.
+    // The app loses its inventory of configs: three tunnels of the five known (four units and
+    // ghost's config) look orphaned (good1 and good2 without config, ghost's config without
+    // unit). The guard refuses everything.
     for t in ["good1", "good2"] {
         std::fs::remove_file(node.etc.join(format!("xray-{t}.json"))).unwrap();
     }
@@ -568,7 +569,7 @@ fn the_api_cleanup_spares_what_is_not_orphaned() {
         assert_eq!(r["outcome"], "skipped", "{r:#?}");
         let detail = r["detail"].as_str().unwrap();
         assert!(
-            detail.starts_with("refused by the orphan guard: 3 of 4 tunnels"),
+            detail.starts_with("refused by the orphan guard: 3 of 5 tunnels"),
             "{detail}"
         );
     }
