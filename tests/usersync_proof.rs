@@ -165,6 +165,10 @@ fn users_follow_the_source_without_restarting_the_core() {
         Some(1.0)
     );
     assert_eq!(scrape.value("xray_usersync_source_up", &[]), Some(1.0));
+    assert_eq!(
+        scrape.value("xray_usersync_source_configured", &[]),
+        Some(1.0)
+    );
 
     // Alice connects through the tunnel; Bob, not yet in the source, cannot.
     let alice = VlessClient::start(&tunnel.dir, "alice", tunnel.ports.vless, ALICE);

@@ -21,6 +21,7 @@ pub struct SyncMetrics {
     guard_tripped: GaugeVec,
     api_up: GaugeVec,
     pub source_up: Gauge,
+    pub source_configured: Gauge,
     pub invalid_users: Gauge,
     /// (tunnel, inbound) pairs with series, to remove them when the tunnel goes.
     inbounds: Arc<Mutex<BTreeSet<(String, String)>>>,
@@ -105,6 +106,11 @@ impl SyncMetrics {
                 registry,
                 "xray_usersync_source_up",
                 "1 if the last fetch of the users source succeeded and parsed.",
+            ),
+            source_configured: gauge(
+                registry,
+                "xray_usersync_source_configured",
+                "1 if a users source is configured (user sync is on); 0 when it is off, where source_up means nothing.",
             ),
             invalid_users: gauge(
                 registry,

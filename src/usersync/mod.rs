@@ -58,6 +58,8 @@ pub async fn run(
     if users.source.is_none() {
         info!("no users source configured: user sync is off (traffic is still collected)");
     }
+    let configured = if users.source.is_some() { 1.0 } else { 0.0 };
+    metrics.source_configured.set(configured);
     let settings = Settings {
         max_remove_fraction: users.max_remove_fraction,
         concurrency: users.concurrency,
