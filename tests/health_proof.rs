@@ -433,9 +433,14 @@ fn crash_loops_and_long_failures_are_seen() {
         .systemctl(&["start", "--no-block", &unit("looping")]);
     node.sandbox
         .systemctl(&["start", "--no-block", &unit("broken")]);
+    // A crash-looping core is "active" for a moment in every cycle: wait for a scrape that
+    // shows both units down, rather than asserting that of whichever scrape came first.
     let scrape = warden.wait_for("a crash loop and a long failure", WAIT, |s| {
         check(s, "looping", "not_crash_looping") == Some(0.0)
             && orphaned(s, "broken", "failed_too_long")
+            && ["looping", "broken"]
+                .iter()
+                .all(|id| check(s, id, "active") == Some(0.0))
     });
     for id in ["looping", "broken"] {
         assert_eq!(

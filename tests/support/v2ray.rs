@@ -11,13 +11,25 @@ use std::time::{Duration, Instant};
 
 pub const V2RAY: &str = "/usr/bin/v2ray";
 
-/// A free port on 127.0.0.1 (bound, then released).
+/// A port on 127.0.0.1 that was free when asked and that no other call in this test process
+/// returns. Port 0 would let the kernel hand the same released port to two tunnels of one test
+/// (seen: two cores on one port, a false port conflict), so ports come from a counter below
+/// the kernel's ephemeral range (32768 and up on Linux), starting at a place that depends on
+/// the process id, and each is checked by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id() % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left in {FIRST}..{}", FIRST + SPAN);
+        let port = (FIRST + (base + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Ports of one tunnel's inbounds.
