@@ -8,10 +8,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::manual::Manual;
 use support::sandbox::Sandbox;
 use support::v2ray::{TunnelPorts, V2RAY, tunnel_config, tunnel_unit};
 use support::warden::{Scrape, Warden, http_call};
@@ -156,76 +156,6 @@ fn orphan_series(scrape: &Scrape) -> Vec<String> {
 
 fn health_collector_ok(scrape: &Scrape) -> Option<f64> {
     scrape.value("xray_warden_collector_success", &[("collector", "health")])
-}
-
-/// A process started inside the sandbox by hand (nsenter forks it into the PID namespace);
-/// stopped by its host PID on drop.
-struct Manual {
-    nsenter: Child,
-    host_pid: u32,
-    /// Its PID inside the sandbox, the one the warden reports.
-    pid: u32,
-}
-
-impl Manual {
-    fn start(sandbox: &Sandbox, program: &str, args: &[&str]) -> Manual {
-        let nsenter = sandbox
-            .command(program)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let host_pid = forked_child(nsenter.id());
-        let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
-        let ns = status
-            .lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .unwrap();
-        let pid = ns.split_whitespace().last().unwrap().parse().unwrap();
-        Manual {
-            nsenter,
-            host_pid,
-            pid,
-        }
-    }
-
-    fn stop(mut self) {
-        self.kill();
-    }
-
-    fn kill(&mut self) {
-        if let Ok(None) = self.nsenter.try_wait() {
-            let pid = self.host_pid.to_string();
-            let _ = std::process::Command::new("kill")
-                .args(["-s", "KILL", &pid])
-                .status();
-            let _ = self.nsenter.wait();
-        }
-    }
-}
-
-impl Drop for Manual {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn forked_child(parent: u32) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let path = format!("/proc/{parent}/task/{parent}/children");
-        let children = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(pid) = children
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-        {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "nsenter {parent} never forked");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn wait_listening(port: u16) {

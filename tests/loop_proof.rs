@@ -15,8 +15,6 @@ mod support;
 
 #[path = "loop_proof/derive.rs"]
 mod derive;
-#[path = "loop_proof/manual.rs"]
-mod manual;
 #[path = "loop_proof/node.rs"]
 mod node;
 #[path = "loop_proof/payload.rs"]

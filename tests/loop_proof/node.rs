@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::manual::Manual;
+use crate::support::manual::Manual;
 use crate::support::sandbox::Sandbox;
 use crate::support::v2ray::{TunnelPorts, V2RAY, tunnel_config, tunnel_unit};
 use crate::support::warden::{Scrape, Warden, http_post};

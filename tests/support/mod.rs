@@ -3,6 +3,7 @@
 // Each test crate uses only part of the helpers; the rest would warn as dead code there.
 #![allow(dead_code, unused_imports)]
 
+pub mod manual;
 pub mod prom;
 pub mod sandbox;
 pub mod v2ray;

@@ -1,4 +1,5 @@
-//! A process started inside a sandbox by hand, in no unit: the stray core of the loop proof.
+//! A process started inside a sandbox by hand, in no unit: a stray core, or a process that
+//! holds a port.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -8,7 +9,8 @@ use crate::support::sandbox::Sandbox;
 /// A process started inside the sandbox by hand (nsenter forks it into the PID namespace);
 /// stopped by its host PID on drop.
 pub struct Manual {
-    nsenter: Child,
+    /// nsenter, whose only child is the process.
+    pub nsenter: Child,
     /// Its PID in the host's namespace.
     pub host_pid: u32,
     /// Its PID inside the sandbox, the one the warden sees.
@@ -50,12 +52,20 @@ impl Manual {
         })
     }
 
+    /// Kills the process (SIGKILL by its host PID, only while nsenter has not reaped it, so the
+    /// PID is still its own) and waits for nsenter.
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
     fn kill(&mut self) {
         if let Ok(None) = self.nsenter.try_wait() {
-            let pid = self.host_pid.to_string();
-            let _ = std::process::Command::new("kill")
-                .args(["-s", "KILL", &pid])
-                .status();
+            let pid = i32::try_from(self.host_pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
             let _ = self.nsenter.wait();
         }
     }
