@@ -223,14 +223,6 @@ impl Prometheus {
         Prometheus { server, dir }
     }
 
-    /// An instant query; returns `data.result`.
-    pub fn query(&self, promql: &str) -> Vec<Value> {
-        let v = self
-            .server
-            .get_json(&format!("/api/v1/query?query={}", url_encode(promql)));
-        v["data"]["result"].as_array().cloned().unwrap_or_default()
-    }
-
     /// The alerts of every rule, pending and firing (`/api/v1/alerts`).
     pub fn alerts(&self) -> Vec<Value> {
         let v = self.server.get_json("/api/v1/alerts");
@@ -340,16 +332,4 @@ fn checker(program: &str, dir: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-/// Percent-encodes everything but unreserved characters (RFC 3986), for a query string.
-pub fn url_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
