@@ -114,12 +114,19 @@ mod tests {
     #[tokio::test]
     async fn a_process_that_ignores_sigterm_gets_sigkill_through_the_same_pidfd() {
         let mut child = Command::new("/bin/sh")
-            .args(["-c", "trap '' TERM; while :; do sleep 0.05; done"])
+            .args([
+                "-c",
+                "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+            ])
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let fd = PidFd::open(child.id()).unwrap();
-        // Give sh the time to install its trap.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // sh says "ready" once its trap is installed (a fixed sleep lost that race under load).
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        assert_eq!(line, "ready\n");
         assert!(fd.signal(Signal::TERM).unwrap());
         assert!(!fd.exited(Duration::from_millis(300), || true).await);
         assert!(running(&mut child));
