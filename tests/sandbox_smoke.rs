@@ -7,13 +7,13 @@ mod support;
 
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::sandbox::{BootOptions, Sandbox, host_cgroups_named, sweep_stale};
+use support::sandbox::{BootOptions, Sandbox, choose_root, host_cgroups_named, sweep_stale};
 
 const WAIT: Duration = Duration::from_secs(10);
 const SLEEPER: &str = "[Service]\nExecStart=/bin/sleep infinity\n";
@@ -95,6 +95,45 @@ fn the_bus_answers_again_after_dbus_restarts() {
 
     assert_ne!(dbus_pid(), before, "dbus-daemon was not replaced");
     sandbox.wait_for("the bus to answer again", WAIT, || sandbox.bus_answers());
+}
+
+/// A checkout under /tmp or /var/tmp (also through a symlink) must not put sandbox state there:
+/// tunnel units run with PrivateTmp=, so their configs would vanish from the core's view.
+#[test]
+fn sandbox_state_never_lands_under_tmp() {
+    let fallback = PathBuf::from("/var/lib/xray-warden-test-sandboxes");
+    for checkout in ["/tmp/x/target/tmp", "/var/tmp/x/target/tmp", "/tmp"] {
+        assert_eq!(choose_root(Path::new(checkout)), fallback, "{checkout}");
+    }
+    assert_eq!(
+        choose_root(Path::new("/work/x/target/tmp")),
+        Path::new("/work/x/target/tmp")
+    );
+    assert_eq!(
+        choose_root(Path::new("/tmpfs/target/tmp")),
+        Path::new("/tmpfs/target/tmp")
+    );
+
+    // A short path that resolves into /tmp through a symlink (the link itself lives in the
+    // target dir; nothing is created under /tmp), beside a real directory of the same length
+    // that is kept: only the symlink's target makes the difference.
+    let tmpdir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let (link, real) = (
+        tmpdir.join(format!("l{}", std::process::id())),
+        tmpdir.join(format!("r{}", std::process::id())),
+    );
+    if link.as_os_str().len() > 40 {
+        eprintln!("target dir too deep to try a short symlink; skipped that case");
+        return;
+    }
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink("/tmp", &link).unwrap();
+    fs::create_dir_all(&real).unwrap();
+    let (via_link, via_real) = (choose_root(&link), choose_root(&real));
+    fs::remove_file(&link).unwrap();
+    fs::remove_dir(&real).unwrap();
+    assert_eq!(via_link, fallback);
+    assert_eq!(via_real, real);
 }
 
 #[test]

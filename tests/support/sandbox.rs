@@ -339,18 +339,38 @@ fn state_root() -> PathBuf {
     let preferred = option_env!("CARGO_TARGET_TMPDIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp"));
-    // The bus socket is <root>/sandbox-<name>-<pid>-<n>/run/dbus/system_bus_socket, about 65
-    // bytes past the root, and a unix socket path holds 107: a deep checkout uses a short root
-    // of its own instead. Not under /tmp or /var/tmp: the sandboxes must not touch the host's
-    // /tmp, and tunnel units run with PrivateTmp=, which would hide their configs there.
-    if preferred.as_os_str().len() <= 40 {
-        preferred
+    choose_root(&preferred)
+}
+
+/// `preferred` if a sandbox may keep its state there, else [`FALLBACK_ROOT`].
+///
+/// The bus socket is <root>/sandbox-<name>-<pid>-<n>/run/dbus/system_bus_socket, about 65 bytes
+/// past the root, and a unix socket path holds 107: a deep checkout uses a short root of its own
+/// instead. Nor under /tmp or /var/tmp, whatever the checkout's path (a symlink included): the
+/// sandboxes must not touch the host's /tmp, and tunnel units run with PrivateTmp=, which hides
+/// whatever lies there from the core (every start then fails).
+pub fn choose_root(preferred: &Path) -> PathBuf {
+    if preferred.as_os_str().len() <= 40 && !under_private_tmp(preferred) {
+        preferred.to_path_buf()
     } else {
         PathBuf::from(FALLBACK_ROOT)
     }
 }
 
-/// The state root of checkouts too deep for [`state_root`]'s preferred place.
+/// Whether `path` (resolved through its nearest existing ancestor) lies in a tree PrivateTmp=
+/// replaces.
+fn under_private_tmp(path: &Path) -> bool {
+    let resolved = path
+        .ancestors()
+        .find_map(|a| fs::canonicalize(a).ok().map(|r| (a, r)))
+        .map(|(a, r)| r.join(path.strip_prefix(a).unwrap_or(Path::new(""))))
+        .unwrap_or_else(|| path.to_path_buf());
+    ["/tmp", "/var/tmp"]
+        .iter()
+        .any(|tree| resolved.starts_with(tree))
+}
+
+/// The state root of checkouts too deep for [`state_root`]'s preferred place, or under /tmp.
 const FALLBACK_ROOT: &str = "/var/lib/xray-warden-test-sandboxes";
 
 fn new_state_dir(name: &str) -> PathBuf {
