@@ -16,6 +16,7 @@ use support::sandbox::Sandbox;
 use support::v2ray::{Origin, TunnelPorts, V2RAY, VlessClient, fetch_via, tunnel_config};
 use xray_warden::config::{Config, TunnelsConfig};
 use xray_warden::domain::TunnelId;
+use xray_warden::domain::config_policy::AllowedTarget;
 use xray_warden::lifecycle::template::{self, UnitValues};
 use xray_warden::lifecycle::{Action, Lifecycle, LifecycleError, Outcome};
 use xray_warden::systemd::{Client, JobResult};
@@ -37,6 +38,11 @@ struct Node {
 
 impl Node {
     fn boot(name: &str) -> Node {
+        Self::boot_allowing(name, &[])
+    }
+
+    /// Boots with `allow` as `[tunnels.policy] allow_targets`.
+    fn boot_allowing(name: &str, allow: &[String]) -> Node {
         let sandbox = Sandbox::boot(name);
         let state = sandbox.state_dir().to_owned();
         let mut tunnels = Config::default().tunnels;
@@ -46,6 +52,10 @@ impl Node {
         tunnels.core_binary = V2RAY.into();
         tunnels.user = "nobody".into();
         tunnels.group = "nogroup".into();
+        tunnels.policy.allow = allow
+            .iter()
+            .map(|t| AllowedTarget::parse(t).unwrap())
+            .collect();
         let mut systemd = Config::default().systemd;
         systemd.bus_address = Some(sandbox.bus_address());
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -210,8 +220,9 @@ fn proc_status(node: &Node, pid: u32, key: &str) -> String {
 
 #[test]
 fn create_installs_a_hardened_unit_that_serves_a_real_client() {
-    let node = Node::boot("lc-create");
     let origin = Origin::start(PAGE);
+    // The extra inbound forwards to the origin on loopback, which the policy opens only here.
+    let node = Node::boot_allowing("lc-create", &[format!("127.0.0.1:{}", origin.port)]);
     let edge = id("edge");
     let ports = TunnelPorts::free();
     let low = free_low_port();
@@ -543,4 +554,85 @@ fn emergency_cleanup_needs_confirmation_and_then_removes_everything() {
     }
     assert_eq!(node.listed_units(), units_before);
     assert_eq!(without_logs(node.files()), before, "only logs are left");
+}
+
+#[test]
+fn a_core_that_dies_right_after_its_start_is_rolled_back_with_its_own_complaint() {
+    let node = Node::boot("lc-settle");
+    let origin = Origin::start(PAGE);
+    let edge = id("edge");
+    let ports = TunnelPorts::free();
+    let old_config = config_with_alice(ports, None);
+    node.create(&edge, &old_config).unwrap();
+    let alice = VlessClient::start(&node.scratch, "alice", ports.vless, ALICE);
+    wait_fetch(&alice, &origin);
+    let paths = node.lifecycle.paths(&edge);
+    let files = without_logs(node.files());
+    let units = node.listed_units();
+
+    // A new config whose VLESS port is held by a listener of this test: the core passes its
+    // config test, is exec'd (the restart job is done), then cannot bind and exits.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut new_ports = TunnelPorts::free();
+    new_ports.vless = taken.local_addr().unwrap().port();
+    let started = Instant::now();
+    match node.create(&edge, &config_with_alice(new_ports, None)) {
+        Err(LifecycleError::StartFailed { job, reason, .. }) => {
+            assert_eq!(job, "restart");
+            assert!(reason.contains("address already in use"), "{reason}");
+            eprintln!("refused after {:?}: {reason}", started.elapsed());
+        }
+        other => panic!("a core that cannot bind must not count as replaced: {other:?}"),
+    }
+    // The old config is back byte for byte, the unit runs it again and it serves.
+    assert_eq!(std::fs::read_to_string(&paths.config).unwrap(), old_config);
+    assert_eq!(without_logs(node.files()), files);
+    assert_eq!(node.listed_units(), units);
+    assert_eq!(node.show(&edge, "ActiveState"), "active");
+    let pid = node.main_pid(&edge);
+    let cmdline = node
+        .sandbox
+        .read_file(&format!("/proc/{pid}/cmdline"))
+        .unwrap();
+    assert!(
+        cmdline.contains(&paths.config.display().to_string()),
+        "{cmdline}"
+    );
+    wait_fetch(&alice, &origin);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(node.main_pid(&edge), pid, "the restored core keeps running");
+    assert_eq!(node.show(&edge, "NRestarts"), "0");
+
+    // A new tunnel on a taken port: refused, and nothing but its log is left.
+    let fresh = id("fresh");
+    let mut fresh_ports = TunnelPorts::free();
+    fresh_ports.vless = taken.local_addr().unwrap().port();
+    match node.create(&fresh, &config_with_alice(fresh_ports, None)) {
+        Err(LifecycleError::StartFailed { job, reason, .. }) => {
+            assert_eq!(job, "start");
+            assert!(reason.contains("address already in use"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(without_logs(node.files()), files);
+    assert_eq!(node.listed_units(), units);
+    assert_eq!(node.show(&fresh, "LoadState"), "not-found");
+    drop(taken);
+
+    // The same config without a policy entry for its loopback forward is refused up front.
+    let forward = format!(
+        r#"{{"tag": "fwd", "listen": "127.0.0.1", "port": {}, "protocol": "dokodemo-door",
+            "settings": {{"address": "127.0.0.1", "port": {}}}}}"#,
+        support::v2ray::free_port(),
+        origin.port
+    );
+    let refused = node.create(
+        &fresh,
+        &config_with_alice(TunnelPorts::free(), Some(forward)),
+    );
+    assert!(
+        matches!(&refused, Err(LifecycleError::PolicyRefused { reasons }) if reasons.len() == 1),
+        "{refused:?}"
+    );
+    assert_eq!(without_logs(node.files()), files);
 }

@@ -50,6 +50,8 @@ struct FileTunnels {
     user: Option<Lenient<String>>,
     group: Option<Lenient<String>>,
     unit_template: Option<Lenient<String>>,
+    start_settle: Option<Lenient<String>>,
+    policy: super::policy::FilePolicy,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,6 +193,8 @@ impl FileTunnels {
             user: c.value("tunnels.user", self.user, d.user),
             group: c.value("tunnels.group", self.group, d.group),
             unit_template: c.opt_abs_path("tunnels.unit_template", self.unit_template),
+            start_settle: c.duration("tunnels.start_settle", self.start_settle, d.start_settle),
+            policy: self.policy.validate(c),
             flavour: c.parsed("tunnels.flavour", self.flavour, d.flavour, parse_flavour),
             flavours: c
                 .value("tunnels.flavours", self.flavours, BTreeMap::new())

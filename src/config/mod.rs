@@ -8,6 +8,7 @@
 
 mod check;
 mod file;
+mod policy;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ pub use file::FileConfig;
 
 use std::collections::BTreeMap;
 
+use crate::domain::config_policy::TargetPolicy;
 use crate::domain::{Flavour, TunnelId};
 
 /// The validated configuration of the daemon. Defaults are in deploy/config.example.toml.
@@ -92,6 +94,11 @@ pub struct TunnelsConfig {
     pub group: String,
     /// A unit template file replacing the built-in one; `None` uses the built-in template.
     pub unit_template: Option<PathBuf>,
+    /// How long a tunnel's unit must stay active, on the same main process, after a create or
+    /// replace starts it, before the operation counts as done.
+    pub start_settle: Duration,
+    /// Where tunnel configs may send traffic (`[tunnels.policy]`).
+    pub policy: TargetPolicy,
 }
 
 impl TunnelsConfig {
@@ -250,6 +257,8 @@ impl Default for Config {
                 user: "raptor-tunnel".into(),
                 group: "raptor-tunnel".into(),
                 unit_template: None,
+                start_settle: Duration::from_millis(1500),
+                policy: TargetPolicy::default(),
             },
             users: UsersConfig {
                 source: None,

@@ -1,15 +1,18 @@
 //! The domain core: tunnels, unit states and the rules that interpret them: which config a
 //! command line runs ([`ConfigRef`]), what is an orphan ([`orphans`]), what a cleanup would do
-//! and when it must refuse ([`cleanup`]).
+//! and when it must refuse ([`cleanup`]), where a tunnel config may send traffic
+//! ([`config_policy`]).
 //!
 //! Plain structs and pure functions only. Nothing here performs I/O or imports zbus, procfs,
 //! hyper or prometheus, so every rule is tested on its own.
 
 pub mod cleanup;
+pub mod config_policy;
 mod config_ref;
 mod cpu;
 mod health;
 pub mod orphans;
+mod policy_target;
 pub mod remediation;
 mod traffic;
 mod tunnel;

@@ -4,6 +4,7 @@
 use super::files::{self, Paths, Saved, Scratch};
 use super::template::{self, UnitValues};
 use super::{Action, Lifecycle, LifecycleError, Outcome, accounts, blocking, outcome};
+use crate::domain::config_policy::{self, TargetPolicy};
 use crate::domain::{ActiveState, TunnelId};
 
 /// The old files of a tunnel being replaced, and whether its unit was running.
@@ -17,14 +18,16 @@ impl Lifecycle {
     /// Creates tunnel `id` with `config` (the core's JSON), or replaces its config and unit.
     ///
     /// In order, each step only when the ones before passed: `config` must be a JSON object
-    /// ([`LifecycleError::InvalidConfig`]); the user and group must exist and the unit must
+    /// ([`LifecycleError::InvalidConfig`]) that passes the tunnel policy
+    /// ([`LifecycleError::PolicyRefused`]); the user and group must exist and the unit must
     /// render; the core's own test must accept the config, written to a scratch file
     /// ([`LifecycleError::CoreRejected`]). Only then are the config and unit written
-    /// (atomically), systemd reloaded, the unit enabled and started (restarted when it existed).
-    /// If any of that fails, the old config and unit are put back (or the new ones removed),
+    /// (atomically), systemd reloaded, the unit enabled and started (restarted when it existed),
+    /// and the unit must stay up for `tunnels.start_settle` with its API, if any, answering
+    /// ([`LifecycleError::StartFailed`]). If any of that fails, the old config and unit are put back (or the new ones removed),
     /// systemd is reloaded and an old unit that was running is restarted on its old config.
     pub async fn create(&self, id: &TunnelId, config: &[u8]) -> Result<Outcome, LifecycleError> {
-        check_json(config)?;
+        check_json(config, &self.tunnels.policy)?;
         let uid = account("user", &self.tunnels.user, accounts::uid)?;
         let gid = account("group", &self.tunnels.group, accounts::gid)?;
         let paths = self.paths(id);
@@ -32,17 +35,17 @@ impl Lifecycle {
         self.core_test(id, config).await?;
 
         let before = self.before(id, &paths).await?;
-        let (config, tunnels) = (config.to_vec(), self.tunnels.clone());
+        let (bytes, tunnels) = (config.to_vec(), self.tunnels.clone());
         let installed = blocking(move || {
             files::prepare_dirs(&tunnels, gid)
                 .map_err(LifecycleError::io("prepare", &tunnels.config_dir))?;
-            files::install_config(&paths.config, &config, uid, gid)
+            files::install_config(&paths.config, &bytes, uid, gid)
                 .map_err(LifecycleError::io("write", &paths.config))?;
             files::install_unit(&paths.unit, &unit_text)
                 .map_err(LifecycleError::io("write", &paths.unit))
         });
         let started = match installed.await {
-            Ok(()) => self.activate(id, before.unit.existed()).await,
+            Ok(()) => self.activate(id, before.unit.existed(), config).await,
             Err(err) => Err(err),
         };
         if let Err(err) = &started {
@@ -111,7 +114,14 @@ impl Lifecycle {
         })
     }
 
-    async fn activate(&self, id: &TunnelId, replace: bool) -> Result<Outcome, LifecycleError> {
+    /// Enables and (re)starts the installed unit, then waits until it has settled: a core that
+    /// exits right after its start is a [`LifecycleError::StartFailed`].
+    async fn activate(
+        &self,
+        id: &TunnelId,
+        replace: bool,
+        config: &[u8],
+    ) -> Result<Outcome, LifecycleError> {
         let unit = id.unit_name();
         self.client.reload().await?;
         self.client.enable(&[&unit]).await?;
@@ -122,8 +132,10 @@ impl Lifecycle {
             let result = self.client.start_unit(&unit).await?;
             (Action::Created, "start", result)
         };
-        tracing::info!(tunnel = %id, ?action, %result, "tunnel installed");
-        outcome(id, action, job, result)
+        let done = outcome(id, action, job, result)?;
+        self.settle(id, job, config).await?;
+        tracing::info!(tunnel = %id, ?action, "tunnel installed and settled");
+        Ok(done)
     }
 
     /// Best effort: every step is tried and its failure logged, since the caller reports the
@@ -165,8 +177,9 @@ fn log_step(id: &TunnelId, step: &str, result: Result<(), crate::systemd::System
     }
 }
 
-/// `config` must be a JSON object; the core's test judges the rest.
-fn check_json(config: &[u8]) -> Result<(), LifecycleError> {
+/// `config` must be a JSON object that sends no traffic where `policy` forbids; the core's
+/// test judges the rest.
+fn check_json(config: &[u8], policy: &TargetPolicy) -> Result<(), LifecycleError> {
     let value: serde_json::Value =
         serde_json::from_slice(config).map_err(|e| LifecycleError::InvalidConfig {
             reason: format!("not JSON: {e}"),
@@ -176,7 +189,9 @@ fn check_json(config: &[u8]) -> Result<(), LifecycleError> {
             reason: "the config must be a JSON object".into(),
         });
     }
-    Ok(())
+    config_policy::check(&value, policy).map_err(|refusals| LifecycleError::PolicyRefused {
+        reasons: refusals.iter().map(ToString::to_string).collect(),
+    })
 }
 
 fn account(

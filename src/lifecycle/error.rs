@@ -17,6 +17,20 @@ pub enum LifecycleError {
     /// (JSON, but not an object).
     #[error("invalid tunnel config: {reason}")]
     InvalidConfig { reason: String },
+    /// The config sends traffic where the tunnel policy forbids (the warden's own API, cloud
+    /// metadata, ...: [`crate::domain::config_policy`]); one reason per refused place. Nothing
+    /// was touched. HTTP 422.
+    #[error("the config breaks the tunnel policy: {}", reasons.join("; "))]
+    PolicyRefused { reasons: Vec<String> },
+    /// The unit started but did not stay up (the core exited or restarted within the settle
+    /// time) or its API did not answer; `reason` says which, with the core's own complaint
+    /// from its log. The old files and unit are back (a new tunnel is removed). HTTP 422.
+    #[error("{unit}: the core did not keep running after its {job}: {reason}")]
+    StartFailed {
+        unit: String,
+        job: &'static str,
+        reason: String,
+    },
     /// The core's own config test refused the config; `reason` is the tail of its output.
     /// Nothing was installed. HTTP 422.
     #[error("the core rejects the config: {reason}")]

@@ -18,6 +18,7 @@ mod create;
 mod error;
 mod files;
 mod logs;
+mod settle;
 pub mod template;
 
 use std::path::Path;
@@ -25,6 +26,7 @@ use std::path::Path;
 pub use error::LifecycleError;
 pub use files::Paths;
 pub use logs::{MAX_BYTES as LOG_MAX_BYTES, MAX_LINES as LOG_MAX_LINES};
+pub use settle::API_WAIT as START_API_WAIT;
 
 use crate::config::TunnelsConfig;
 use crate::domain::TunnelId;

@@ -49,6 +49,8 @@ fn lifecycle_code(err: &LifecycleError) -> &'static str {
         LifecycleError::InvalidId(_) => "invalid_id",
         LifecycleError::InvalidConfig { .. } => "invalid_config",
         LifecycleError::CoreRejected { .. } => "config_rejected",
+        LifecycleError::PolicyRefused { .. } => "refused_policy",
+        LifecycleError::StartFailed { .. } => "start_failed",
         LifecycleError::NotFound { .. } => "not_found",
         LifecycleError::ConfirmationRequired => "confirmation_required",
         LifecycleError::JobFailed {
@@ -71,6 +73,14 @@ mod tests {
         assert_eq!(OpError::Guard("x".into()).code(), "refused_guard");
         let err = OpError::from(LifecycleError::ConfirmationRequired);
         assert_eq!(err.code(), "confirmation_required");
+        let policy = OpError::from(LifecycleError::PolicyRefused { reasons: vec![] });
+        assert_eq!(policy.code(), "refused_policy");
+        let start = LifecycleError::StartFailed {
+            unit: "u".into(),
+            job: "start",
+            reason: "r".into(),
+        };
+        assert_eq!(OpError::from(start).code(), "start_failed");
         let bad = crate::domain::TunnelId::new("../x").unwrap_err();
         assert_eq!(
             OpError::from(LifecycleError::from(bad)).code(),

@@ -109,7 +109,9 @@ impl From<OpError> for Failure {
                 L::InvalidId(_) | L::InvalidConfig { .. } | L::ConfirmationRequired => {
                     StatusCode::BAD_REQUEST
                 }
-                L::CoreRejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                L::CoreRejected { .. } | L::PolicyRefused { .. } | L::StartFailed { .. } => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 L::NotFound { .. } => StatusCode::NOT_FOUND,
                 L::JobFailed {
                     result: crate::systemd::JobResult::Canceled,
