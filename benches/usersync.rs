@@ -432,7 +432,9 @@ impl Warden {
             state_dir: state_dir.clone(),
         };
         let registry = Registry::new();
-        let engine = Engine::new(settings, SyncMetrics::new(&registry));
+        // The core is started by hand, not by systemd: its start time never changes.
+        let clock = std::sync::Arc::new(|_: &TunnelId| Some(1));
+        let engine = Engine::new(settings, SyncMetrics::new(&registry), clock);
         let target = Target {
             id: TunnelId::new(TUNNEL).expect("a valid id"),
             config_path: core.config.clone(),
@@ -447,10 +449,7 @@ impl Warden {
     }
 
     async fn sync(&mut self, doc: &users::Document) -> Result<Outcome, String> {
-        let synced = self
-            .engine
-            .sync(&self.target, &doc.users, true, false)
-            .await;
+        let synced = self.engine.sync(&self.target, doc, true, false).await;
         synced.map_err(|e| e.to_string())
     }
 }
@@ -791,7 +790,7 @@ fn breakdown(dir: &Path, doc_bytes: &[u8], repeats: usize) -> Vec<(String, [f64;
         !users::desired_for(&doc.users, &id, TAG, &Protocol::Vless, Flavour::V2ray).is_empty()
     });
     time("plan::diff (record vs desired)", repeats, &mut || {
-        plan::diff(clients, &want).is_empty()
+        plan::diff(clients, &want, &Default::default()).is_empty()
     });
     // The full sync's writes, on fresh copies: the empty config gets every client, and the
     // record's bytes are re-serialised and written atomically.

@@ -53,6 +53,7 @@ pub async fn run(
     let metrics = Metrics::new(state.clone());
     let (client_tx, client_rx) = watch::channel(None);
     let manage_rx = client_rx.clone();
+    let sync_systemd = client_rx.clone();
     let tracker = TaskTracker::new();
     let shutdown = stop.shutdown.clone();
 
@@ -86,6 +87,7 @@ pub async fn run(
             sync_metrics,
             sync_rx,
             lock.clone(),
+            sync_systemd,
             shutdown.clone(),
         )
         .instrument(info_span!("usersync")),

@@ -351,6 +351,71 @@ fn broken_sources_and_bad_users_harm_nobody() {
     );
 }
 
+/// Issue 8, item 4: an entry the validation rejects leaves its user exactly as it is (it used to
+/// make the email unwanted, so the user was removed everywhere), and new ids for every user
+/// trip the removal guard like a mass removal (it used to count removals only).
+#[test]
+fn invalid_entries_and_regenerated_ids_leave_users_in_place() {
+    let tunnel = Tunnel::boot("sync-hold");
+    let origin = Origin::start("hello through the tunnel");
+    let doc = |entries: &[String]| format!("{{\"users\": [{}]}}", entries.join(","));
+    let entry = |email: &str, id: &str| format!(r#"{{"email": "{email}", "id": "{id}"}}"#);
+    let four = [
+        entry("alice@example.com", ALICE),
+        entry("bob@example.com", BOB),
+        entry("carol@example.com", CAROL),
+        entry("dave@example.com", DAVE),
+    ];
+    tunnel.set_users(&doc(&four));
+    let warden = tunnel.warden();
+    warden.wait_for("first sync", WAIT, |s| applied(s, "vless-in") == Some(4.0));
+    let bob = VlessClient::start(&tunnel.dir, "bob", tunnel.ports.vless, BOB);
+    wait_fetch(&bob, &origin, Duration::from_secs(5));
+
+    // Bob's entry gets a level that is a string: rejected, and Bob stays, with his id.
+    let mut typo = four.clone();
+    typo[1] = format!(r#"{{"email": "bob@example.com", "id": "{BOB}", "level": "1"}}"#);
+    tunnel.set_users(&doc(&typo));
+    let summary = sync(&warden, false);
+    let edge = &summary["tunnels"][0];
+    assert_eq!(edge["removed"], 0, "{summary}");
+    assert_eq!(edge["held"], 1, "{summary}");
+    assert!(
+        fetch_via(bob.socks, &origin).is_ok(),
+        "bob was cut off by a typo in his entry"
+    );
+    assert!(
+        tunnel
+            .config_clients("vless-in")
+            .contains(&"bob@example.com".to_owned())
+    );
+    assert_eq!(applied(&warden.scrape(), "vless-in"), Some(4.0));
+
+    // Every id regenerated: that is four credential changes of four users, so the guard trips
+    // and nobody's id is swapped; Bob still gets in with his old one.
+    let ids = [
+        "11111111-2222-4333-8444-555555555551",
+        "11111111-2222-4333-8444-555555555552",
+        "11111111-2222-4333-8444-555555555553",
+        "11111111-2222-4333-8444-555555555554",
+    ];
+    let emails = ["alice", "bob", "carol", "dave"];
+    let renewed: Vec<String> = emails
+        .iter()
+        .zip(ids)
+        .map(|(name, id)| entry(&format!("{name}@example.com"), id))
+        .collect();
+    tunnel.set_users(&doc(&renewed));
+    let summary = sync(&warden, false);
+    let edge = &summary["tunnels"][0];
+    assert_eq!(edge["guard_tripped"], true, "{summary}");
+    assert_eq!(edge["changed"], 0, "{summary}");
+    assert!(
+        fetch_via(bob.socks, &origin).is_ok(),
+        "bob's id was swapped"
+    );
+}
+
 #[test]
 fn the_api_needs_the_token() {
     let tunnel = Tunnel::boot("sync-auth");

@@ -153,13 +153,14 @@ impl UserSource {
             }
             return Ok(Some(Self::File(path.into())));
         }
-        if text.starts_with("https://")
-            || text.starts_with("http://127.0.0.1")
-            || text.starts_with("http://localhost")
-        {
-            return Ok(Some(Self::Https(text.to_owned())));
+        if !text.starts_with("https://") && !text.starts_with("http://") {
+            return Err(
+                "must start with file:/// or https:// (plain http only to loopback)".into(),
+            );
         }
-        Err("must start with file:/// or https:// (plain http only to loopback)".into())
+        let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+        crate::domain::check_source_url(&url).map_err(|e| e.to_string())?;
+        Ok(Some(Self::Https(text.to_owned())))
     }
 }
 

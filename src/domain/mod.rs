@@ -28,4 +28,7 @@ pub use tunnel::{
     CONFIG_SUFFIX, FILE_PREFIX, LOG_SUFFIX, TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX,
 };
 pub use unit::{ActiveState, Resources, RestartCounts, RestartReason, UnitStatus};
-pub use users::{Credential, Flavour, Protocol, User, canonical_uuid};
+pub use users::{
+    Credential, EmailError, Flavour, MAX_EMAIL_BYTES, Protocol, SourceUrlError, User,
+    canonical_uuid, check_email, check_source_url, loggable, redirect_allowed,
+};

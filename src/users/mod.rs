@@ -8,14 +8,19 @@
 //! whose protocol takes the credential). Unknown keys are ignored. A bad entry is rejected with
 //! its reason and the others are kept; only a document that is not usable at all is an error.
 
+mod read;
 mod select;
 mod validate;
 
+use std::collections::BTreeSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+pub use read::{MAX_USERS_BYTES, read_regular};
+#[cfg(test)]
+pub(crate) use read::{mkfifo, release_fifo};
 pub use select::desired_for;
 
 use crate::domain::{TunnelId, User};
@@ -46,6 +51,25 @@ pub struct Rejection {
 pub struct Document {
     pub users: Vec<DesiredUser>,
     pub rejected: Vec<Rejection>,
+}
+
+impl Document {
+    /// Emails (lower-cased) of rejected entries that no accepted entry has: those users are
+    /// left as they are on every tunnel, neither added, changed nor removed. A typo in one
+    /// entry (say `"level": "1"`) must not read as "this user is gone".
+    pub fn held_emails(&self) -> BTreeSet<String> {
+        let accepted: BTreeSet<String> = self
+            .users
+            .iter()
+            .map(|d| d.user.email.to_lowercase())
+            .collect();
+        self.rejected
+            .iter()
+            .filter_map(|r| r.email.as_deref())
+            .map(str::to_lowercase)
+            .filter(|email| !accepted.contains(email))
+            .collect()
+    }
 }
 
 /// A document that cannot be used at all; the caller keeps its last good set.
@@ -91,7 +115,7 @@ pub fn parse_document(bytes: &[u8]) -> Result<Document, DocumentError> {
 
 /// Reads and parses the document at `path`. Only [`DocumentError::Read`] names the path.
 pub fn read_file(path: &Path) -> Result<Document, DocumentError> {
-    let bytes = std::fs::read(path).map_err(|source| DocumentError::Read {
+    let bytes = read_regular(path, MAX_USERS_BYTES).map_err(|source| DocumentError::Read {
         path: path.to_owned(),
         source,
     })?;

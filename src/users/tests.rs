@@ -248,3 +248,38 @@ fn desired_for_picks_by_tunnel_inbound_and_credential() {
         "flow is VLESS-only"
     );
 }
+
+#[test]
+fn emails_with_control_characters_or_too_long_are_rejected_and_held() {
+    let long = format!("{}@example.com", "a".repeat(300));
+    let text = serde_json::json!({"users": [
+        {"email": "alice@example.com\nINFO forged: user sync complete", "password": "p1"},
+        {"email": "bob\u{202e}moc.elpmaxe@", "password": "p2"},
+        {"email": long, "password": "p3"},
+        {"email": "carol@example.com", "password": "p4"}
+    ]})
+    .to_string();
+    let doc = parse_document(text.as_bytes()).unwrap();
+    assert_eq!(
+        emails(&doc.users.iter().map(|d| d.user.clone()).collect::<Vec<_>>()),
+        ["carol@example.com"]
+    );
+    assert_eq!(doc.rejected.len(), 3);
+    for r in &doc.rejected {
+        // Reasons reach the logs: no raw control character, and a bounded length.
+        assert!(!r.reason.chars().any(char::is_control), "{:?}", r.reason);
+        assert!(r.reason.len() < 600, "{}", r.reason.len());
+    }
+    assert!(
+        doc.rejected[0].reason.contains(r"\n"),
+        "{}",
+        doc.rejected[0].reason
+    );
+    assert!(
+        doc.rejected[2].reason.contains("more than 254"),
+        "{}",
+        doc.rejected[2].reason
+    );
+    // Those users are left as they are, wherever they already exist.
+    assert_eq!(doc.held_emails().len(), 3);
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::{DesiredUser, Document, Rejection, kind};
-use crate::domain::{Credential, TunnelId, User, canonical_uuid};
+use crate::domain::{Credential, TunnelId, User, canonical_uuid, check_email};
 
 /// Validates every entry. The first acceptable entry for an email or a credential wins; later
 /// entries repeating it are rejected.
@@ -122,25 +122,14 @@ fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 }
 
 fn email(obj: &Map<String, Value>) -> Result<String, String> {
-    let email = match field(obj, "email") {
-        None => return Err("no email".into()),
-        Some(Value::String(email)) => email,
-        Some(other) => return Err(format!("email is {}, not a string", kind(other))),
-    };
-    if email.trim().is_empty() {
-        return Err("empty email".into());
+    match field(obj, "email") {
+        None => Err("no email".into()),
+        Some(Value::String(email)) => match check_email(email) {
+            Ok(()) => Ok(email.clone()),
+            Err(err) => Err(err.to_string()),
+        },
+        Some(other) => Err(format!("email is {}, not a string", kind(other))),
     }
-    if email.trim() != email {
-        return Err(format!(
-            "email {email:?} has leading or trailing whitespace"
-        ));
-    }
-    if email.contains(">>>") {
-        return Err(format!(
-            "email {email:?} contains \">>>\", the separator of the cores' stats names"
-        ));
-    }
-    Ok(email.clone())
 }
 
 fn credential(obj: &Map<String, Value>) -> Result<Credential, String> {

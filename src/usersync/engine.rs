@@ -4,17 +4,19 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
 use tracing::{info, warn};
 
+use super::clock::CoreClock;
 use super::metrics::SyncMetrics;
 use super::plan::{self, Guard, InboundDiff, Op};
 use super::record::Record;
-use crate::domain::{Flavour, Protocol, TunnelId, User};
+use crate::domain::{Flavour, Protocol, TunnelId, User, loggable};
 use crate::tunnelcfg;
-use crate::users::{self, DesiredUser};
+use crate::users::{self, Document};
 use crate::xray::{ApiClient, ApiError};
 
 /// Attempts per operation when the core answers with a retryable error.
@@ -62,6 +64,13 @@ pub struct Outcome {
     /// Users the tunnel holds afterwards (unique emails over its inbounds).
     pub total: usize,
     pub guard_tripped: bool,
+    /// Users on the tunnel left as they are because their entry in the document is invalid.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +87,12 @@ pub enum SyncError {
     Record(#[from] super::record::RecordError),
     #[error("file work failed: {0}")]
     Blocking(String),
+    #[error(
+        "the core restarted during the sync (start {before} -> {}): what it was sent is gone with \
+         the old process, so it is not recorded and the next sync applies it again",
+        now.map_or("unknown".to_owned(), |n| n.to_string())
+    )]
+    CoreRestarted { before: u64, now: Option<u64> },
 }
 
 /// A core's API client, kept while the core's process lives.
@@ -91,14 +106,17 @@ pub struct Engine {
     settings: Settings,
     metrics: SyncMetrics,
     connections: HashMap<TunnelId, Connection>,
+    /// Tells whether a core restarted while it was being synced.
+    clock: Arc<dyn CoreClock>,
 }
 
 impl Engine {
-    pub fn new(settings: Settings, metrics: SyncMetrics) -> Self {
+    pub fn new(settings: Settings, metrics: SyncMetrics, clock: Arc<dyn CoreClock>) -> Self {
         Self {
             settings,
             metrics,
             connections: HashMap::new(),
+            clock,
         }
     }
 
@@ -108,12 +126,13 @@ impl Engine {
         self.metrics.retain(alive);
     }
 
-    /// Brings `target`'s users to `desired`. Removals are only applied when `removals_allowed`
-    /// (the source is healthy) and the guard allows them or `force` overrides it.
+    /// Brings `target`'s users to `desired`. Removals and credential changes are only applied
+    /// when `removals_allowed` (the source is healthy) and the guard allows them or `force`
+    /// overrides it. Users whose entry in `desired` is invalid are left as they are.
     pub async fn sync(
         &mut self,
         target: &Target,
-        desired: &[DesiredUser],
+        desired: &Document,
         removals_allowed: bool,
         force: bool,
     ) -> Result<Outcome, SyncError> {
@@ -136,7 +155,7 @@ impl Engine {
     async fn sync_inner(
         &mut self,
         target: &Target,
-        desired: &[DesiredUser],
+        desired: &Document,
         removals_allowed: bool,
         force: bool,
     ) -> Result<Outcome, SyncError> {
@@ -152,6 +171,8 @@ impl Engine {
         let addr = config.api.ok_or(SyncError::NoApi)?;
         let (client, can_list) = self.connection(target, addr).await?;
         let flavour = client.flavour();
+        let held = desired.held_emails();
+        let before = record.clone();
 
         // Per inbound: what the core has now and what it should have.
         let mut inbounds = Vec::new();
@@ -168,13 +189,13 @@ impl Engine {
                 false => record.users(&inbound.tag).to_vec(),
             };
             let want = users::desired_for(
-                desired,
+                &desired.users,
                 &target.id,
                 &inbound.tag,
                 &inbound.protocol,
                 flavour,
             );
-            let diff = plan::diff(&current, &want);
+            let diff = plan::diff(&current, &want, &held);
             self.metrics
                 .set_users(&target.id, &inbound.tag, want.len(), current.len());
             inbounds.push((inbound.tag.clone(), inbound.protocol.clone(), current, diff));
@@ -190,8 +211,7 @@ impl Engine {
 
         let mut changed_tags = Vec::new();
         for (tag, protocol, current, diff) in &inbounds {
-            if diff.is_empty() || (!with_removals && diff.add.is_empty() && diff.change.is_empty())
-            {
+            if diff.ops(with_removals).is_empty() {
                 continue;
             }
             let applied = self
@@ -209,21 +229,8 @@ impl Engine {
             changed_tags.push(tag.clone());
         }
         if !changed_tags.is_empty() {
-            let clients: BTreeMap<String, Vec<User>> = changed_tags
-                .iter()
-                .map(|tag| (tag.clone(), record.users(tag).to_vec()))
-                .collect();
-            let (target, state_dir, saved) = (
-                target.clone(),
-                self.settings.state_dir.clone(),
-                record.clone(),
-            );
-            blocking(move || {
-                tunnelcfg::persist_clients(&target.config_path, &clients, flavour)?;
-                saved.save(&state_dir, &target.id)?;
-                Ok(())
-            })
-            .await?;
+            self.persist(target, &record, &before, &changed_tags, flavour)
+                .await?;
         }
         let outcome = Outcome {
             added: tally.added.len(),
@@ -232,7 +239,12 @@ impl Engine {
             failed: tally.failed,
             total: record.total_users(),
             guard_tripped: matches!(guard, Guard::Tripped { .. }) && !force,
+            held: held_on(&inbounds, &held),
         };
+        if outcome.held > 0 {
+            warn!(tunnel = %target.id, held = outcome.held,
+                "users whose entry in the document is invalid are left as they are");
+        }
         for (tag, _, _, _) in &inbounds {
             self.metrics
                 .set_applied(&target.id, tag, record.users(tag).len());
@@ -242,6 +254,54 @@ impl Engine {
             "user sync complete: tunnel={} added={} removed={} total={}",
             target.id, outcome.added + outcome.changed, outcome.removed, outcome.total);
         Ok(outcome)
+    }
+
+    /// Writes what was applied to the config file, then to the record, unless the core
+    /// restarted meanwhile: checked before the config is written (a core restarted then runs
+    /// the old file, which stays as it is) and again after (it may have read either file).
+    /// Either way the record is put back to what it was before the sync, under the new start
+    /// time, so the next sync sends it all again (adds of present users and removes of absent
+    /// ones are no-ops) instead of trusting a file the running core may never have read.
+    async fn persist(
+        &self,
+        target: &Target,
+        record: &Record,
+        before: &Record,
+        changed_tags: &[String],
+        flavour: Flavour,
+    ) -> Result<(), SyncError> {
+        self.still_running(target, before).await?;
+        let clients: BTreeMap<String, Vec<User>> = changed_tags
+            .iter()
+            .map(|tag| (tag.clone(), record.users(tag).to_vec()))
+            .collect();
+        let path = target.config_path.clone();
+        blocking(move || Ok(tunnelcfg::persist_clients(&path, &clients, flavour)?)).await?;
+        self.still_running(target, before).await?;
+        let (id, state_dir, saved) = (
+            target.id.clone(),
+            self.settings.state_dir.clone(),
+            record.clone(),
+        );
+        blocking(move || Ok(saved.save(&state_dir, &id)?)).await
+    }
+
+    /// Errs when the core's start time is no longer the one the sync began with (or cannot be
+    /// read), after saving `before` under the start time seen now.
+    async fn still_running(&self, target: &Target, before: &Record) -> Result<(), SyncError> {
+        let now = self.clock.start_usec(&target.id).await;
+        if now == Some(target.core_start_usec) {
+            return Ok(());
+        }
+        warn!(tunnel = %target.id, before = target.core_start_usec, now = ?now,
+            "core restarted during the user sync: recording nothing, the next sync re-applies");
+        let reset = before.started_at(now.unwrap_or(target.core_start_usec));
+        let (id, state_dir) = (target.id.clone(), self.settings.state_dir.clone());
+        blocking(move || Ok(reset.save(&state_dir, &id)?)).await?;
+        Err(SyncError::CoreRestarted {
+            before: target.core_start_usec,
+            now,
+        })
     }
 
     /// The tunnel's API client, detecting the flavour once per core process.
@@ -317,7 +377,9 @@ impl Engine {
                         tally.added.insert(u.email.to_lowercase());
                         info!(
                             "added user {} to {}/{} via API (no restart)",
-                            u.email, target.id, tag
+                            loggable(&u.email),
+                            target.id,
+                            tag
                         );
                     }
                     Op::Remove(e) if is_change(e) => {}
@@ -325,7 +387,9 @@ impl Engine {
                         tally.removed.insert(e.to_lowercase());
                         info!(
                             "removed user {} from {}/{} via API (no restart)",
-                            e, target.id, tag
+                            loggable(e),
+                            target.id,
+                            tag
                         );
                     }
                 }
@@ -338,7 +402,7 @@ impl Engine {
                     "error"
                 };
                 self.metrics.count_op(&target.id, op.kind(), result);
-                warn!(tunnel = %target.id, %tag, op = op.kind(), email = op.email(), error = %err, "user operation failed");
+                warn!(tunnel = %target.id, %tag, op = op.kind(), email = %loggable(op.email()), error = %err, "user operation failed");
             }
             applied.extend(done);
         }
@@ -386,6 +450,19 @@ fn guard_of(inbounds: &[(String, Protocol, Vec<User>, InboundDiff)], max_fractio
     let current: Vec<&[User]> = inbounds.iter().map(|(_, _, c, _)| c.as_slice()).collect();
     let diffs: Vec<&InboundDiff> = inbounds.iter().map(|(_, _, _, d)| d).collect();
     plan::guard(&current, &diffs, max_fraction)
+}
+
+/// Held users present on the tunnel, each email once.
+fn held_on(
+    inbounds: &[(String, Protocol, Vec<User>, InboundDiff)],
+    held: &BTreeSet<String>,
+) -> usize {
+    let present: BTreeSet<String> = inbounds
+        .iter()
+        .flat_map(|(_, _, current, _)| current.iter().map(|u| u.email.to_lowercase()))
+        .filter(|email| held.contains(email))
+        .collect();
+    present.len()
 }
 
 /// The users an inbound holds after `applied` ops on `current`.

@@ -5,7 +5,12 @@
 //! a file source changes, and for one tunnel as soon as its core (re)starts. A round fetches the
 //! source; a source that fails or does not parse leaves the last good set in force and forbids
 //! every removal until it is healthy again.
+//!
+//! File work (the last good document, records, config files) runs on the blocking pool: this
+//! loop shares two async workers with the API and the watcher, and an fsync or a stuck file
+//! must not stall them.
 
+pub mod clock;
 pub mod engine;
 pub mod metrics;
 pub mod plan;
@@ -14,11 +19,11 @@ pub mod source;
 mod traffic;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -26,9 +31,11 @@ use tracing::{info, warn};
 use crate::config::{TunnelsConfig, UsersConfig};
 /// What a round did, per tunnel: the API's answer to `POST /api/v1/sync`.
 pub use crate::contract::{SyncSummary, TunnelSyncSummary};
-use crate::domain::TunnelId;
+use crate::domain::{TunnelId, loggable};
 use crate::state::SharedState;
-use crate::users::{self, Document};
+use crate::systemd::Client;
+use crate::users::{self, Document, MAX_USERS_BYTES};
+use clock::SystemdClock;
 use engine::{Engine, Settings, Target};
 use metrics::SyncMetrics;
 use source::{Fetched, Source};
@@ -46,6 +53,9 @@ pub struct SyncRequest {
 }
 
 /// Runs until `shutdown` is cancelled. Without a users source it only collects traffic.
+/// `systemd` is the watcher's live client (`None` while disconnected), asked for a core's start
+/// time when a sync has applied changes.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     users: UsersConfig,
     tunnels: TunnelsConfig,
@@ -53,6 +63,7 @@ pub async fn run(
     metrics: SyncMetrics,
     mut requests: mpsc::Receiver<SyncRequest>,
     lock: crate::state::OpLock,
+    systemd: watch::Receiver<Option<Client>>,
     shutdown: CancellationToken,
 ) {
     if users.source.is_none() {
@@ -72,7 +83,14 @@ pub async fn run(
             .map(|kind| Source::new(kind, users.token_file.clone(), users.timeout)),
         per_user_traffic: users.per_user_traffic,
         max_user_series: users.max_user_series,
-        engine: Engine::new(settings, metrics.clone()),
+        engine: Engine::new(
+            settings,
+            metrics.clone(),
+            Arc::new(SystemdClock {
+                client: systemd,
+                state: state.clone(),
+            }),
+        ),
         metrics,
         state,
         config_dir: tunnels.config_dir,
@@ -81,7 +99,7 @@ pub async fn run(
         synced_starts: HashMap::new(),
         lock,
     };
-    sync.desired = sync.load_last_good();
+    sync.desired = load_last_good(&sync.state_dir).await;
     let mut rounds = tokio::time::interval(users.interval);
     rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut watch = tokio::time::interval(WATCH);
@@ -147,10 +165,7 @@ impl Loop {
             if only.is_some_and(|only| !only.contains(&target.id)) {
                 continue;
             }
-            let result = self
-                .engine
-                .sync(&target, &desired.users, source_up, force)
-                .await;
+            let result = self.engine.sync(&target, &desired, source_up, force).await;
             if result.is_ok() {
                 self.synced_starts
                     .insert(target.id.clone(), target.core_start_usec);
@@ -199,11 +214,12 @@ impl Loop {
         match users::parse_document(&bytes) {
             Ok(doc) => {
                 for r in &doc.rejected {
-                    warn!(entry = r.index, email = r.email.as_deref().unwrap_or(""), reason = %r.reason, "invalid user rejected");
+                    let email = r.email.as_deref().map(loggable).unwrap_or_default();
+                    warn!(entry = r.index, %email, reason = %r.reason, "invalid user rejected: left as it is on every tunnel");
                 }
                 self.metrics.invalid_users.set(doc.rejected.len() as f64);
                 self.metrics.source_up.set(1.0);
-                self.save_last_good(&bytes);
+                save_last_good(&self.state_dir, bytes.clone()).await;
                 self.desired = Some(Arc::new(doc));
                 true
             }
@@ -264,24 +280,49 @@ impl Loop {
             .collect();
         (targets, alive)
     }
+}
 
-    fn load_last_good(&self) -> Option<Arc<Document>> {
-        let bytes = std::fs::read(self.state_dir.join(LAST_GOOD)).ok()?;
-        let doc = users::parse_document(&bytes).ok()?;
-        info!(
-            users = doc.users.len(),
-            "loaded the last good users document"
-        );
-        Some(Arc::new(doc))
-    }
-
-    fn save_last_good(&self, bytes: &[u8]) {
-        let path = self.state_dir.join(LAST_GOOD);
-        let saved = std::fs::create_dir_all(&self.state_dir)
-            .and_then(|()| crate::tunnelcfg::write_atomic(&path, bytes));
-        if let Err(err) = saved {
-            warn!(path = %path.display(), error = %err, "cannot keep the last good users document");
+/// The last good document kept in `state_dir`, if any (read on the blocking pool, only from a
+/// regular file within the users cap).
+async fn load_last_good(state_dir: &Path) -> Option<Arc<Document>> {
+    let path = state_dir.join(LAST_GOOD);
+    let read = tokio::task::spawn_blocking(move || {
+        users::read_regular(&path, MAX_USERS_BYTES).map(|b| users::parse_document(&b))
+    });
+    let doc = match read.await {
+        Ok(Ok(Ok(doc))) => doc,
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => return None,
+        Ok(Err(err)) => {
+            warn!(error = %err, "cannot read the last good users document");
+            return None;
         }
+        Ok(Ok(Err(err))) => {
+            warn!(error = %err, "ignoring an unusable last good users document");
+            return None;
+        }
+        Err(err) => {
+            warn!(error = %err, "reading the last good users document failed");
+            return None;
+        }
+    };
+    info!(
+        users = doc.users.len(),
+        "loaded the last good users document"
+    );
+    Some(Arc::new(doc))
+}
+
+/// Keeps `bytes` as the last good document (atomically, fsynced, on the blocking pool).
+async fn save_last_good(state_dir: &Path, bytes: Vec<u8>) {
+    let (dir, path) = (state_dir.to_owned(), state_dir.join(LAST_GOOD));
+    let target = path.clone();
+    let saved = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).and_then(|()| crate::tunnelcfg::write_atomic(&target, &bytes))
+    })
+    .await
+    .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())));
+    if let Err(err) = saved {
+        warn!(path = %path.display(), error = %err, "cannot keep the last good users document");
     }
 }
 
@@ -297,5 +338,74 @@ fn tunnel_summary(
         tunnel: id.to_string(),
         outcome,
         error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc as std_mpsc;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/unit-scratch/usersync-loop")
+            .join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Runs `work` on a runtime with one worker thread, in a thread of its own, beside a task
+    /// that only sleeps 50 ms; returns whether that task finished within 3 s. Blocking file
+    /// work on the worker would keep it from ever being polled again.
+    fn ticks_beside<F>(work: F, unblock: impl FnOnce()) -> bool
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = std_mpsc::channel();
+        let worker = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let work = tokio::spawn(work);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = tx.send(());
+                work.await.unwrap();
+            });
+        });
+        let ticked = rx.recv_timeout(Duration::from_secs(3)).is_ok();
+        unblock();
+        worker.join().unwrap();
+        ticked
+    }
+
+    #[test]
+    fn saving_the_last_good_document_leaves_the_worker_free() {
+        let dir = scratch("save");
+        // The atomic write takes an exclusive lock on the directory: held here, the save waits.
+        let held = std::fs::File::open(&dir).unwrap();
+        held.lock().unwrap();
+        let state_dir = dir.clone();
+        let save = async move { save_last_good(&state_dir, b"{\"users\": []}".to_vec()).await };
+        let ticked = ticks_beside(save, move || drop(held));
+        assert!(ticked, "the save blocked the runtime's only worker");
+        assert_eq!(
+            std::fs::read(dir.join(LAST_GOOD)).unwrap(),
+            b"{\"users\": []}"
+        );
+    }
+
+    #[test]
+    fn a_fifo_as_the_last_good_document_is_skipped_at_once() {
+        let dir = scratch("load");
+        let fifo = dir.join(LAST_GOOD);
+        crate::users::mkfifo(&fifo);
+        let state_dir = dir.clone();
+        let load = async move { assert!(load_last_good(&state_dir).await.is_none()) };
+        // Should the read block on the FIFO, a writer that opens and closes it ends it.
+        let unblock = move || crate::users::release_fifo(&fifo);
+        assert!(ticks_beside(load, unblock), "a FIFO hung the loop");
     }
 }

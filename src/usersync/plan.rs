@@ -43,11 +43,13 @@ impl InboundDiff {
         self.add.is_empty() && self.remove.is_empty() && self.change.is_empty()
     }
 
-    /// The operations, grouped per email so that a change is remove-then-add.
+    /// The operations, grouped per email so that a change is remove-then-add. A change takes
+    /// the old credential away, so it is withheld with the removals.
     pub fn ops(&self, with_removals: bool) -> Vec<Vec<Op>> {
         let changes = self
             .change
             .iter()
+            .filter(|_| with_removals)
             .map(|u| vec![Op::Remove(u.email.clone()), Op::Add(u.clone())]);
         let adds = self.add.iter().map(|u| vec![Op::Add(u.clone())]);
         let removes = self
@@ -65,10 +67,21 @@ fn key(email: &str) -> String {
     email.to_lowercase()
 }
 
-/// The difference between `current` and `desired` for one inbound.
-pub fn diff(current: &[User], desired: &[User]) -> InboundDiff {
-    let current: BTreeMap<String, &User> = current.iter().map(|u| (key(&u.email), u)).collect();
-    let desired: BTreeMap<String, &User> = desired.iter().map(|u| (key(&u.email), u)).collect();
+/// The difference between `current` and `desired` for one inbound. Users whose email is in
+/// `held` (lower-cased: their entry in the document is invalid) are left exactly as they are:
+/// never added, changed or removed.
+pub fn diff(current: &[User], desired: &[User], held: &BTreeSet<String>) -> InboundDiff {
+    let free = |u: &&User| !held.contains(&key(&u.email));
+    let current: BTreeMap<String, &User> = current
+        .iter()
+        .filter(free)
+        .map(|u| (key(&u.email), u))
+        .collect();
+    let desired: BTreeMap<String, &User> = desired
+        .iter()
+        .filter(free)
+        .map(|u| (key(&u.email), u))
+        .collect();
     let mut out = InboundDiff::default();
     for (k, want) in &desired {
         match current.get(k) {
@@ -98,9 +111,11 @@ pub enum Guard {
     Tripped { removing: usize, total: usize },
 }
 
-/// Whether the removals of a tunnel's diffs may be applied: not when they would take away more
-/// than `max_fraction` of the tunnel's users (counted once per email across its inbounds).
-/// A source that suddenly returns nothing, or a fraction of its users, is far likelier broken
+/// Whether the removals and credential changes of a tunnel's diffs may be applied: not when
+/// they would take away more than `max_fraction` of the tunnel's users (counted once per email
+/// across its inbounds). A change counts: it locks the user's current credential out just as a
+/// removal does, so a source that regenerates every UUID trips it too. A source that suddenly
+/// returns nothing, a fraction of its users or new credentials for all is far likelier broken
 /// than right; an operator can force it.
 pub fn guard(current: &[&[User]], diffs: &[&InboundDiff], max_fraction: f64) -> Guard {
     let total: BTreeSet<String> = current
@@ -109,7 +124,10 @@ pub fn guard(current: &[&[User]], diffs: &[&InboundDiff], max_fraction: f64) -> 
         .collect();
     let removing: BTreeSet<String> = diffs
         .iter()
-        .flat_map(|d| d.remove.iter().map(|e| key(e)))
+        .flat_map(|d| {
+            let removed = d.remove.iter().map(|e| key(e));
+            removed.chain(d.change.iter().map(|u| key(&u.email)))
+        })
         .collect();
     let allowed = (total.len() as f64 * max_fraction).floor() as usize;
     if removing.len() > allowed {
@@ -127,6 +145,10 @@ mod tests {
     use super::*;
     use crate::domain::Credential;
 
+    fn none() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+
     fn user(email: &str, id: &str) -> User {
         User {
             email: email.into(),
@@ -140,7 +162,7 @@ mod tests {
     fn diff_finds_adds_removes_and_changes() {
         let current = [user("a@x", "1"), user("b@x", "2"), user("c@x", "3")];
         let desired = [user("A@x", "1"), user("b@x", "9"), user("d@x", "4")];
-        let d = diff(&current, &desired);
+        let d = diff(&current, &desired, &none());
         assert_eq!(d.add, vec![user("d@x", "4")]);
         assert_eq!(d.remove, vec!["c@x".to_owned()]);
         assert_eq!(d.change, vec![user("b@x", "9")]);
@@ -149,12 +171,12 @@ mod tests {
     #[test]
     fn no_change_is_empty() {
         let users = [user("a@x", "1"), user("b@x", "2")];
-        assert!(diff(&users, &users).is_empty());
+        assert!(diff(&users, &users, &none()).is_empty());
     }
 
     #[test]
     fn a_change_is_remove_then_add() {
-        let d = diff(&[user("b@x", "2")], &[user("b@x", "9")]);
+        let d = diff(&[user("b@x", "2")], &[user("b@x", "9")], &none());
         assert_eq!(
             d.ops(true),
             vec![vec![Op::Remove("b@x".into()), Op::Add(user("b@x", "9"))]]
@@ -163,7 +185,7 @@ mod tests {
 
     #[test]
     fn removals_can_be_withheld() {
-        let d = diff(&[user("a@x", "1")], &[user("b@x", "2")]);
+        let d = diff(&[user("a@x", "1")], &[user("b@x", "2")], &none());
         assert_eq!(d.ops(false), vec![vec![Op::Add(user("b@x", "2"))]]);
         assert_eq!(d.ops(true).len(), 2);
     }
@@ -171,7 +193,7 @@ mod tests {
     #[test]
     fn guard_trips_on_mass_removal() {
         let current: Vec<User> = (0..10).map(|i| user(&format!("{i}@x"), "1")).collect();
-        let empty = diff(&current, &[]);
+        let empty = diff(&current, &[], &none());
         assert_eq!(
             guard(&[&current], &[&empty], 0.5),
             Guard::Tripped {
@@ -179,9 +201,9 @@ mod tests {
                 total: 10
             }
         );
-        let half = diff(&current, &current[..5]);
+        let half = diff(&current, &current[..5], &none());
         assert_eq!(guard(&[&current], &[&half], 0.5), Guard::Allow);
-        let six = diff(&current, &current[..4]);
+        let six = diff(&current, &current[..4], &none());
         assert!(matches!(
             guard(&[&current], &[&six], 0.5),
             Guard::Tripped { .. }
@@ -193,8 +215,48 @@ mod tests {
     #[test]
     fn guard_counts_each_email_once_across_inbounds() {
         let a = [user("a@x", "1"), user("b@x", "2")];
-        let d = diff(&a, &a[..1]);
+        let d = diff(&a, &a[..1], &none());
         // b@x removed from two inbounds is one user of two: 50% is allowed.
         assert_eq!(guard(&[&a, &a], &[&d, &d], 0.5), Guard::Allow);
+    }
+
+    #[test]
+    fn held_users_are_neither_added_changed_nor_removed() {
+        let current = [user("a@x", "1"), user("b@x", "2"), user("c@x", "3")];
+        // b@x's entry is invalid (so b@x is not desired); A@x is held in another case.
+        let desired = [user("a@x", "9"), user("c@x", "3"), user("d@x", "4")];
+        let held = BTreeSet::from(["b@x".to_owned(), "a@x".to_owned(), "d@x".to_owned()]);
+        let d = diff(&current, &desired, &held);
+        assert!(d.is_empty(), "{d:?}");
+        // Without the hold, b@x would be removed and a@x changed.
+        let d = diff(&current, &desired, &none());
+        assert_eq!(d.remove, vec!["b@x".to_owned()]);
+        assert_eq!(d.change, vec![user("a@x", "9")]);
+    }
+
+    #[test]
+    fn guard_counts_credential_changes() {
+        let current: Vec<User> = (0..10).map(|i| user(&format!("{i}@x"), "1")).collect();
+        let regenerated: Vec<User> = (0..10).map(|i| user(&format!("{i}@x"), "2")).collect();
+        let all_new = diff(&current, &regenerated, &none());
+        assert_eq!(
+            guard(&[&current], &[&all_new], 0.5),
+            Guard::Tripped {
+                removing: 10,
+                total: 10
+            }
+        );
+        // Tripped, nothing that takes a credential away runs; forced, all of it does.
+        assert!(all_new.ops(false).is_empty());
+        assert_eq!(all_new.ops(true).len(), 10);
+        // Three changes and three removals of ten: six, over half.
+        let mut mixed = regenerated[..3].to_vec();
+        mixed.extend_from_slice(&current[3..7]);
+        let d = diff(&current, &mixed, &none());
+        assert_eq!((d.change.len(), d.remove.len()), (3, 3));
+        assert!(matches!(
+            guard(&[&current], &[&d], 0.5),
+            Guard::Tripped { removing: 6, .. }
+        ));
     }
 }

@@ -122,6 +122,14 @@ impl Record {
         crate::tunnelcfg::write_atomic(&path, &bytes).map_err(write_error)
     }
 
+    /// The same users, as the record of the core process started at `core_start_usec`.
+    pub fn started_at(&self, core_start_usec: u64) -> Self {
+        Self {
+            core_start_usec,
+            inbounds: self.inbounds.clone(),
+        }
+    }
+
     pub fn users(&self, tag: &str) -> &[User] {
         self.inbounds.get(tag).map_or(&[], Vec::as_slice)
     }

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 
 use super::engine::{Engine, SyncError, Target, blocking};
-use crate::domain::{StatName, Traffic, TrafficCounter, parse_stat_name};
+use crate::domain::{StatName, Traffic, TrafficCounter, check_email, parse_stat_name};
 use crate::tunnelcfg;
 
 impl Engine {
@@ -41,8 +41,11 @@ impl Engine {
                 .await?
                 .into_iter()
                 .filter_map(|(name, value)| match parse_stat_name(&name) {
+                    // The config's clients were never validated: a name the document
+                    // would refuse (control characters, unbounded length) is no label.
                     Some(StatName::User { email, direction })
-                        if current.contains(&email.to_lowercase()) =>
+                        if current.contains(&email.to_lowercase())
+                            && check_email(email).is_ok() =>
                     {
                         Some(counter(email, direction, value))
                     }
