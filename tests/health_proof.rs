@@ -64,6 +64,7 @@ impl Node {
     fn warden_with(&self, health: &str, sections: &str) -> Warden {
         let config = format!(
             "[tunnels]\nconfig_dir = \"{}\"\ncore_binary = \"{V2RAY}\"\n\
+             user = \"nobody\"\ngroup = \"nogroup\"\n\
              [health]\ninterval = \"300ms\"\n{health}\n[sampler]\ninterval = \"1s\"\n{sections}",
             self.etc.display()
         );

@@ -272,11 +272,12 @@ fn create_installs_a_hardened_unit_that_serves_a_real_client() {
         "Go raised its soft fd limit to the hard one: {limits}"
     );
 
-    // The config: exactly what was given, 0640, owned by nobody:nogroup, in a 0750 dir.
+    // The config: exactly what was given, 0640, root's and readable by nogroup (the tunnel
+    // cannot change it), in a 0750 dir.
     assert_eq!(std::fs::read_to_string(&paths.config).unwrap(), config);
     let meta = std::fs::metadata(&paths.config).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
-    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+    assert_eq!((meta.uid(), meta.gid()), (0, NOBODY));
     let dir = std::fs::metadata(&node.tunnels.config_dir).unwrap();
     assert_eq!(
         (dir.permissions().mode() & 0o7777, dir.gid()),

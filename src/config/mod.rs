@@ -89,7 +89,8 @@ pub struct TunnelsConfig {
     pub log_dir: PathBuf,
     /// The core binary units run, and that tests configs (`xray run -test` / `v2ray -test`).
     pub core_binary: PathBuf,
-    /// User and group tunnel units run as; they own the tunnel's config file.
+    /// User and group tunnel units and config tests run as; the group may read the tunnel's
+    /// config file, which is root's.
     pub user: String,
     pub group: String,
     /// A unit template file replacing the built-in one; `None` uses the built-in template.

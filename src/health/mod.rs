@@ -66,6 +66,8 @@ pub struct Settings {
     /// The core that tests configs (`tunnels.core_binary`); a process running it is a core
     /// whatever its comm.
     pub core_binary: PathBuf,
+    /// How configs are tested: as `tunnels.user` through the systemd of `[systemd]`.
+    pub config_test: verdicts::ConfigTester,
     /// Where tunnel unit files are (`tunnels.unit_dir`), for the cleanup's last check.
     pub unit_dir: PathBuf,
     /// `sampler.proc_root` and `sampler.cgroup_root`.
@@ -83,6 +85,7 @@ impl Settings {
             health: config.health.clone(),
             config_dir: config.tunnels.config_dir.clone(),
             core_binary: config.tunnels.core_binary.clone(),
+            config_test: verdicts::ConfigTester::from_config(config),
             unit_dir: config.tunnels.unit_dir.clone(),
             proc_root: config.sampler.proc_root.clone(),
             cgroup_root: config.sampler.cgroup_root.clone(),

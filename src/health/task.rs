@@ -147,11 +147,11 @@ impl HealthTask {
             .iter()
             .filter_map(|t| t.config.known().map(Path::to_owned))
             .collect();
-        let core = &self.settings.core_binary;
+        let tester = &self.settings.config_test;
         let mut tested = known
             .iter()
             .cloned()
-            .zip(self.verdicts.verdicts(core, &known).await);
+            .zip(self.verdicts.verdicts(tester, &known).await);
         targets
             .iter()
             .map(|t| match &t.config {

@@ -58,6 +58,7 @@ fn settings(root: &Path) -> Settings {
         config_dir: root.join("etc"),
         // Accepts every config: `/bin/true run -test -config F` exits 0.
         core_binary: "/bin/true".into(),
+        config_test: verdicts::ConfigTester::Local("/bin/true".into()),
         unit_dir: root.join("units"),
         proc_root: root.join("proc"),
         cgroup_root: root.join("cgroup"),

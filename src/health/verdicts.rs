@@ -1,4 +1,6 @@
-//! `config_valid`: the core's own test of a tunnel's config, run only when the file changed.
+//! `config_valid`: the core's own test of a tunnel's config, run only when the file changed, as
+//! the tunnel user in a transient systemd service ([`crate::core::Tester`]): the file is one the
+//! tunnel user may have written, so root never parses it.
 //!
 //! Spawning the core costs tens of milliseconds and some memory per tunnel; a pass every few
 //! seconds over hundreds of tunnels must not do it. A verdict is kept for the file's
@@ -13,7 +15,67 @@ use std::path::{Path, PathBuf};
 use futures_util::stream::{self, StreamExt};
 
 use super::checks::ConfigVerdict;
-use crate::core::{self, CoreTestError};
+use crate::config::{Config, SystemdConfig};
+use crate::core::{CoreTestError, Tester};
+use crate::systemd::Client;
+
+/// How the pass runs the core's config test.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigTester {
+    /// As the tunnel user, in a transient service of the systemd at `bus` (a connection is
+    /// made for each batch of tests: a config changes rarely).
+    Systemd { tester: Tester, bus: SystemdConfig },
+    /// In this process, as whoever runs it: unit tests only, which have no systemd.
+    #[cfg(test)]
+    Local(PathBuf),
+}
+
+impl ConfigTester {
+    pub fn from_config(config: &Config) -> Self {
+        Self::Systemd {
+            tester: Tester::new(&config.tunnels),
+            bus: config.systemd.clone(),
+        }
+    }
+
+    /// Ready to test: connected, or why not.
+    async fn session(&self) -> Result<Session<'_>, String> {
+        match self {
+            Self::Systemd { tester, bus } => Client::connect(bus)
+                .await
+                .map(|client| Session::Systemd(tester, client))
+                .map_err(|e| format!("cannot reach systemd to run the test: {e}")),
+            #[cfg(test)]
+            Self::Local(binary) => Ok(Session::Local(binary)),
+        }
+    }
+}
+
+enum Session<'t> {
+    Systemd(&'t Tester, Client),
+    #[cfg(test)]
+    Local(&'t Path),
+}
+
+impl Session<'_> {
+    async fn verdict(&self, path: &Path) -> ConfigVerdict {
+        let tested = match self {
+            Self::Systemd(tester, client) => tester.test(client, path).await,
+            #[cfg(test)]
+            Self::Local(binary) => crate::core::test_locally(binary, path).await,
+        };
+        match tested {
+            Ok(()) => ConfigVerdict::Valid,
+            Err(CoreTestError::Rejected(why)) => ConfigVerdict::Rejected(why),
+            Err(
+                e @ (CoreTestError::Spawn { .. }
+                | CoreTestError::NotRun { .. }
+                | CoreTestError::Systemd(_)
+                | CoreTestError::Timeout(_)),
+            ) => ConfigVerdict::Untested(e.to_string()),
+        }
+    }
+}
 
 /// What stat says about a config file: when any part changes, the verdict is stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,15 +132,19 @@ impl VerdictCache {
     }
 
     /// The verdict on `path`: from the cache while the file is unchanged, else from running
-    /// `core_binary`'s own config test.
-    pub async fn verdict(&mut self, core_binary: &Path, path: &Path) -> ConfigVerdict {
-        let mut all = self.verdicts(core_binary, &[path.to_owned()]).await;
+    /// the core's own config test through `tester`.
+    pub async fn verdict(&mut self, tester: &ConfigTester, path: &Path) -> ConfigVerdict {
+        let mut all = self.verdicts(tester, &[path.to_owned()]).await;
         all.pop().expect("one verdict per path")
     }
 
     /// [`VerdictCache::verdict`] of every path, in order; the tests that must run run
     /// [`TESTS_AT_ONCE`] at a time.
-    pub async fn verdicts(&mut self, core_binary: &Path, paths: &[PathBuf]) -> Vec<ConfigVerdict> {
+    pub async fn verdicts(
+        &mut self,
+        tester: &ConfigTester,
+        paths: &[PathBuf],
+    ) -> Vec<ConfigVerdict> {
         let mut out = Vec::with_capacity(paths.len());
         let mut pending = Vec::new();
         for (i, path) in paths.iter().enumerate() {
@@ -95,12 +161,25 @@ impl VerdictCache {
             };
             out.push(verdict);
         }
+        if pending.is_empty() {
+            return out;
+        }
+        let session = match tester.session().await {
+            Ok(session) => session,
+            Err(why) => {
+                for (i, _) in pending {
+                    out[i] = ConfigVerdict::Untested(why.clone());
+                }
+                return out;
+            }
+        };
         // Collected first: a lazy `map` over borrowed paths trips rustc's Send inference.
+        let session = &session;
         let tests: Vec<_> = pending
             .into_iter()
             .map(|(i, stamp)| {
-                let (core, path) = (core_binary.to_owned(), paths[i].clone());
-                async move { (i, stamp, core_test(&core, &path).await) }
+                let path = paths[i].clone();
+                async move { (i, stamp, session.verdict(&path).await) }
             })
             .collect();
         let tested: Vec<_> = stream::iter(tests)
@@ -117,16 +196,6 @@ impl VerdictCache {
 
 /// How many core config tests run at once (each is a process of the core).
 pub const TESTS_AT_ONCE: usize = 4;
-
-async fn core_test(core_binary: &Path, path: &Path) -> ConfigVerdict {
-    match core::test_config(core_binary, path).await {
-        Ok(()) => ConfigVerdict::Valid,
-        Err(CoreTestError::Rejected(why)) => ConfigVerdict::Rejected(why),
-        Err(e @ (CoreTestError::Spawn { .. } | CoreTestError::Timeout(_))) => {
-            ConfigVerdict::Untested(e.to_string())
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -150,8 +219,9 @@ mod tests {
     /// `verdict`, retried while exec answers ETXTBSY: another test thread may fork while the
     /// script's write fd is still open, and the child holds it until its own exec.
     async fn judged(cache: &mut VerdictCache, core: &Path, config: &Path) -> ConfigVerdict {
+        let tester = ConfigTester::Local(core.to_owned());
         for _ in 0..50 {
-            match cache.verdict(core, config).await {
+            match cache.verdict(&tester, config).await {
                 ConfigVerdict::Untested(why) if why.contains("busy") => {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await
                 }
@@ -211,7 +281,8 @@ mod tests {
         let config = dir.join("xray-a.json");
         std::fs::write(&config, "{}").unwrap();
         let mut cache = VerdictCache::default();
-        let verdict = cache.verdict(Path::new("/nonexistent/xray"), &config).await;
+        let tester = ConfigTester::Local("/nonexistent/xray".into());
+        let verdict = cache.verdict(&tester, &config).await;
         assert!(matches!(verdict, ConfigVerdict::Untested(_)), "{verdict:?}");
         let stamp = FileStamp::read(&config).await.unwrap().unwrap();
         assert!(cache.get(&config, stamp).is_none());

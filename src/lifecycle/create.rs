@@ -28,7 +28,7 @@ impl Lifecycle {
     /// systemd is reloaded and an old unit that was running is restarted on its old config.
     pub async fn create(&self, id: &TunnelId, config: &[u8]) -> Result<Outcome, LifecycleError> {
         check_json(config, &self.tunnels.policy)?;
-        let uid = account("user", &self.tunnels.user, accounts::uid)?;
+        account("user", &self.tunnels.user, accounts::uid)?;
         let gid = account("group", &self.tunnels.group, accounts::gid)?;
         let paths = self.paths(id);
         let unit_text = self.render(id, &paths).await?;
@@ -39,7 +39,7 @@ impl Lifecycle {
         let installed = blocking(move || {
             files::prepare_dirs(&tunnels, gid)
                 .map_err(LifecycleError::io("prepare", &tunnels.config_dir))?;
-            files::install_config(&paths.config, &bytes, uid, gid)
+            files::install_config(&paths.config, &bytes, gid)
                 .map_err(LifecycleError::io("write", &paths.config))?;
             files::install_unit(&paths.unit, &unit_text)
                 .map_err(LifecycleError::io("write", &paths.unit))
@@ -55,14 +55,20 @@ impl Lifecycle {
         started
     }
 
-    /// The core's own test of `config`, written to a scratch file in the config dir.
+    /// The core's own test of `config`, as the tunnel user in a transient systemd unit with a
+    /// tunnel's sandbox ([`crate::core::Tester`]), on a scratch file in the config dir that the
+    /// tunnel group may read and not write. Prepares the dirs first.
     async fn core_test(&self, id: &TunnelId, config: &[u8]) -> Result<(), LifecycleError> {
-        let (dir, id, bytes) = (self.tunnels.config_dir.clone(), id.clone(), config.to_vec());
+        let gid = account("group", &self.tunnels.group, accounts::gid)?;
+        let (tunnels, id, bytes) = (self.tunnels.clone(), id.clone(), config.to_vec());
         let scratch = blocking(move || {
-            Scratch::write(&dir, &id, &bytes).map_err(LifecycleError::io("write", &dir))
+            let dir = &tunnels.config_dir;
+            files::prepare_dirs(&tunnels, gid).map_err(LifecycleError::io("prepare", dir))?;
+            Scratch::write(dir, &id, &bytes, gid).map_err(LifecycleError::io("write", dir))
         })
         .await?;
-        let tested = crate::core::test_config(&self.tunnels.core_binary, scratch.path()).await;
+        let tester = crate::core::Tester::new(&self.tunnels);
+        let tested = tester.test(&self.client, scratch.path()).await;
         // The scratch file's name means nothing to the caller.
         let shown = scratch.path().display().to_string();
         tested.map_err(|e| match LifecycleError::from(e) {

@@ -1,8 +1,9 @@
 //! The tail of a tunnel's log file, read from its end with fixed bounds.
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
+
+use crate::tunnelcfg::open_safe_dir;
 
 /// At most this many lines are returned, whatever the caller asks for.
 pub const MAX_LINES: usize = 10_000;
@@ -12,8 +13,18 @@ pub const MAX_BYTES: u64 = 4 * 1024 * 1024;
 /// The last `lines` lines of the file at `path` (capped at [`MAX_LINES`]), oldest first, from at
 /// most the last [`MAX_BYTES`] of it. A line cut by that window is left out; bytes that are not
 /// UTF-8 are replaced. Blocking.
+///
+/// The log's directory must be root's and not writable by group or others, and the log a
+/// regular file, not followed if it is a symlink and not waited on if it is a FIFO: else an
+/// error ([`io::ErrorKind::InvalidInput`] or [`io::ErrorKind::PermissionDenied`]) comes at once.
 pub fn tail(path: &Path, lines: usize) -> io::Result<Vec<String>> {
-    let mut file = File::open(path)?;
+    if let Some(dir) = path.parent() {
+        match open_safe_dir(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(e),
+            other => drop(other?),
+        }
+    }
+    let mut file = super::files::open_regular(path)?;
     let len = file.metadata()?.len();
     let start = len.saturating_sub(MAX_BYTES);
     file.seek(SeekFrom::Start(start))?;
@@ -88,5 +99,60 @@ mod tests {
         std::fs::write(&path, "first\nsecond\n").unwrap();
         assert_eq!(tail(&path, 5).unwrap(), ["first", "second"]);
         std::fs::remove_file(&path).unwrap();
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/unit-scratch")
+            .join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_symlinked_log_is_not_followed() {
+        let dir = scratch("logs-symlink");
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "root:$6$hash:19000::::::\n").unwrap();
+        let log = dir.join("xray-a.log");
+        std::os::unix::fs::symlink(&secret, &log).unwrap();
+        let err = tail(&log, 10).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_log_is_refused_at_once() {
+        let dir = scratch("logs-fifo");
+        let log = dir.join("xray-a.log");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &log,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let err = tail(&log, 10).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(err.to_string().contains("is a FIFO"), "{err}");
+    }
+
+    #[test]
+    fn a_log_dir_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("logs-open-dir");
+        let log = dir.join("xray-a.log");
+        std::fs::write(&log, "line\n").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = tail(&log, 10).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(tail(&log, 10).unwrap(), ["line"]);
+        std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+        let err = tail(&log, 10).unwrap_err();
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
     }
 }

@@ -3,9 +3,11 @@
 //! and the tail of a tunnel's log.
 //!
 //! Files: the unit `{unit_dir}/xray-tunnel-{id}.service` (0644, rendered from the template in
-//! [`template`]), the config `{config_dir}/xray-{id}.json` (0640, owned by `tunnels.user` and
-//! `tunnels.group`; the dir 0750) and the log `{log_dir}/xray-{id}.log`, which systemd appends
-//! to and which survives a delete. Every systemd action goes over D-Bus ([`Client`]) and waits
+//! [`template`]), the config `{config_dir}/xray-{id}.json` (0640, root's, group `tunnels.group`:
+//! the tunnel reads it and cannot change it; the dir 0750 root:`tunnels.group`) and the log
+//! `{log_dir}/xray-{id}.log` (the dir 0750 root's), which systemd appends to and which survives
+//! a delete. Both dirs must be root's and closed to group and others' writes ([`files`]); the
+//! core's config test runs as `tunnels.user` in a transient unit ([`crate::core::Tester`]). Every systemd action goes over D-Bus ([`Client`]) and waits
 //! for its job's result. `unit_dir` must be a directory systemd loads units from.
 //!
 //! A `Lifecycle` takes no lock of its own: its callers hold the one operation lock

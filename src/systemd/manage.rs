@@ -140,15 +140,39 @@ impl Client {
 
     /// Queues a job with `method` on `unit` and waits for its `JobRemoved`.
     async fn run_job(&self, method: &'static str, unit: &str) -> Result<JobResult, SystemdError> {
+        let queued = self.queue_job(method, &(unit, "replace")).await?;
+        self.job_result(method, queued, JOB_TIMEOUT).await
+    }
+
+    /// Calls `method`, which answers with a job's path, with the `JobRemoved` match installed
+    /// first: a job ending at once still finds its signal queued.
+    pub(super) async fn queue_job<B>(
+        &self,
+        method: &'static str,
+        body: &B,
+    ) -> Result<Queued, SystemdError>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
         let rule = MatchRule::builder()
             .sender(SYSTEMD)
             .and_then(|b| b.path(MANAGER_PATH))
             .and_then(|b| b.interface(MANAGER_IFACE))
             .and_then(|b| b.member("JobRemoved"));
-        // Installed before the call: a job ending at once still finds its signal queued here.
-        let mut signals = self.signal_stream(rule).await?;
-        let reply = self.call_manager(method, &(unit, "replace")).await?;
+        let signals = self.signal_stream(rule).await?;
+        let reply = self.call_manager(method, body).await?;
         let job: OwnedObjectPath = decode(method, &reply)?;
+        Ok(Queued { signals, job })
+    }
+
+    /// Waits up to `timeout` for the `JobRemoved` of a queued job.
+    pub(super) async fn job_result(
+        &self,
+        method: &'static str,
+        queued: Queued,
+        timeout: Duration,
+    ) -> Result<JobResult, SystemdError> {
+        let Queued { mut signals, job } = queued;
         let wait = async {
             while let Some(msg) = signals.next().await {
                 let Ok(msg) = msg else { continue };
@@ -161,13 +185,16 @@ impl Client {
             }
             Err(SystemdError::Disconnected)
         };
-        tokio::time::timeout(JOB_TIMEOUT, wait)
+        tokio::time::timeout(timeout, wait)
             .await
-            .map_err(|_| SystemdError::Timeout {
-                method,
-                timeout: JOB_TIMEOUT,
-            })?
+            .map_err(|_| SystemdError::Timeout { method, timeout })?
     }
+}
+
+/// A queued job and the signals that will announce its end.
+pub(super) struct Queued {
+    signals: zbus::MessageStream,
+    job: OwnedObjectPath,
 }
 
 #[cfg(test)]

@@ -1,13 +1,15 @@
 //! systemd over D-Bus (zbus): listing tunnel units, reading their properties, and the signals
 //! that tell the watcher something changed.
 //!
-//! [`Client`] wraps one bus connection and puts a deadline on every call. [`watcher`] owns the
+//! [`Client`] wraps one bus connection and puts a deadline on every call; it also runs one-off
+//! commands in sandboxed transient services ([`TransientRun`]). [`watcher`] owns the
 //! connect/reconnect state machine. Nothing zbus-typed leaves this module: callers get
 //! [`UnitStatus`], unit names and [`Event`]s.
 
 mod manage;
 mod path;
 mod props;
+mod transient;
 pub mod watcher;
 
 use std::future::Future;
@@ -23,6 +25,7 @@ use crate::domain::UnitStatus;
 
 pub use manage::{JOB_TIMEOUT, JobResult};
 pub use path::unit_name_from_path;
+pub use transient::{Finished, TransientRun};
 
 /// The glob every tunnel unit matches.
 pub const UNIT_PATTERN: &str = "xray-tunnel-*.service";

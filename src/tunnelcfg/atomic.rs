@@ -1,16 +1,27 @@
 //! Replacing a file so that a reader, or a crash at any instant, sees either the whole old file
 //! or the whole new one: write a temp file beside it, fsync, rename over, fsync the directory.
+//!
+//! Only in directories nobody but root could have planted anything in: the directory written
+//! in must be owned by root (or by this process's user) and not writable by group or others
+//! ([`open_safe_dir`]). Every step after opening it works on that directory's fd (`openat`,
+//! `renameat`, `unlinkat`) and on the open temp file (`fchown`, `fchmod`), so no path is
+//! resolved twice.
 
-use std::ffi::OsString;
-use std::fs::{self, File, Metadata, OpenOptions, Permissions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Metadata};
 use std::io::{self, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
 
 /// Temp files are `.{name}.warden-{pid}-{n}.tmp`, beside the file they replace.
 const TEMP_INFIX: &str = ".warden-";
 const TEMP_SUFFIX: &str = ".tmp";
+/// How many symlinks [`Target::lock`] follows from one path.
+const MAX_LINKS: usize = 8;
 
 /// Whether `file_name` is one of our temp files for the file named `target_name`.
 pub(super) fn is_temp_name(file_name: &str, target_name: &str) -> bool {
@@ -27,6 +38,53 @@ fn is_number(text: &str) -> bool {
     !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The owner and mode a new file gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+}
+
+impl Owner {
+    /// The owner and mode of an existing file.
+    pub fn of(meta: &Metadata) -> Self {
+        Self {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.mode() & 0o7777,
+        }
+    }
+}
+
+/// Opens the directory `path` (symlinks in the path itself are followed: it is the caller's)
+/// and checks it: a directory owned by root or by this process's user, not writable by group
+/// or others. Anything else could let another user plant a symlink or swap a file in it.
+pub fn open_safe_dir(path: &Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir = rustix::fs::open(path, flags, Mode::empty())?;
+    let stat = rustix::fs::fstat(&dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    let problem = if stat.st_uid != 0 && stat.st_uid != me {
+        Some(format!("is owned by uid {}, not by root", stat.st_uid))
+    } else if stat.st_mode & 0o022 != 0 {
+        Some(format!(
+            "is writable by group or others (mode {:04o})",
+            stat.st_mode & 0o7777
+        ))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("directory {} {problem}: refusing to use it", path.display()),
+        )),
+        None => Ok(dir),
+    }
+}
+
 /// A file about to be replaced, with an exclusive `flock` on its directory held until drop. The
 /// lock serialises every warden writing in that directory (threads or processes), so a temp file
 /// found while holding it belongs to a writer that died: it is removed.
@@ -37,22 +95,47 @@ pub(super) struct Target {
 }
 
 impl Target {
-    /// Resolves symlinks (a link stays a link, its target is replaced; a missing file is fine
-    /// when its directory exists), locks the directory and removes stale temp files of this file.
+    /// Follows symlinks only where they can be trusted: a link is followed when the directory
+    /// holding it is safe ([`open_safe_dir`]), and the file's final directory must be safe too
+    /// (a link stays a link, its target is replaced; a missing file is fine when its directory
+    /// exists; anything there but a regular file is refused). Locks the directory and removes
+    /// stale temp files of this file.
     pub(super) fn lock(path: &Path) -> Result<Self, Failed> {
         let real = resolve(path).map_err(|e| ("resolve the path", e))?;
+        Self::lock_exact(&real)
+    }
+
+    /// Like [`Target::lock`], but never follows a symlink at `path` and refuses anything there
+    /// that is not a regular file: for files whose old content nobody else may choose.
+    pub(super) fn lock_exact(path: &Path) -> Result<Self, Failed> {
+        let target = Self::lock_in(path.to_owned())?;
+        match rustix::fs::statat(&target.dir, &target.name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => Ok(target),
+            Err(e) => Err(("look at the old file", e.into())),
+            Ok(stat) => match FileType::from_raw_mode(stat.st_mode) {
+                FileType::RegularFile => Ok(target),
+                other => Err(("look at the old file", not_regular(path, other))),
+            },
+        }
+    }
+
+    fn lock_in(real: PathBuf) -> Result<Self, Failed> {
         let (Some(dir_path), Some(name)) = (real.parent(), real.file_name()) else {
             return Err(("resolve the path", io::Error::other("not a file path")));
         };
-        let (dir_path, name) = (dir_path.to_owned(), name.to_owned());
-        let dir = File::open(&dir_path).map_err(|e| ("open the directory", e))?;
+        let dir_path = if dir_path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir_path
+        };
+        let dir = File::from(open_safe_dir(dir_path).map_err(|e| ("open the directory", e))?);
         dir.lock().map_err(|e| ("lock the directory", e))?;
         let target = Self {
-            name,
+            name: name.to_owned(),
             dir,
-            path: real,
+            path: real.clone(),
         };
-        target.remove_stale_temps(&dir_path);
+        target.remove_stale_temps(dir_path);
         Ok(target)
     }
 
@@ -71,7 +154,7 @@ impl Target {
         for entry in entries.flatten() {
             let name = entry.file_name();
             if name.to_str().is_some_and(|n| is_temp_name(n, target_name)) {
-                match fs::remove_file(entry.path()) {
+                match rustix::fs::unlinkat(&self.dir, &name, AtFlags::empty()) {
                     Ok(()) => {
                         tracing::info!(file = %entry.path().display(), "removed a stale temp file")
                     }
@@ -83,29 +166,31 @@ impl Target {
         }
     }
 
-    /// Replaces the file with `bytes`, giving the new file the mode and owner in `like` (without
-    /// it: mode 0600 and the process's owner). On error the old file is untouched and the temp
-    /// file removed, except after the rename: then the new file is in place but the directory
-    /// fsync failed, and the error says so.
-    pub(super) fn replace(&self, bytes: &[u8], like: Option<&Metadata>) -> Result<(), Failed> {
+    /// Replaces the file with `bytes`, giving the new file `owner` (without it: mode 0600 and
+    /// the process's owner). On error the old file is untouched and the temp file removed,
+    /// except after the rename: then the new file is in place but the directory fsync failed,
+    /// and the error says so.
+    pub(super) fn replace(&self, bytes: &[u8], owner: Option<Owner>) -> Result<(), Failed> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let mut temp_name = OsString::from(".");
-        temp_name.push(&self.name);
-        temp_name.push(format!(
+        let mut temp = OsString::from(".");
+        temp.push(&self.name);
+        temp.push(format!(
             "{TEMP_INFIX}{}-{seq}{TEMP_SUFFIX}",
             std::process::id()
         ));
-        let temp = self.path.with_file_name(temp_name);
-        let written = self.write_temp(&temp, bytes, like).and_then(|()| {
+        let written = self.write_temp(&temp, bytes, owner).and_then(|()| {
             fault("rename over the old file")?;
-            fs::rename(&temp, &self.path).map_err(|e| ("rename over the old file", e))
+            rustix::fs::renameat(&self.dir, &temp, &self.dir, &self.name)
+                .map_err(|e| ("rename over the old file", e.into()))
         });
         if let Err((step, source)) = written {
-            if let Err(error) = fs::remove_file(&temp)
-                && error.kind() != io::ErrorKind::NotFound
-            {
-                tracing::warn!(file = %temp.display(), %error, "cannot remove the temp file");
+            match rustix::fs::unlinkat(&self.dir, &temp, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(error) => {
+                    let file = self.path.with_file_name(&temp);
+                    tracing::warn!(file = %file.display(), %error, "cannot remove the temp file");
+                }
             }
             return Err((step, source));
         }
@@ -113,25 +198,29 @@ impl Target {
         self.dir.sync_all().map_err(|e| ("fsync the directory", e))
     }
 
-    fn write_temp(&self, temp: &Path, bytes: &[u8], like: Option<&Metadata>) -> Result<(), Failed> {
+    fn write_temp(&self, temp: &OsStr, bytes: &[u8], owner: Option<Owner>) -> Result<(), Failed> {
         fault("create the temp file")?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(temp)
-            .map_err(|e| ("create the temp file", e))?;
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
+        let fd = rustix::fs::openat(
+            &self.dir,
+            temp,
+            flags | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .map_err(|e| ("create the temp file", io::Error::from(e)))?;
+        let mut file = File::from(fd);
         fault("write the temp file")?;
         file.write_all(bytes)
             .map_err(|e| ("write the temp file", e))?;
-        if let Some(like) = like {
+        if let Some(owner) = owner {
             // Owner before mode: chown clears set-id bits.
             fault("set the owner")?;
-            fchown(&file, Some(like.uid()), Some(like.gid())).map_err(|e| ("set the owner", e))?;
+            let (uid, gid) = (Uid::from_raw(owner.uid), Gid::from_raw(owner.gid));
+            rustix::fs::fchown(&file, Some(uid), Some(gid))
+                .map_err(|e| ("set the owner", e.into()))?;
             fault("set the mode")?;
-            let mode = Permissions::from_mode(like.mode() & 0o7777);
-            file.set_permissions(mode)
-                .map_err(|e| ("set the mode", e))?;
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(owner.mode & 0o7777))
+                .map_err(|e| ("set the mode", e.into()))?;
         }
         fault("fsync the temp file")?;
         file.sync_all().map_err(|e| ("fsync the temp file", e))
@@ -141,15 +230,53 @@ impl Target {
 /// The step that failed, and how.
 pub(super) type Failed = (&'static str, io::Error);
 
-/// The path with symlinks resolved; for a missing file, its resolved directory and its name.
+fn not_regular(path: &Path, kind: FileType) -> io::Error {
+    let what = match kind {
+        FileType::Symlink => "a symlink",
+        FileType::Directory => "a directory",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        _ => "not a regular file",
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{} is {what}: refusing to use it", path.display()),
+    )
+}
+
+/// The path with trusted symlinks resolved; for a missing file, its directory and its name.
+/// A symlink is followed only out of a safe directory.
 fn resolve(path: &Path) -> io::Result<PathBuf> {
-    match fs::canonicalize(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_err() => {
-            let name = path.file_name().ok_or(e)?;
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
-            Ok(fs::canonicalize(parent.unwrap_or(Path::new(".")))?.join(name))
+    let mut current = path.to_owned();
+    for _ in 0..MAX_LINKS {
+        let meta = match fs::symlink_metadata(&current) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        };
+        if !meta.file_type().is_symlink() {
+            break;
         }
-        resolved => resolved,
+        let dir = parent_of(&current);
+        open_safe_dir(&dir)?;
+        current = dir.join(fs::read_link(&current)?);
+    }
+    if fs::symlink_metadata(&current).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(io::Error::other(format!(
+            "{}: more than {MAX_LINKS} symlinks",
+            path.display()
+        )));
+    }
+    let name = current
+        .file_name()
+        .ok_or_else(|| io::Error::other("not a file path"))?;
+    Ok(fs::canonicalize(parent_of(&current))?.join(name))
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
     }
 }
 
@@ -167,4 +294,52 @@ fn fault(step: &'static str) -> Result<(), Failed> {
     }
     let _ = step;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    use crate::tunnelcfg::write_atomic;
+
+    use super::*;
+
+    #[test]
+    fn links_are_followed_only_out_of_dirs_nobody_else_can_write() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/unit-scratch/atomic-links");
+        let _ = fs::remove_dir_all(&root);
+        let (safe, open) = (root.join("safe"), root.join("open"));
+        fs::create_dir_all(&safe).unwrap();
+        fs::create_dir_all(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+        let target = safe.join("state.json");
+        fs::write(&target, "old").unwrap();
+
+        let planted = open.join("x.json");
+        symlink(&target, &planted).unwrap();
+        let err = write_atomic(&planted, b"new").unwrap_err();
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old");
+        let err = write_atomic(&open.join("plain.json"), b"new").unwrap_err();
+        assert!(err.to_string().contains("open the directory"), "{err}");
+
+        let trusted = safe.join("current.json");
+        symlink("state.json", &trusted).unwrap();
+        write_atomic(&trusted, b"new").unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new");
+        assert!(fs::symlink_metadata(&trusted).unwrap().is_symlink());
+
+        let fifo = safe.join("fifo.json");
+        let mode = Mode::from_raw_mode(0o600);
+        rustix::fs::mknodat(rustix::fs::CWD, &fifo, FileType::Fifo, mode, 0).unwrap();
+        let err = write_atomic(&fifo, b"new").unwrap_err();
+        assert!(err.to_string().contains("is a FIFO"), "{err}");
+        let err =
+            crate::tunnelcfg::install(&trusted, b"x", Owner::of(&fs::metadata(&target).unwrap()))
+                .unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
+    }
 }

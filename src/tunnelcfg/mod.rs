@@ -12,6 +12,7 @@ mod jsonc;
 mod merge;
 mod model;
 
+pub use atomic::{Owner, open_safe_dir};
 pub(crate) use model::kind as json_kind;
 
 use std::borrow::Cow;
@@ -159,7 +160,8 @@ fn shape_err(path: &Path, e: model::ShapeError) -> TunnelConfigError {
 ///
 /// The file is rewritten only when its content changes, pretty-printed with a 2-space indent,
 /// through a temp file in the same directory (fsynced, renamed over, directory fsynced), with
-/// the old file's mode and owner; symlinks are followed. On error the old file is untouched and
+/// the old file's mode and owner; symlinks are followed only out of directories no other user
+/// can write, into such a directory, and only to a regular file. On error the old file is untouched and
 /// the temp file removed. A process killed mid-write can leave a temp file
 /// `.{name}.warden-{pid}-{n}.tmp`, never a partial config; the next call removes it. Calls are
 /// serialised per directory by an exclusive `flock`. Blocking: call it from a blocking thread.
@@ -189,7 +191,7 @@ pub fn persist_clients(
     let mut bytes = serde_json::to_vec_pretty(&root).expect("a JSON value always serialises");
     bytes.push(b'\n');
     target
-        .replace(&bytes, Some(&meta))
+        .replace(&bytes, Some(atomic::Owner::of(&meta)))
         .map_err(|(step, source)| TunnelConfigError::Write {
             path: real.to_owned(),
             step,
@@ -220,7 +222,8 @@ fn merge_err(path: &Path, e: merge::MergeError) -> TunnelConfigError {
 /// Writes `bytes` to `path` atomically, like [`persist_clients`] does (temp file, fsync, rename,
 /// directory fsync, stale temp files removed, `flock` on the directory): readers and crashes see
 /// the old content or the new, never a mix. An existing file keeps its mode and owner; a new one
-/// gets mode 0600. Symlinks are followed. The error names the step that failed.
+/// gets mode 0600. Symlinks are followed as [`persist_clients`] follows them. The error names
+/// the step that failed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let with_step = |(step, e): atomic::Failed| io::Error::new(e.kind(), format!("{step}: {e}"));
     let target = atomic::Target::lock(path).map_err(with_step)?;
@@ -229,7 +232,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(with_step(("read the old file's mode", e))),
     };
-    target.replace(bytes, meta.as_ref()).map_err(with_step)
+    let owner = meta.as_ref().map(atomic::Owner::of);
+    target.replace(bytes, owner).map_err(with_step)
+}
+
+/// Writes `bytes` as `path` atomically like [`write_atomic`], with `owner` set on the open temp
+/// file, but never through a symlink: a symlink, FIFO or anything else that is not a regular
+/// file at `path` is refused, and so is a directory another user could write in
+/// ([`open_safe_dir`]). The error names the step that failed.
+pub fn install(path: &Path, bytes: &[u8], owner: Owner) -> io::Result<()> {
+    let with_step = |(step, e): atomic::Failed| io::Error::new(e.kind(), format!("{step}: {e}"));
+    let target = atomic::Target::lock_exact(path).map_err(with_step)?;
+    target.replace(bytes, Some(owner)).map_err(with_step)
 }
 
 #[cfg(test)]

@@ -111,6 +111,7 @@ impl Scene {
             health: Config::default().health,
             config_dir: dir.join("etc"),
             core_binary: "/nonexistent/core".into(),
+            config_test: crate::health::verdicts::ConfigTester::Local("/nonexistent/core".into()),
             unit_dir: dir.join("units"),
             proc_root: "/proc".into(),
             cgroup_root: "/sys/fs/cgroup".into(),
