@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -56,7 +57,15 @@ pub struct RemoteArgs {
     /// Print the daemon's JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Give up when the daemon has not answered within this long.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = humantime::parse_duration, global = true)]
+    pub timeout: Duration,
 }
+
+/// How long a CLI command waits for the daemon by default: longer than the daemon's own
+/// default `api.request_timeout` (180 s), so the daemon's answer, even a timeout, comes first.
+pub const DEFAULT_TIMEOUT: &str = "190s";
 
 #[derive(Debug, Subcommand)]
 pub enum TunnelsAction {
@@ -118,6 +127,10 @@ pub struct SyncArgs {
     /// Print the daemon's JSON answer instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Give up when the daemon has not answered within this long.
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,7 @@ use crate::ops::remediate::Worker;
 use crate::ops::{Audit, OpLock, Operations, Parts};
 use crate::sampler;
 use crate::state::SharedState;
+use crate::supervisor::{Supervisor, TaskEnded};
 use crate::systemd::watcher;
 use crate::usersync::{self, SyncRequest, metrics::SyncMetrics};
 
@@ -32,6 +33,10 @@ pub enum DaemonError {
     GraceExceeded(Duration),
     #[error("shutdown aborted by a second signal")]
     Aborted,
+    /// A long-lived task returned or panicked: the process exits non-zero so that systemd
+    /// restarts all of it.
+    #[error(transparent)]
+    TaskEnded(#[from] TaskEnded),
 }
 
 /// Signals that end a run: `shutdown` starts a graceful stop; `abort` ends it at once.
@@ -56,8 +61,10 @@ pub async fn run(
     let sync_systemd = client_rx.clone();
     let tracker = TaskTracker::new();
     let shutdown = stop.shutdown.clone();
+    let tasks = Supervisor::new(tracker.clone(), shutdown.clone());
 
-    tracker.spawn(
+    tasks.spawn(
+        "systemd",
         watcher::run(
             config.systemd.clone(),
             state.clone(),
@@ -66,7 +73,8 @@ pub async fn run(
         )
         .instrument(info_span!("systemd")),
     );
-    tracker.spawn(
+    tasks.spawn(
+        "sampler",
         sampler::run(
             config.sampler.clone(),
             state.clone(),
@@ -79,7 +87,8 @@ pub async fn run(
     let sync_metrics = SyncMetrics::new(metrics.registry());
     let sync_on = config.users.source.is_some();
     let lock = OpLock::default();
-    tracker.spawn(
+    tasks.spawn(
+        "usersync",
         usersync::run(
             config.users.clone(),
             config.tunnels.clone(),
@@ -93,13 +102,15 @@ pub async fn run(
         .instrument(info_span!("usersync")),
     );
     if sync_on {
-        tracker.spawn(
+        tasks.spawn(
+            "sighup",
             sync_on_sighup(sync_tx.clone(), shutdown.clone()).instrument(info_span!("sighup")),
         );
     }
     let health_settings = health::Settings::from_config(&config);
     let ledger = health::Ledger::default();
-    tracker.spawn(
+    tasks.spawn(
+        "health",
         health::run(
             health_settings.clone(),
             state.clone(),
@@ -125,11 +136,15 @@ pub async fn run(
         &config.users,
         metrics.registry(),
     );
-    tracker.spawn(
-        worker
-            .run(queue, shutdown.clone())
-            .instrument(info_span!("remediation")),
-    );
+    // Without the API nothing can post alerts: the worker would end at once, so it does not run.
+    if secrets.api_token.is_some() {
+        tasks.spawn(
+            "remediation",
+            worker
+                .run(queue, shutdown.clone())
+                .instrument(info_span!("remediation")),
+        );
+    }
     let api = secrets.api_token.map(|token| ApiState {
         token: Arc::new(token),
         state: state.clone(),
@@ -142,25 +157,38 @@ pub async fn run(
         shutdown: shutdown.clone(),
         api,
     };
-    tracker.spawn(
+    let limits = http::Limits::from_config(&config.api);
+    tasks.spawn(
+        "http",
         async move {
-            if let Err(err) = http::serve(listener, app).await {
+            if let Err(err) = http::serve(listener, app, limits).await {
                 warn!(error = %err, "HTTP server failed");
             }
         }
         .instrument(info_span!("http")),
     );
     tracker.close();
+    finish(&tracker, &tasks, config.shutdown_grace, &stop).await
+}
 
-    shutdown.cancelled().await;
-    info!(grace = ?config.shutdown_grace, "shutting down");
+/// Waits for the shutdown, then up to `grace` (or until `stop.abort`) for every task; an early
+/// end of a long-lived task makes the run an error even if the rest stopped cleanly.
+async fn finish(
+    tracker: &TaskTracker,
+    tasks: &Supervisor,
+    grace: Duration,
+    stop: &Stop,
+) -> Result<(), DaemonError> {
+    stop.shutdown.cancelled().await;
+    info!(grace = ?grace, "shutting down");
     tokio::select! {
-        _ = tracker.wait() => {
-            info!("shutdown complete");
-            Ok(())
-        }
-        _ = tokio::time::sleep(config.shutdown_grace) => Err(DaemonError::GraceExceeded(config.shutdown_grace)),
-        _ = stop.abort.cancelled() => Err(DaemonError::Aborted),
+        _ = tracker.wait() => info!("shutdown complete"),
+        _ = tokio::time::sleep(grace) => return Err(DaemonError::GraceExceeded(grace)),
+        _ = stop.abort.cancelled() => return Err(DaemonError::Aborted),
+    }
+    match tasks.ended() {
+        Some(ended) => Err(ended.into()),
+        None => Ok(()),
     }
 }
 
@@ -196,4 +224,30 @@ pub async fn watch_signals(stop: Stop) -> std::io::Result<()> {
     }
     warn!("second signal: aborting shutdown");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The run's end when a long-lived task panics while the others keep going until shutdown:
+    /// an error naming the task, well before any signal.
+    #[tokio::test]
+    async fn a_panicking_task_ends_the_run_with_an_error() {
+        let stop = Stop::default();
+        let tracker = TaskTracker::new();
+        let tasks = Supervisor::new(tracker.clone(), stop.shutdown.clone());
+        let shutdown = stop.shutdown.clone();
+        tasks.spawn("steady", async move { shutdown.cancelled().await });
+        tasks.spawn("health", async { panic!("injected fault") });
+        tracker.close();
+        let grace = Duration::from_secs(5);
+        let ended = tokio::time::timeout(grace, finish(&tracker, &tasks, grace, &stop)).await;
+        match ended.expect("the run did not end") {
+            Err(DaemonError::TaskEnded(TaskEnded::Panicked { task, message })) => {
+                assert_eq!((task, message.as_str()), ("health", "injected fault"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -15,6 +15,7 @@
 //! - [`contract`]: the JSON of the API's answers as serde types, rendered by [`http`] and read
 //!   by [`remote`].
 //! - [`daemon`]: spawns every long-lived task in one place and runs the shutdown path.
+//! - [`supervisor`]: a long-lived task that ends before shutdown ends the whole run.
 //! - [`cli`]: the command-line flags.
 //! - [`tunnelcfg`]: a tunnel's Xray/V2Ray JSON config: inbounds, clients, API address, and the
 //!   atomic rewrite of the clients.
@@ -45,6 +46,7 @@ pub mod procfs;
 pub mod remote;
 pub mod sampler;
 pub mod state;
+pub mod supervisor;
 pub mod systemd;
 pub mod tunnelcfg;
 pub mod users;

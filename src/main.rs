@@ -4,9 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tokio::net::TcpListener;
 use tracing::{error, info};
-use xray_warden::cli::{Cli, Command, RunArgs};
+use xray_warden::cli::{Cli, Command, RemoteArgs, RunArgs};
 use xray_warden::config::{Config, Overrides, Secrets};
 use xray_warden::daemon::{self, Stop};
 use xray_warden::remote;
@@ -18,40 +17,33 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(args),
         Command::Sync(args) => manage(
-            args.config.as_deref(),
-            args.json,
+            &RemoteArgs {
+                config: args.config,
+                json: args.json,
+                timeout: args.timeout,
+            },
             Ok(remote::sync_request(args.force)),
         ),
         Command::Tunnels { action, remote } => manage(
-            remote.config.as_deref(),
-            remote.json,
+            &remote,
             remote::tunnels_request(&action).map_err(|e| e.to_string()),
         ),
-        Command::Health { remote } => manage(
-            remote.config.as_deref(),
-            remote.json,
-            Ok(remote::health_request()),
-        ),
-        Command::Orphans { action, remote } => manage(
-            remote.config.as_deref(),
-            remote.json,
-            Ok(remote::orphans_request(&action)),
-        ),
+        Command::Health { remote } => manage(&remote, Ok(remote::health_request())),
+        Command::Orphans { action, remote } => {
+            manage(&remote, Ok(remote::orphans_request(&action)))
+        }
     }
 }
 
 /// Runs a command against the running daemon's API and prints its answer.
-fn manage(
-    config: Option<&std::path::Path>,
-    json: bool,
-    request: Result<remote::Request, String>,
-) -> ExitCode {
-    let (config, secrets) = match load(config, &Overrides::default()) {
+fn manage(args: &RemoteArgs, request: Result<remote::Request, String>) -> ExitCode {
+    let (config, secrets) = match load(args.config.as_deref(), &Overrides::default()) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let output = request
-        .and_then(|r| remote::command(&config, &secrets, r, json).map_err(|e| e.to_string()));
+    let output = request.and_then(|r| {
+        remote::command(&config, &secrets, r, args.json, args.timeout).map_err(|e| e.to_string())
+    });
     match output {
         Ok(text) => {
             print!("{text}");
@@ -101,7 +93,7 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 async fn serve(config: Config, secrets: Secrets) -> ExitCode {
-    let listener = match TcpListener::bind(config.listen).await {
+    let listener = match xray_warden::http::bind(config.listen) {
         Ok(listener) => listener,
         Err(err) => {
             error!(listen = %config.listen, error = %err, "cannot bind");

@@ -288,3 +288,109 @@ fn the_cli_reads_the_daemons_answers_through_the_contract() {
     let error: ErrorBody = serde_json::from_str(&body).unwrap();
     assert_eq!((status, error.error.as_str()), (400, "invalid_id"));
 }
+
+/// A loopback listener that records every connection made to it; with `answer`, it reads a
+/// request and answers it, else it accepts and stays silent (a hung daemon).
+struct Recorder {
+    addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    fn start(answer: Option<&'static str>) -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut buf = [0u8; 4096];
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let n = std::io::Read::read(&mut stream, &mut buf).unwrap_or(0);
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                match answer {
+                    Some(answer) => {
+                        let _ = stream.write_all(answer.as_bytes());
+                    }
+                    None => held.push(stream),
+                }
+            }
+        });
+        Recorder { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A 200 with an empty JSON object: with `--json`, the CLI prints it as is.
+const HEALTH_ANSWER: &str = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                             Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+
+/// A CLI config pointing at `addr` with a token; returns its path.
+fn cli_config(name: &str, addr: SocketAddr) -> PathBuf {
+    const TOKEN: &str = "proxy-token-0123456789abcdef";
+    let token = scratch(&format!("{name}.token"));
+    std::fs::write(&token, TOKEN).unwrap();
+    let config = scratch(&format!("{name}-cli.toml"));
+    let text = format!(
+        "listen = \"{addr}\"\n[api]\ntoken_file = \"{}\"\n",
+        token.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[test]
+fn the_cli_never_sends_its_token_through_a_proxy() {
+    let daemon = Recorder::start(Some(HEALTH_ANSWER));
+    let proxy = Recorder::start(Some(HEALTH_ANSWER));
+    let config = cli_config("proxy", daemon.addr);
+    let proxy_url = format!("http://{}", proxy.addr);
+    let out = Command::new(BIN)
+        .args(["health", "--json", "--config"])
+        .arg(&config)
+        .env("http_proxy", &proxy_url)
+        .env("HTTP_PROXY", &proxy_url)
+        .env("all_proxy", &proxy_url)
+        .env("ALL_PROXY", &proxy_url)
+        .env_remove("no_proxy")
+        .env_remove("NO_PROXY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(proxy.seen().is_empty(), "the proxy got {:?}", proxy.seen());
+    assert!(out.status.success(), "{stderr}");
+    let asked = daemon.seen();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0].starts_with("GET /api/v1/health ")
+            && asked[0].contains("Bearer proxy-token-0123456789abcdef"),
+        "{asked:?}"
+    );
+}
+
+#[test]
+fn a_hung_daemon_fails_the_cli_within_its_timeout() {
+    let hung = Recorder::start(None);
+    let config = cli_config("hung", hung.addr);
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .args(["tunnels", "list", "--timeout", "1s", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("did not answer within 1s"), "{stderr}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(hung.seen().len(), 1, "the request reached the hung daemon");
+}

@@ -85,6 +85,9 @@ struct FileHealth {
 struct FileApi {
     token_file: Option<Lenient<String>>,
     audit_log: Option<Lenient<String>>,
+    max_connections: Option<Lenient<i64>>,
+    request_timeout: Option<Lenient<String>>,
+    body_timeout: Option<Lenient<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -145,13 +148,7 @@ impl FileConfig {
             users: self.users.validate(&mut c, d.users),
             health: self.health.validate(&mut c, d.health),
             remediation: self.remediation.validate(&mut c, d.remediation),
-            api: super::ApiConfig {
-                token_file: c.opt_abs_path("api.token_file", self.api.token_file),
-                audit_log: match self.api.audit_log {
-                    None => d.api.audit_log,
-                    given => c.opt_abs_path("api.audit_log", given),
-                },
-            },
+            api: self.api.validate(&mut c, d.api),
         };
         if config.systemd.reconnect_min > config.systemd.reconnect_max {
             c.problems
@@ -164,6 +161,33 @@ impl FileConfig {
         }
     }
 }
+
+impl FileApi {
+    fn validate(self, c: &mut Checker, d: super::ApiConfig) -> super::ApiConfig {
+        super::ApiConfig {
+            token_file: c.opt_abs_path("api.token_file", self.token_file),
+            audit_log: match self.audit_log {
+                None => d.audit_log,
+                given => c.opt_abs_path("api.audit_log", given),
+            },
+            max_connections: c.count_up_to(
+                "api.max_connections",
+                self.max_connections,
+                d.max_connections,
+                MAX_CONNECTIONS,
+            ),
+            request_timeout: c.duration(
+                "api.request_timeout",
+                self.request_timeout,
+                d.request_timeout,
+            ),
+            body_timeout: c.duration("api.body_timeout", self.body_timeout, d.body_timeout),
+        }
+    }
+}
+
+/// Upper bound of `api.max_connections`: the unit's LimitNOFILE, less room for everything else.
+const MAX_CONNECTIONS: usize = 60_000;
 
 impl FileSystemd {
     fn validate(self, c: &mut Checker, d: super::SystemdConfig) -> super::SystemdConfig {

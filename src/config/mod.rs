@@ -201,6 +201,15 @@ pub struct ApiConfig {
     pub token_file: Option<PathBuf>,
     /// Where every mutating API call is appended as a JSON line; `None` keeps no log.
     pub audit_log: Option<PathBuf>,
+    /// Most HTTP connections open at once (on every route, `/live` included); at the cap the
+    /// oldest connection with no request in progress is closed to make room. Lowered at start
+    /// to fit the process's open-file limit.
+    pub max_connections: usize,
+    /// Longest a handler may take before the request is answered 503 `request_timeout` (an
+    /// operation already started still runs to its end).
+    pub request_timeout: Duration,
+    /// Longest a client may take to send a request's whole body (408 `body_timeout`).
+    pub body_timeout: Duration,
 }
 
 /// How the warden talks to systemd.
@@ -285,6 +294,9 @@ impl Default for Config {
             api: ApiConfig {
                 token_file: None,
                 audit_log: Some("/var/log/xray-warden/audit.log".into()),
+                max_connections: 1000,
+                request_timeout: Duration::from_secs(180),
+                body_timeout: Duration::from_secs(10),
             },
             remediation: RemediationConfig {
                 enabled: true,

@@ -5,24 +5,35 @@
 //! requests finish.
 
 pub mod api;
+mod conns;
+mod limits;
 
+pub use limits::Limits;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Extension, Router};
-use std::time::Duration;
-
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
 
 use crate::metrics::{CONTENT_TYPE, Metrics};
 use crate::state::SharedState;
+use conns::{Conn, Conns, Slot, Tracked};
 
 /// What the handlers read.
 #[derive(Clone)]
@@ -47,32 +58,53 @@ pub fn router(app: AppState) -> Router {
     }
 }
 
-/// How long a client may take to send its request headers before the connection is closed, so
-/// that idle or slow connections cannot pile up or hold a graceful shutdown open.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Open files kept for everything but HTTP connections (the bus, cores' gRPC channels, procfs
+/// reads, config and log files, pipes of the core's config test).
+const FD_RESERVE: u64 = 128;
 
-/// Serves until `shutdown` is cancelled and in-flight requests are done.
-///
-/// A hand-rolled accept loop over hyper rather than `axum::serve`, because only hyper's own
-/// connection builder offers a header-read timeout.
-pub async fn serve(listener: TcpListener, app: AppState) -> std::io::Result<()> {
-    serve_with(listener, app, HEADER_READ_TIMEOUT).await
+/// Connections the kernel queues for the accept loop (capped by net.core.somaxconn): room for a
+/// burst while the loop makes space by closing idle connections.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with a listen backlog of [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As TcpListener::bind does: a restart does not wait for the old socket's TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
-async fn serve_with(
-    listener: TcpListener,
-    app: AppState,
-    header_read_timeout: Duration,
-) -> std::io::Result<()> {
+/// Serves until `shutdown` is cancelled and in-flight requests are done, within `limits`.
+///
+/// A hand-rolled accept loop over hyper rather than `axum::serve`: only hyper's own connection
+/// builder offers a header-read timeout, and the connection cap needs to close a chosen
+/// connection.
+pub async fn serve(listener: TcpListener, app: AppState, limits: Limits) -> std::io::Result<()> {
     let shutdown = app.shutdown.clone();
-    let router = router(app);
-    let graceful = GracefulShutdown::new();
+    serve_router(listener, router(app), shutdown, limits).await
+}
+
+/// [`serve`] for any router.
+async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    limits: Limits,
+) -> std::io::Result<()> {
+    let router = limits::apply(router, limits);
+    let max = fit_to_fd_limit(limits.max_connections);
+    let conns = Conns::new(max);
+    let tasks = TaskTracker::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -84,19 +116,99 @@ async fn serve_with(
                 }
             },
         };
-        let (stream, peer) = stream;
-        let service = TowerToHyperService::new(router.clone().layer(Extension(api::Peer(peer))));
+        let Some(slot) = conns.admit().await else {
+            debug!(%peer, max, "every connection is busy: closing a new one");
+            continue;
+        };
+        let service = ConnService::new(&router, peer, &slot);
         let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                debug!(error = %err, "HTTP connection ended with an error");
-            }
-        });
+        tasks.spawn(drive(conn, slot, shutdown.clone()));
     }
     drop(listener);
-    graceful.shutdown().await;
+    tasks.close();
+    tasks.wait().await;
     Ok(())
+}
+
+type Connection = http1::Connection<TokioIo<TcpStream>, ConnService>;
+
+/// Runs one connection to its end. Evicted by the cap, it is dropped at once when no request
+/// is in progress (one still sending its headers included). On shutdown, or evicted while busy,
+/// it finishes its request and closes (hyper closes an idle one at once; one mid-headers gets
+/// the header timeout).
+async fn drive(conn: Connection, slot: Slot, shutdown: CancellationToken) {
+    let mut conn = std::pin::pin!(conn);
+    let evicted = tokio::select! {
+        ended = conn.as_mut() => return log_end(ended),
+        _ = slot.conn().closing().cancelled() => true,
+        _ = shutdown.cancelled() => false,
+    };
+    if evicted && slot.conn().is_idle() {
+        return;
+    }
+    conn.as_mut().graceful_shutdown();
+    log_end(conn.await);
+}
+
+fn log_end(ended: hyper::Result<()>) {
+    if let Err(err) = ended {
+        debug!(error = %err, "HTTP connection ended with an error");
+    }
+}
+
+/// The router as one connection sees it: each request knows its peer, and keeps the
+/// connection busy from its start until its answer has been handed over.
+#[derive(Clone)]
+struct ConnService {
+    router: TowerToHyperService<Router>,
+    peer: SocketAddr,
+    conn: Arc<Conn>,
+}
+
+impl ConnService {
+    fn new(router: &Router, peer: SocketAddr, slot: &Slot) -> Self {
+        Self {
+            router: TowerToHyperService::new(router.clone()),
+            peer,
+            conn: slot.conn().clone(),
+        }
+    }
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(api::Peer(self.peer));
+        let busy = self.conn.enter();
+        let answer = self.router.call(request);
+        Box::pin(async move {
+            let response = answer.await?;
+            Ok(response.map(|inner| Body::new(Tracked { inner, _busy: busy })))
+        })
+    }
+}
+
+/// `max`, lowered to leave [`FD_RESERVE`] open files under the process's limit.
+fn fit_to_fd_limit(max: usize) -> usize {
+    use rustix::process::{Resource, getrlimit};
+    let Some(limit) = getrlimit(Resource::Nofile).current else {
+        return max;
+    };
+    let room = usize::try_from(limit.saturating_sub(FD_RESERVE).max(1)).unwrap_or(max);
+    if room < max {
+        warn!(
+            max_connections = max,
+            open_file_limit = limit,
+            lowered_to = room,
+            "the open-file limit is too low for api.max_connections: raise LimitNOFILE"
+        );
+        return room;
+    }
+    info!(max_connections = max, "HTTP connection cap");
+    max
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
@@ -128,83 +240,4 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, &'static str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn start() -> (String, AppState) {
-        start_with(HEADER_READ_TIMEOUT).await
-    }
-
-    async fn start_with(header_read_timeout: Duration) -> (String, AppState) {
-        let state = SharedState::default();
-        let app = AppState {
-            metrics: Metrics::new(state.clone()),
-            state,
-            shutdown: CancellationToken::new(),
-            api: None,
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve_with(listener, app.clone(), header_read_timeout));
-        (base, app)
-    }
-
-    /// A minimal HTTP/1.0 GET, to keep test dependencies down.
-    async fn get(base: &str, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = base.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        (status, body)
-    }
-
-    #[tokio::test]
-    async fn ready_follows_listing_and_shutdown() {
-        let (base, app) = start().await;
-        assert_eq!(get(&base, "/live").await.0, 200);
-        assert_eq!(get(&base, "/ready").await.0, 503);
-        app.state.update(|s| s.listed = true);
-        assert_eq!(get(&base, "/ready").await.0, 200);
-        let (status, body) = get(&base, "/metrics").await;
-        assert_eq!(status, 200);
-        assert!(body.contains("xray_warden_systemd_up 0"), "{body}");
-        assert_eq!(get(&base, "/nope").await.0, 404);
-    }
-
-    #[tokio::test]
-    async fn not_ready_once_shutdown_starts() {
-        let (_base, app) = start().await;
-        app.state.update(|s| s.listed = true);
-        app.shutdown.cancel();
-        let (status, _) = ready(State(app)).await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    }
-
-    #[tokio::test]
-    async fn slow_headers_are_cut_off_and_do_not_hold_shutdown() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (base, app) = start_with(Duration::from_millis(200)).await;
-        let addr = base.trim_start_matches("http://");
-        let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stalled
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-            .await
-            .unwrap();
-        let mut buf = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(3), stalled.read_to_end(&mut buf));
-        assert!(
-            closed.await.is_ok(),
-            "the server kept a header-less connection open"
-        );
-        app.shutdown.cancel();
-    }
-}
+mod tests;

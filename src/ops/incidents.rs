@@ -75,8 +75,9 @@ impl Incidents {
     }
 
     /// Records an action on `tunnel` for `incident` at `now`, forgets what no rule needs any
-    /// more (actions older than `keep_actions`), and writes the file atomically.
-    pub fn record(
+    /// more (actions older than `keep_actions`), and writes the file atomically, on the
+    /// blocking pool (the write fsyncs; the async workers must not wait on the disk).
+    pub async fn record(
         &mut self,
         incident: &str,
         tunnel: &str,
@@ -96,11 +97,17 @@ impl Incidents {
         self.stored
             .actions
             .retain(|a| now.saturating_sub(a.at) <= keep_actions);
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
         let bytes = serde_json::to_vec_pretty(&self.stored).map_err(std::io::Error::other)?;
-        crate::tunnelcfg::write_atomic(&self.path, &bytes)
+        let path = self.path.clone();
+        let write = move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            crate::tunnelcfg::write_atomic(&path, &bytes)
+        };
+        tokio::task::spawn_blocking(write)
+            .await
+            .map_err(std::io::Error::other)?
     }
 }
 
@@ -124,18 +131,20 @@ mod tests {
         dir
     }
 
-    #[test]
-    fn survives_a_restart_and_counts_the_last_hour() {
+    #[tokio::test]
+    async fn survives_a_restart_and_counts_the_last_hour() {
         let dir = scratch("restart");
         let t0 = from_secs(1_800_000_000);
         let mut record = Incidents::load(&dir);
         assert!(!record.seen("f@s"));
         record
             .record("f@s", "eu1", t0, Duration::from_secs(1800))
+            .await
             .unwrap();
         let later = t0 + Duration::from_secs(3000);
         record
             .record("g@s", "us2", later, Duration::from_secs(1800))
+            .await
             .unwrap();
 
         let again = Incidents::load(&dir);
@@ -147,8 +156,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn a_corrupt_file_starts_empty_and_is_replaced_whole() {
+    #[tokio::test]
+    async fn a_corrupt_file_starts_empty_and_is_replaced_whole() {
         let dir = scratch("corrupt");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(FILE), b"{not json").unwrap();
@@ -156,6 +165,7 @@ mod tests {
         assert!(!record.seen("f@s"));
         record
             .record("f@s", "eu1", from_secs(1_800_000_000), HOUR)
+            .await
             .unwrap();
         let text = std::fs::read_to_string(dir.join(FILE)).unwrap();
         assert!(serde_json::from_str::<serde_json::Value>(&text).is_ok());

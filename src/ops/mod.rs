@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
-pub use audit::Audit;
+pub use audit::{Action, Audit};
 pub use error::OpError;
 
 use crate::config::TunnelsConfig;
@@ -77,20 +77,20 @@ pub enum Op {
 }
 
 impl Op {
-    /// The audit log's action name.
-    pub fn action(&self) -> &'static str {
+    /// The audit log's action.
+    pub fn action(&self) -> Action {
         match self {
-            Self::Put { .. } => "tunnel.put",
-            Self::Start { .. } => "tunnel.start",
-            Self::Stop { .. } => "tunnel.stop",
-            Self::Restart { .. } => "tunnel.restart",
-            Self::Delete { .. } => "tunnel.delete",
-            Self::RestartAll => "tunnels.restart_all",
-            Self::EmergencyCleanup { .. } => "tunnels.emergency_cleanup",
-            Self::CleanupOrphans { dry_run: false } => "orphans.cleanup",
-            Self::CleanupOrphans { dry_run: true } => "orphans.cleanup_dry_run",
-            Self::Sync { force: false } => "sync",
-            Self::Sync { force: true } => "sync.force",
+            Self::Put { .. } => Action::TunnelPut,
+            Self::Start { .. } => Action::TunnelStart,
+            Self::Stop { .. } => Action::TunnelStop,
+            Self::Restart { .. } => Action::TunnelRestart,
+            Self::Delete { .. } => Action::TunnelDelete,
+            Self::RestartAll => Action::TunnelsRestartAll,
+            Self::EmergencyCleanup { .. } => Action::TunnelsEmergencyCleanup,
+            Self::CleanupOrphans { dry_run: false } => Action::OrphansCleanup,
+            Self::CleanupOrphans { dry_run: true } => Action::OrphansCleanupDryRun,
+            Self::Sync { force: false } => Action::Sync,
+            Self::Sync { force: true } => Action::SyncForce,
         }
     }
 
@@ -176,7 +176,8 @@ impl Operations {
             };
             this.inner
                 .audit
-                .record(&caller, op.action(), op.target(), verdict);
+                .record(&caller, op.action(), op.target(), verdict)
+                .await;
             result
         });
         match task.await {

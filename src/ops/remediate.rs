@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::Operations;
 use super::incidents::Incidents;
+use super::{Action, Operations};
 use crate::alertmanager::Alert;
 use crate::config::{RemediationConfig, UsersConfig};
 use crate::domain::remediation::{
@@ -137,10 +137,15 @@ impl Worker {
         self.counter
             .with_label_values(&[CLEANUP_ORPHAN, result.as_str()])
             .inc();
-        let action = format!("alert.{CLEANUP_ORPHAN}");
         self.ops
             .audit()
-            .record("alertmanager", &action, target, result.as_str());
+            .record(
+                "alertmanager",
+                Action::AlertCleanupOrphan,
+                target,
+                result.as_str(),
+            )
+            .await;
         match result {
             AlertResult::Done | AlertResult::DryRun => {
                 info!(tunnel = target, result = result.as_str(), %why, "alert acted on")
@@ -187,9 +192,10 @@ impl Worker {
         };
         let (result, why) = summarize(&results);
         if result == AlertResult::Done
-            && let Err(err) =
-                self.incidents
-                    .record(&request.incident, tunnel, now, self.policy.cooldown)
+            && let Err(err) = self
+                .incidents
+                .record(&request.incident, tunnel, now, self.policy.cooldown)
+                .await
         {
             // The action is done; only its memory is lost: the next re-send re-checks and
             // finds no orphan.

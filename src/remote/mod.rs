@@ -4,6 +4,7 @@
 mod tables;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use url::Url;
 
@@ -20,6 +21,8 @@ pub enum RemoteError {
     NoToken,
     #[error("cannot reach the daemon at {url}: {source}")]
     Http { url: Url, source: reqwest::Error },
+    #[error("the daemon at {url} did not answer within {}", humantime::format_duration(*.after))]
+    Timeout { url: Url, after: Duration },
     #[error("the daemon answered {status} {}: {}", .error.error, .error.message)]
     Refused { status: u16, error: ErrorBody },
     #[error("the daemon answered {status}: {body}")]
@@ -77,19 +80,41 @@ impl Request {
     }
 }
 
-/// One call to the daemon's API with the configured token; the JSON answer or why not.
+/// How long the CLI waits for the daemon to accept its connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The CLI's HTTP client: straight to the daemon, never through a proxy (`http_proxy` and
+/// friends would carry the bearer token to whoever runs the proxy), within `timeout` overall.
+fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
+        .build()
+}
+
+/// One call to the daemon's API with the configured token, answered within `timeout`; the
+/// JSON answer or why not.
 pub async fn call(
     config: &Config,
     secrets: &Secrets,
     request: Request,
+    timeout: Duration,
 ) -> Result<serde_json::Value, RemoteError> {
     let token = secrets.api_token.as_ref().ok_or(RemoteError::NoToken)?;
     let url = request.url(config.listen)?;
-    let http_error = |source| RemoteError::Http {
-        url: url.clone(),
-        source,
+    let http_error = |source: reqwest::Error| match source.is_timeout() {
+        true => RemoteError::Timeout {
+            url: url.clone(),
+            after: timeout,
+        },
+        false => RemoteError::Http {
+            url: url.clone(),
+            source,
+        },
     };
-    let mut call = reqwest::Client::new()
+    let mut call = client(timeout)
+        .map_err(http_error)?
         .request(request.method, url.clone())
         .bearer_auth(token);
     if let Some(body) = request.body {
@@ -110,19 +135,20 @@ pub async fn call(
     }
 }
 
-/// Runs a management command; returns what to print (JSON or a table).
+/// Runs a management command within `timeout`; returns what to print (JSON or a table).
 pub fn command(
     config: &Config,
     secrets: &Secrets,
     request: Request,
     json: bool,
+    timeout: Duration,
 ) -> Result<String, RemoteError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("building a current-thread tokio runtime");
     let table = request.table;
-    let answer = runtime.block_on(call(config, secrets, request))?;
+    let answer = runtime.block_on(call(config, secrets, request, timeout))?;
     if json {
         return Ok(format!("{answer:#}\n"));
     }

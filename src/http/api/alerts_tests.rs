@@ -70,7 +70,7 @@ async fn node(name: &str, remediation: RemediationConfig) -> Node {
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/api/v1/alerts", listener.local_addr().unwrap());
-    tokio::spawn(serve(listener, app));
+    tokio::spawn(serve(listener, app, crate::http::Limits::default()));
     Node {
         base,
         metrics,
@@ -251,4 +251,69 @@ async fn disabled_refuses_everything_for_this_node() {
     let body = payload(vec![alert("firing", "node-a", "old1", "f1")]);
     assert_eq!(post(&node, Some(TOKEN), body).await, 202);
     wait_for(&node, "refused_disabled", 1).await;
+}
+
+/// The label values of `metric`'s `label` in a scrape.
+fn label_values(node: &Node, metric: &str, label: &str) -> std::collections::BTreeSet<String> {
+    let text = String::from_utf8(node.metrics.render().unwrap()).unwrap();
+    let key = format!("{label}=\"");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter_map(|l| {
+            let rest = &l[l.find(&key)? + key.len()..];
+            Some(rest[..rest.find('"')?].to_owned())
+        })
+        .collect()
+}
+
+/// Free text in every place a request names an action — the legacy contract's `action`, a
+/// tunnel verb, a tunnel id, an alert's `warden_action` — never becomes a label value: the
+/// action counters only ever carry names of the closed set.
+#[tokio::test]
+async fn action_labels_come_from_a_closed_set_whatever_the_request_says() {
+    let node = node("labels", policy()).await;
+    let root = node.base.trim_end_matches("/api/v1/alerts").to_owned();
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: String, body: String| {
+        let request = client
+            .request(method, format!("{root}{path}"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    use reqwest::Method;
+    for i in 0..20 {
+        let free = format!("evil-{i}-{}", "x".repeat(i * 10));
+        let legacy = serde_json::json!({ "action": free }).to_string();
+        assert_eq!(
+            send(Method::POST, "/api/services".into(), legacy).await,
+            400
+        );
+        let query = format!("/api/services?action={free}");
+        assert_eq!(send(Method::GET, query, String::new()).await, 400);
+        let verb = format!("/api/v1/tunnels/eu1/{free}");
+        assert_eq!(send(Method::POST, verb, String::new()).await, 404);
+        let put = format!("/api/v1/tunnels/{free}.{i}");
+        assert_eq!(send(Method::PUT, put, "{}".into()).await, 400);
+        let mut alert = alert("firing", "node-a", "eu1", &format!("f{i}"));
+        alert["labels"]["warden_action"] = free.clone().into();
+        assert_eq!(post(&node, Some(TOKEN), payload(vec![alert])).await, 202);
+    }
+    wait_for(&node, "ignored_unknown_action", 20).await;
+    let known: Vec<&str> = crate::ops::Action::ALL.iter().map(|a| a.as_str()).collect();
+    let actions = label_values(&node, "xray_warden_actions_total", "action");
+    // Every alert is counted under the one action the worker knows, refusals included.
+    assert_eq!(
+        actions.iter().collect::<Vec<_>>(),
+        ["alert.cleanup_orphan", "tunnel.put"]
+    );
+    assert!(actions.iter().all(|a| known.contains(&a.as_str())));
+    let results = label_values(&node, "xray_warden_actions_total", "result");
+    assert_eq!(
+        results.iter().collect::<Vec<_>>(),
+        ["ignored_unknown_action", "invalid_id"]
+    );
+    let alert_actions = label_values(&node, "xray_warden_alert_actions_total", "action");
+    assert_eq!(alert_actions.iter().collect::<Vec<_>>(), ["cleanup_orphan"]);
 }
