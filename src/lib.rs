@@ -7,6 +7,7 @@
 //! - [`core`]: the core binary itself: its own config test.
 //! - [`systemd`]: the zbus client and the watcher (connect, list, follow signals, reconnect).
 //! - [`procfs`]: per-process CPU, memory, threads and fds of a unit's cgroup.
+//! - [`readfile`]: bounded reads of regular files others write (never a FIFO, never unbounded).
 //! - [`sampler`]: the periodic resource pass that merges systemd accounting with procfs.
 //! - [`health`]: the periodic health checks of every tunnel, the orphan scan, and their cleanup.
 //! - [`state`]: the snapshot the collectors write and every scrape reads.
@@ -43,6 +44,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod ops;
 pub mod procfs;
+pub mod readfile;
 pub mod remote;
 pub mod sampler;
 pub mod state;

@@ -144,6 +144,26 @@ impl Target {
         &self.path
     }
 
+    /// The file's current content (at most `cap` bytes) and owner, read through the locked
+    /// directory: never through a symlink (a trusted one was resolved by [`Target::lock`]), and
+    /// only from a regular file, opened non-blocking so a FIFO cannot hang the reader.
+    pub(super) fn read(&self, cap: u64) -> Result<(Vec<u8>, Owner), Failed> {
+        let step = "read the old file";
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd =
+            rustix::fs::openat(&self.dir, &self.name, flags, Mode::empty()).map_err(
+                |e| match e {
+                    rustix::io::Errno::LOOP => (step, not_regular(&self.path, FileType::Symlink)),
+                    e => (step, e.into()),
+                },
+            )?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| (step, e))?;
+        let owner = Owner::of(&meta);
+        let bytes = crate::readfile::read_open(file, cap).map_err(|e| (step, e))?;
+        Ok((bytes, owner))
+    }
+
     fn remove_stale_temps(&self, dir_path: &Path) {
         let Some(target_name) = self.name.to_str() else {
             return;

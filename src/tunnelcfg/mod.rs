@@ -108,12 +108,20 @@ pub fn parse(text: &str) -> Result<TunnelConfig, TunnelConfigError> {
     parse_at(Path::new(""), text)
 }
 
-/// Reads the config file at `path`.
+/// Cap on a tunnel's config file: 64 MiB, room for the clients of a full users document
+/// ([`crate::users::MAX_USERS_BYTES`]) written out with their JSON keys.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
+/// Reads the config file at `path`: only a regular file (a FIFO is refused at once, not waited
+/// on) of at most [`MAX_CONFIG_BYTES`].
 pub fn read(path: &Path) -> Result<TunnelConfig, TunnelConfigError> {
-    let text = fs::read_to_string(path).map_err(|source| TunnelConfigError::Read {
+    let read_err = |source| TunnelConfigError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let bytes = crate::readfile::read_regular(path, MAX_CONFIG_BYTES).map_err(read_err)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| read_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
     parse_at(path, &text)
 }
 
@@ -160,7 +168,9 @@ fn shape_err(path: &Path, e: model::ShapeError) -> TunnelConfigError {
 ///
 /// The file is rewritten only when its content changes, pretty-printed with a 2-space indent,
 /// through a temp file in the same directory (fsynced, renamed over, directory fsynced), with
-/// the old file's mode and owner; symlinks are followed only out of directories no other user
+/// the old file's group and mode but owned by the warden's user and writable by nobody else
+/// (a config the tunnel user owned is taken back); the old file is read without following a
+/// symlink at the final name, only if it is a regular file, at most [`MAX_CONFIG_BYTES`]; symlinks are followed only out of directories no other user
 /// can write, into such a directory, and only to a regular file. On error the old file is untouched and
 /// the temp file removed. A process killed mid-write can leave a temp file
 /// `.{name}.warden-{pid}-{n}.tmp`, never a partial config; the next call removes it. Calls are
@@ -176,8 +186,11 @@ pub fn persist_clients(
         path: real.to_owned(),
         source,
     };
-    let text = fs::read_to_string(real).map_err(read_err)?;
-    let meta = fs::metadata(real).map_err(read_err)?;
+    let (bytes, owner) = target
+        .read(MAX_CONFIG_BYTES)
+        .map_err(|(_, source)| read_err(source))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| read_err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
     let mut root = document(real, &text)?;
     let before = root.clone();
     merge::merge(&mut root, clients, flavour).map_err(|e| merge_err(real, e))?;
@@ -191,12 +204,23 @@ pub fn persist_clients(
     let mut bytes = serde_json::to_vec_pretty(&root).expect("a JSON value always serialises");
     bytes.push(b'\n');
     target
-        .replace(&bytes, Some(atomic::Owner::of(&meta)))
+        .replace(&bytes, Some(root_owned(owner)))
         .map_err(|(step, source)| TunnelConfigError::Write {
             path: real.to_owned(),
             step,
             source,
         })
+}
+
+/// A rewritten config belongs to the warden's user (root), whoever owned it before, keeps its
+/// group and mode, and is writable by nobody else: a tunnel user who owned its config (as
+/// older versions left it) could otherwise keep editing what the warden's checks passed.
+fn root_owned(old: Owner) -> Owner {
+    Owner {
+        uid: rustix::process::geteuid().as_raw(),
+        mode: old.mode & !0o022,
+        ..old
+    }
 }
 
 /// Locking fails on a path that cannot be resolved or opened (a read error) or on the lock.

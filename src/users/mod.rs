@@ -8,7 +8,6 @@
 //! whose protocol takes the credential). Unknown keys are ignored. A bad entry is rejected with
 //! its reason and the others are kept; only a document that is not usable at all is an error.
 
-mod read;
 mod select;
 mod validate;
 
@@ -18,9 +17,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use read::{MAX_USERS_BYTES, read_regular};
+pub use crate::readfile::read_regular;
 #[cfg(test)]
-pub(crate) use read::{mkfifo, release_fifo};
+pub(crate) use crate::readfile::{mkfifo, release_fifo};
+
+/// Cap on the desired-users document (file or https body): 16 MiB, some 100,000 users at
+/// ~150 bytes each.
+pub const MAX_USERS_BYTES: u64 = 16 << 20;
 pub use select::desired_for;
 
 use crate::domain::{TunnelId, User};

@@ -9,12 +9,14 @@ use crate::domain::Flavour;
 use crate::tunnelcfg::atomic::{FAIL_AT, is_temp_name};
 use crate::tunnelcfg::{TunnelConfigError, persist_clients, read, write_atomic};
 
+/// A config the tunnel user owned (and could write) comes back root's, group kept, mode without
+/// group or other write: the user can no longer edit what the warden checked.
 #[test]
-fn the_new_file_keeps_mode_and_owner_and_symlinks_stay() {
+fn the_new_file_is_taken_back_from_its_user_keeps_its_group_and_symlinks_stay() {
     let dir = Scratch::new("owner");
     let path = dir.copy("v2ray-434.json");
     chown(&path, Some(65534), Some(65533)).unwrap();
-    fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o660)).unwrap();
     let link = dir.0.join("current.json");
     symlink("v2ray-434.json", &link).unwrap();
     let ino = fs::metadata(&path).unwrap().ino();
@@ -24,7 +26,7 @@ fn the_new_file_keeps_mode_and_owner_and_symlinks_stay() {
     assert_ne!(meta.ino(), ino, "replaced by rename");
     assert_eq!(
         (meta.uid(), meta.gid(), meta.mode() & 0o7777),
-        (65534, 65533, 0o640)
+        (rustix::process::geteuid().as_raw(), 65533, 0o640)
     );
     assert!(
         fs::symlink_metadata(&link)
@@ -36,6 +38,24 @@ fn the_new_file_keeps_mode_and_owner_and_symlinks_stay() {
         read(&link).unwrap().inbounds[1].clients,
         change_set()["vless-in"]
     );
+}
+
+/// The file a config name holds is read only if it is a regular file: a FIFO planted there (in
+/// a directory someone else could once write) is refused at once instead of hanging the sync.
+#[test]
+fn a_fifo_at_the_config_name_is_refused_at_once() {
+    let dir = Scratch::new("fifo");
+    let path = dir.0.join("xray-f.json");
+    crate::readfile::mkfifo(&path);
+    let started = std::time::Instant::now();
+    let persisted = persist_clients(&path, &change_set(), Flavour::V2ray);
+    let read_back = read(&path);
+    crate::readfile::release_fifo(&path);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let persisted = persisted.unwrap_err().to_string();
+    assert!(persisted.contains("FIFO"), "{persisted}");
+    let read_back = read_back.unwrap_err().to_string();
+    assert!(read_back.contains("not a regular file"), "{read_back}");
 }
 
 #[test]

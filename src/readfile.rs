@@ -1,5 +1,6 @@
-//! Reading a document that someone else writes (the users file, the inventory, a token) without
-//! letting its path hang or flood the reader: only a regular file is read, and only up to a cap.
+//! Reading a file that someone else writes (the users file, the inventory, a token, a tunnel's
+//! config) without letting its path hang or flood the reader: only a regular file is read, and
+//! only up to a cap.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -7,10 +8,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use rustix::fs::OFlags;
-
-/// Cap on the desired-users document (file or https body): 16 MiB, some 100,000 users at
-/// ~150 bytes each.
-pub const MAX_USERS_BYTES: u64 = 16 << 20;
 
 /// Reads the regular file at `path` (symlinks are followed: the path is the operator's
 /// choice), refusing anything else — a FIFO would block the reader until a writer appears, a
@@ -23,6 +20,12 @@ pub fn read_regular(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
         .read(true)
         .custom_flags(OFlags::NONBLOCK.bits() as i32)
         .open(path)?;
+    read_open(file, cap)
+}
+
+/// Reads the already open `file` like [`read_regular`]: only if `fstat` says it is a regular
+/// file, and at most `cap` bytes. Open it non-blocking, or a FIFO blocks the open itself.
+pub fn read_open(file: File, cap: u64) -> io::Result<Vec<u8>> {
     let meta = file.metadata()?;
     if !meta.file_type().is_file() {
         return Err(io::Error::new(
