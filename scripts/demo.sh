@@ -24,9 +24,13 @@ cargo build --release --locked --quiet
 # The bus socket lands at $STATE/run/dbus/system_bus_socket and a unix socket path holds 107
 # bytes: a deep checkout keeps its sandbox state in a short place instead.
 demo_root="$REPO/target/demo"
+# The warden tests configs as the tunnel user with ProtectHome=yes, so the state may not lie under
+# /home or /root either, and the tunnel user must be able to reach it (0711: enter, not list).
+case "$demo_root" in /home/* | /root/*) demo_root=/var/lib/xray-warden-demo ;; esac
 ((${#demo_root} <= 50)) || demo_root=/var/lib/xray-warden-demo
 mkdir -p "$demo_root"
 STATE=$(mktemp -d "$demo_root/sandbox-demo-XXXX")
+chmod 0711 "$STATE"
 readonly STATE
 unshare_pid="" systemd_pid="" nsenter_pid="" warden_pid=""
 
@@ -113,7 +117,7 @@ cat >"$STATE/etc/users.json" <<'JSON'
   {"email": "trudy@example.com", "password": "demo-password"}
 ]}
 JSON
-head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/etc/api-token"
+(umask 077 && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$STATE/etc/api-token")
 cat >"$STATE/etc/warden.toml" <<TOML
 listen = "$LISTEN"
 [tunnels]

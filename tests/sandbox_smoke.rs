@@ -97,12 +97,19 @@ fn the_bus_answers_again_after_dbus_restarts() {
     sandbox.wait_for("the bus to answer again", WAIT, || sandbox.bus_answers());
 }
 
-/// A checkout under /tmp or /var/tmp (also through a symlink) must not put sandbox state there:
-/// tunnel units run with PrivateTmp=, so their configs would vanish from the core's view.
+/// A checkout under /tmp or /var/tmp (also through a symlink), /home or /root must not put sandbox
+/// state there: tunnel units (and config tests) run with PrivateTmp= and ProtectHome=, so their
+/// configs would vanish from the core's view.
 #[test]
 fn sandbox_state_never_lands_under_tmp() {
     let fallback = PathBuf::from("/var/lib/xray-warden-test-sandboxes");
-    for checkout in ["/tmp/x/target/tmp", "/var/tmp/x/target/tmp", "/tmp"] {
+    for checkout in [
+        "/tmp/x/target/tmp",
+        "/var/tmp/x/target/tmp",
+        "/tmp",
+        "/root/x/target/tmp",
+        "/home/u/x/target/tmp",
+    ] {
         assert_eq!(choose_root(Path::new(checkout)), fallback, "{checkout}");
     }
     assert_eq!(

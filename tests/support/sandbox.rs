@@ -348,24 +348,26 @@ fn state_root() -> PathBuf {
 /// past the root, and a unix socket path holds 107: a deep checkout uses a short root of its own
 /// instead. Nor under /tmp or /var/tmp, whatever the checkout's path (a symlink included): the
 /// sandboxes must not touch the host's /tmp, and tunnel units run with PrivateTmp=, which hides
-/// whatever lies there from the core (every start then fails).
+/// whatever lies there from the core (every start then fails); nor under /home or /root, which
+/// their ProtectHome= hides.
 pub fn choose_root(preferred: &Path) -> PathBuf {
-    if preferred.as_os_str().len() <= 40 && !under_private_tmp(preferred) {
+    if preferred.as_os_str().len() <= 40 && !hidden_from_units(preferred) {
         preferred.to_path_buf()
     } else {
         PathBuf::from(FALLBACK_ROOT)
     }
 }
 
-/// Whether `path` (resolved through its nearest existing ancestor) lies in a tree PrivateTmp=
-/// replaces.
-fn under_private_tmp(path: &Path) -> bool {
+/// Whether `path` (resolved through its nearest existing ancestor) lies in a tree the tunnel
+/// units' sandboxing replaces or hides: PrivateTmp= (/tmp, /var/tmp) or ProtectHome= (/home,
+/// /root, /run/user), which config tests run as the tunnel user also have.
+fn hidden_from_units(path: &Path) -> bool {
     let resolved = path
         .ancestors()
         .find_map(|a| fs::canonicalize(a).ok().map(|r| (a, r)))
         .map(|(a, r)| r.join(path.strip_prefix(a).unwrap_or(Path::new(""))))
         .unwrap_or_else(|| path.to_path_buf());
-    ["/tmp", "/var/tmp"]
+    ["/tmp", "/var/tmp", "/home", "/root", "/run/user"]
         .iter()
         .any(|tree| resolved.starts_with(tree))
 }
