@@ -15,12 +15,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use support::node::{Node, TOKEN, node_dir};
 use support::sandbox::Sandbox;
-use support::warden::{Warden, http_call};
+use support::warden::http_call;
 use xray_warden::contract::HealthReport;
 
-const TOKEN: &str = "hardening-token-0123456789abcdef";
 const NOBODY: u32 = 65534;
 
 /// In `-test` mode: prints its uid, tries to append to the file named by the config's
@@ -40,82 +39,50 @@ if grep -q reject "$config"; then echo "rejected by the fake core"; exit 1; fi
 exit 0
 "#;
 
-/// Fields drop in order: the warden stops before its sandbox halts.
-struct Node {
-    warden: Warden,
-    dir: PathBuf,
-    sandbox: Sandbox,
+/// A node whose tunnels' core is [`FAKE_CORE`], with a root-only directory beside it.
+fn boot(name: &str) -> Node {
+    let sandbox = Sandbox::boot(name);
+    let dir = node_dir(&sandbox);
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let core = dir.join("bin/xray");
+    std::fs::write(&core, FAKE_CORE).unwrap();
+    std::fs::set_permissions(&core, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Where no test may write: root's, closed to everyone else.
+    std::fs::create_dir_all(dir.join("rootonly")).unwrap();
+    std::fs::set_permissions(dir.join("rootonly"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let fast = "[health]\ninterval = \"300ms\"\n[sampler]\ninterval = \"1s\"\n";
+    Node::start(sandbox, &core.display().to_string(), fast)
 }
 
-impl Node {
-    fn boot(name: &str) -> Node {
-        let sandbox = Sandbox::boot(name);
-        let dir = sandbox.state_dir().join("node");
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
-        std::fs::write(dir.join("token"), TOKEN).unwrap();
-        let core = dir.join("bin/xray");
-        std::fs::write(&core, FAKE_CORE).unwrap();
-        std::fs::set_permissions(&core, std::fs::Permissions::from_mode(0o755)).unwrap();
-        // Where no test may write: root's, closed to everyone else.
-        std::fs::create_dir_all(dir.join("rootonly")).unwrap();
-        std::fs::set_permissions(dir.join("rootonly"), std::fs::Permissions::from_mode(0o700))
-            .unwrap();
-        let config = format!(
-            "[tunnels]\nconfig_dir = \"{d}/etc\"\nlog_dir = \"{d}/log\"\n\
-             core_binary = \"{d}/bin/xray\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n\
-             [api]\ntoken_file = \"{d}/token\"\naudit_log = \"{d}/audit.log\"\n\
-             [health]\ninterval = \"300ms\"\n[sampler]\ninterval = \"1s\"\n",
-            d = dir.display()
+fn root_only(node: &Node, name: &str) -> PathBuf {
+    node.dir.join("rootonly").join(name)
+}
+
+/// The `config_valid` check of tunnel `id`, once it satisfies `cond`.
+fn wait_config_check(node: &Node, id: &str, cond: impl Fn(bool, &str) -> bool) -> (bool, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = node.call("GET", "/api/v1/health", "");
+        assert_eq!(status, 200, "{body}");
+        let report: HealthReport = serde_json::from_value(body).unwrap();
+        let check = report
+            .tunnels
+            .iter()
+            .filter(|t| t.id == id)
+            .flat_map(|t| &t.checks)
+            .find(|c| c.check == "config_valid")
+            .map(|c| (c.ok, c.detail.clone()));
+        if let Some((ok, detail)) = &check
+            && cond(*ok, detail)
+        {
+            return (*ok, detail.clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "config_valid of {id} never held: {check:?}\n{}",
+            node.warden.log()
         );
-        let warden = Warden::start(&sandbox, &config);
-        warden.wait_ready();
-        Node {
-            sandbox,
-            dir,
-            warden,
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let (status, text) = http_call(self.warden.addr, method, path, Some(TOKEN), body).unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, json)
-    }
-
-    fn put(&self, id: &str, config: &str) -> (u16, Value) {
-        self.call("PUT", &format!("/api/v1/tunnels/{id}"), config)
-    }
-
-    fn root_only(&self, name: &str) -> PathBuf {
-        self.dir.join("rootonly").join(name)
-    }
-
-    /// The `config_valid` check of tunnel `id`, once it satisfies `cond`.
-    fn wait_config_check(&self, id: &str, cond: impl Fn(bool, &str) -> bool) -> (bool, String) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self.call("GET", "/api/v1/health", "");
-            assert_eq!(status, 200, "{body}");
-            let report: HealthReport = serde_json::from_value(body).unwrap();
-            let check = report
-                .tunnels
-                .iter()
-                .filter(|t| t.id == id)
-                .flat_map(|t| &t.checks)
-                .find(|c| c.check == "config_valid")
-                .map(|c| (c.ok, c.detail.clone()));
-            if let Some((ok, detail)) = &check
-                && cond(*ok, detail)
-            {
-                return (*ok, detail.clone());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "config_valid of {id} never held: {check:?}\n{}",
-                self.warden.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -134,10 +101,10 @@ fn owner_mode(path: &Path) -> (u32, u32, u32) {
 
 #[test]
 fn config_tests_run_as_the_tunnel_user_and_cannot_write_root_files() {
-    let node = Node::boot("harden-test-uid");
+    let node = boot("harden-test-uid");
 
     // Through PUT: the fake core reports its uid in the rejection the API passes on.
-    let target = node.root_only("from-put");
+    let target = root_only(&node, "from-put");
     let (status, answer) = node.put("probe", &config_logging_to(&target, true));
     assert_eq!(status, 422, "{answer}");
     let reason = answer.to_string();
@@ -147,20 +114,20 @@ fn config_tests_run_as_the_tunnel_user_and_cannot_write_root_files() {
     assert!(!node.dir.join("etc/xray-probe.json").exists());
 
     // An accepted config is installed root-owned and readable by the tunnel group only.
-    let benign = node.root_only("never-written-by-a-passing-test");
+    let benign = root_only(&node, "never-written-by-a-passing-test");
     let (status, answer) = node.put("h", &config_logging_to(&benign, false));
     assert_eq!(status, 200, "{answer}\n{}", node.warden.log());
     assert!(!benign.exists());
     let config = node.dir.join("etc/xray-h.json");
     assert_eq!(owner_mode(&config), (0, NOBODY, 0o640));
     assert_eq!(owner_mode(&node.dir.join("etc")), (0, NOBODY, 0o750));
-    node.wait_config_check("h", |ok, _| ok);
+    wait_config_check(&node, "h", |ok, _| ok);
 
     // Through the health pass: the file changes under the running tunnel (as a tunnel user
     // who owned it could do before); the re-test runs as that user too.
-    let target = node.root_only("from-health");
+    let target = root_only(&node, "from-health");
     std::fs::write(&config, config_logging_to(&target, true)).unwrap();
-    let (ok, detail) = node.wait_config_check("h", |ok, _| !ok);
+    let (ok, detail) = wait_config_check(&node, "h", |ok, _| !ok);
     assert!(!ok);
     assert!(detail.contains(&format!("uid={NOBODY} ")), "{detail}");
     assert!(detail.contains("cannot write"), "{detail}");
@@ -209,7 +176,7 @@ fn config_tests_run_as_the_tunnel_user_and_cannot_write_root_files() {
 
 #[test]
 fn planted_symlinks_fifos_and_foreign_dirs_are_refused() {
-    let node = Node::boot("harden-links");
+    let node = boot("harden-links");
     let (status, answer) = node.put("a", r#"{"outbounds": [{"protocol": "freedom"}]}"#);
     assert_eq!(status, 200, "{answer}\n{}", node.warden.log());
     let unit_a = node.sandbox.state_dir().join("units/xray-tunnel-a.service");
@@ -234,7 +201,7 @@ fn planted_symlinks_fifos_and_foreign_dirs_are_refused() {
     );
 
     // A log that is a symlink to a root-only file is not served.
-    let secret = node.root_only("shadow");
+    let secret = root_only(&node, "shadow");
     std::fs::write(&secret, "root:$6$SECRET-HASH:19000:0:99999:7:::\n").unwrap();
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let log_a = node.dir.join("log/xray-a.log");

@@ -11,11 +11,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use support::node::{Node, TOKEN};
 use support::sandbox::Sandbox;
 use support::v2ray::free_port;
 use support::warden::{Warden, http_call, http_get};
 
-const TOKEN: &str = "limits-token-0123456789abcdef";
 const FLOOD: usize = 2_000;
 /// What systemd gives a service by default, and what the warden runs with here.
 const WARDEN_NOFILE: u64 = 1_024;
@@ -49,21 +49,16 @@ fn open_fds(pid: u32) -> usize {
 #[test]
 fn idle_connections_cannot_lock_out_live_or_a_put_and_slow_bodies_are_cut() {
     let sandbox = Sandbox::boot("http-limits");
-    let dir = sandbox.state_dir().join("node");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("token"), TOKEN).unwrap();
-    let config = format!(
-        "[tunnels]\nconfig_dir = \"{d}/etc\"\nlog_dir = \"{d}/log\"\n\
-         core_binary = \"/usr/bin/v2ray\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n\
-         [api]\ntoken_file = \"{d}/token\"\naudit_log = \"{d}/audit.log\"\nbody_timeout = \"1s\"\n",
-        d = dir.display()
-    );
     // The warden inherits the limit in force when it is spawned; this process then takes room
     // for its own 2,000 clients.
     set_nofile(WARDEN_NOFILE);
-    let warden = Warden::start(&sandbox, &config);
+    let node = Node::start(sandbox, "/usr/bin/v2ray", "body_timeout = \"1s\"\n");
     set_nofile(4 * FLOOD as u64);
-    warden.wait_ready();
+    let Node {
+        warden,
+        dir,
+        sandbox,
+    } = &node;
     let addr = warden.addr;
 
     // 2,000 clients that connect and send nothing, opened within 4 s. The header timeout (5 s)
@@ -133,11 +128,15 @@ fn idle_connections_cannot_lock_out_live_or_a_put_and_slow_bodies_are_cut() {
     );
     drop(idle);
 
-    slow_body_is_cut_off(&warden);
+    slow_body_is_cut_off(warden);
     let audit = std::fs::read_to_string(dir.join("audit.log")).unwrap();
     assert!(audit.contains("\"target\":\"edge\""), "{audit}");
     assert!(!audit.contains("\"target\":\"slow\""), "{audit}");
+    let Node {
+        warden, sandbox, ..
+    } = node;
     let status = warden.stop();
+    drop(sandbox);
     assert!(status.success(), "{status:?}");
 }
 

@@ -5,98 +5,22 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use support::sandbox::Sandbox;
+use support::node::{Node, TOKEN};
 use support::v2ray::{Origin, VlessClient, fetch_via, free_port};
-use support::warden::{Warden, http_call};
+use support::warden::http_call;
 use xray_warden::contract::{
     ActionName, BulkItem, BulkResults, CleanupResults, ErrorBody, HealthReport, LogsView,
     OrphanList, OutcomeView, TunnelList, TunnelView, UsageList,
 };
 
-const TOKEN: &str = "manage-token-0123456789abcdef";
 const ALICE: &str = "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
 const WAIT: Duration = Duration::from_secs(20);
-
-/// Fields drop in order: the warden stops before its sandbox halts.
-struct Node {
-    warden: Warden,
-    dir: PathBuf,
-    sandbox: Sandbox,
-}
-
-impl Node {
-    fn boot(name: &str) -> Node {
-        Self::boot_with(name, "")
-    }
-
-    /// Boots with `extra` TOML appended to the warden's config.
-    fn boot_with(name: &str, extra: &str) -> Node {
-        let sandbox = Sandbox::boot(name);
-        let dir = sandbox.state_dir().join("node");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("token"), TOKEN).unwrap();
-        // The warden runs inside the sandbox: its /etc/systemd/system is the sandbox's own.
-        let config = format!(
-            "[tunnels]\nconfig_dir = \"{d}/etc\"\nlog_dir = \"{d}/log\"\n\
-             core_binary = \"/usr/bin/v2ray\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n\
-             [api]\ntoken_file = \"{d}/token\"\naudit_log = \"{d}/audit.log\"\n\
-             [health]\ninterval = \"300ms\"\n[sampler]\ninterval = \"1s\"\n{extra}",
-            d = dir.display()
-        );
-        let warden = Warden::start(&sandbox, &config);
-        warden.wait_ready();
-        Node {
-            sandbox,
-            dir,
-            warden,
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let (status, text) = http_call(self.warden.addr, method, path, Some(TOKEN), body).unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, json)
-    }
-
-    /// Everything a request could have changed: files and units.
-    fn footprint(&self) -> (Vec<String>, Vec<String>, String) {
-        let list = |dir: &Path| -> Vec<String> {
-            let mut names: Vec<String> = std::fs::read_dir(dir)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            names.sort();
-            names
-        };
-        let units = self.sandbox.systemctl(&[
-            "list-units",
-            "--all",
-            "--plain",
-            "--no-legend",
-            "xray-tunnel-*",
-        ]);
-        (
-            list(&self.dir.join("etc")),
-            list(&self.sandbox.state_dir().join("units")),
-            units,
-        )
-    }
-
-    fn main_pid(&self, id: &str) -> String {
-        self.sandbox
-            .show(&format!("xray-tunnel-{id}.service"), &["MainPID"])["MainPID"]
-            .clone()
-    }
-}
+/// Fast health passes and samples, for the proofs that wait on them.
+const MANAGE: &str = "[health]\ninterval = \"300ms\"\n[sampler]\ninterval = \"1s\"\n";
 
 /// `answer` read as the contract type `T`; an answer of another shape fails the test.
 fn read<T: DeserializeOwned>(answer: &Value) -> T {
@@ -126,7 +50,7 @@ fn fetch_ok(client: &VlessClient, origin: &Origin) {
 
 #[test]
 fn tunnels_are_created_served_restarted_and_deleted() {
-    let node = Node::boot("manage-life");
+    let node = Node::boot("manage-life", MANAGE);
     let origin = Origin::start("through a managed tunnel");
     let port = free_port();
 
@@ -140,11 +64,11 @@ fn tunnels_are_created_served_restarted_and_deleted() {
     assert_eq!(read::<TunnelView>(&shown).unit, "xray-tunnel-edge.service");
 
     // Restart: a new main process; the tunnel serves again.
-    let before = node.main_pid("edge");
+    let before = main_pid(&node, "edge");
     let (status, answer) = node.call("POST", "/api/v1/tunnels/edge/restart", "");
     assert_eq!(status, 200, "{answer}");
     assert_eq!(read::<OutcomeView>(&answer).action, ActionName::Restarted);
-    assert_ne!(node.main_pid("edge"), before);
+    assert_ne!(main_pid(&node, "edge"), before);
     fetch_ok(&client, &origin);
 
     // Restart-all restarts each tunnel.
@@ -154,7 +78,7 @@ fn tunnels_are_created_served_restarted_and_deleted() {
             .0,
         200
     );
-    let pids = (node.main_pid("edge"), node.main_pid("second"));
+    let pids = (main_pid(&node, "edge"), main_pid(&node, "second"));
     let (status, answer) = node.call("POST", "/api/v1/tunnels/restart-all", "");
     assert_eq!(status, 200, "{answer}");
     let restarted: Vec<_> = read::<BulkResults>(&answer)
@@ -173,8 +97,8 @@ fn tunnels_are_created_served_restarted_and_deleted() {
         ]
         .map(|(id, action)| (id.to_owned(), action))
     );
-    assert_ne!(node.main_pid("edge"), pids.0);
-    assert_ne!(node.main_pid("second"), pids.1);
+    assert_ne!(main_pid(&node, "edge"), pids.0);
+    assert_ne!(main_pid(&node, "second"), pids.1);
 
     // The web app's existing contract, on the same token.
     let services = |action: &str| {
@@ -278,7 +202,7 @@ fn tunnels_are_created_served_restarted_and_deleted() {
 
 #[test]
 fn bad_requests_change_nothing() {
-    let node = Node::boot("manage-bad");
+    let node = Node::boot("manage-bad", MANAGE);
     let port = free_port();
     assert_eq!(
         node.call("PUT", "/api/v1/tunnels/keep", &tunnel_json(port))
@@ -286,7 +210,7 @@ fn bad_requests_change_nothing() {
         200
     );
     let before = node.footprint();
-    let pid = node.main_pid("keep");
+    let pid = main_pid(&node, "keep");
 
     let long = "x".repeat(65);
     for id in ["..%2Fx", "a%20b", long.as_str(), "x%3Brm", "-lead"] {
@@ -347,16 +271,16 @@ fn bad_requests_change_nothing() {
         }
     }
     assert_eq!(node.footprint(), before);
-    assert_eq!(node.main_pid("keep"), pid);
+    assert_eq!(main_pid(&node, "keep"), pid);
 }
 
 #[test]
 fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
     // Three tunnels look orphaned beside four units: relax the guard, which has its own proof
     // (tests/health_proof.rs), so that this test shows the cleanup itself.
-    let node = Node::boot_with(
+    let node = Node::boot(
         "manage-orphans",
-        "[remediation]\nmax_orphan_fraction = 1.0\nmax_orphans_per_pass = 10\n",
+        &format!("{MANAGE}[remediation]\nmax_orphan_fraction = 1.0\nmax_orphans_per_pass = 10\n"),
     );
     let port = free_port();
     assert_eq!(
@@ -467,7 +391,7 @@ fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
 #[test]
 fn a_started_mutation_outlives_a_client_that_hangs_up() {
     use std::io::Write;
-    let node = Node::boot("manage-hangup");
+    let node = Node::boot("manage-hangup", MANAGE);
     let body = tunnel_json(free_port());
     let mut stream = std::net::TcpStream::connect(node.warden.addr).unwrap();
     write!(
@@ -506,4 +430,8 @@ fn a_started_mutation_outlives_a_client_that_hangs_up() {
     assert_eq!(lines[0]["action"], "tunnel.put");
     assert_eq!(lines[0]["result"], "ok");
     assert!(node.dir.join("etc/xray-hangup.json").exists());
+}
+
+fn main_pid(node: &Node, id: &str) -> String {
+    node.show(id, "MainPID")
 }

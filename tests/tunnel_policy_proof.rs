@@ -7,89 +7,11 @@
 mod support;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use support::sandbox::Sandbox;
+use support::node::Node;
 use support::v2ray::free_port;
-use support::warden::{Warden, http_call};
 use xray_warden::contract::{ActionName, ErrorBody, OutcomeView};
-
-const TOKEN: &str = "policy-token-0123456789abcdef";
-
-/// Fields drop in order: the warden stops before its sandbox halts.
-struct Node {
-    warden: Warden,
-    dir: PathBuf,
-    sandbox: Sandbox,
-}
-
-impl Node {
-    /// Boots with `extra` TOML appended to the warden's config.
-    fn boot(name: &str, extra: &str) -> Node {
-        let sandbox = Sandbox::boot(name);
-        let dir = sandbox.state_dir().join("node");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("token"), TOKEN).unwrap();
-        let config = format!(
-            "[tunnels]\nconfig_dir = \"{d}/etc\"\nlog_dir = \"{d}/log\"\n\
-             core_binary = \"/usr/bin/v2ray\"\nuser = \"nobody\"\ngroup = \"nogroup\"\n\
-             [api]\ntoken_file = \"{d}/token\"\naudit_log = \"{d}/audit.log\"\n{extra}",
-            d = dir.display()
-        );
-        let warden = Warden::start(&sandbox, &config);
-        warden.wait_ready();
-        Node {
-            warden,
-            dir,
-            sandbox,
-        }
-    }
-
-    fn put(&self, id: &str, body: &str) -> (u16, Value) {
-        let path = format!("/api/v1/tunnels/{id}");
-        let (status, text) = http_call(self.warden.addr, "PUT", &path, Some(TOKEN), body).unwrap();
-        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, json)
-    }
-
-    /// The config files, the unit files and systemd's tunnel units: what a request could change.
-    fn footprint(&self) -> (Vec<String>, Vec<String>, String) {
-        let units = self.sandbox.systemctl(&[
-            "list-units",
-            "--all",
-            "--plain",
-            "--no-legend",
-            "xray-tunnel-*",
-        ]);
-        (
-            names(&self.dir.join("etc")),
-            names(&self.sandbox.state_dir().join("units")),
-            units,
-        )
-    }
-
-    fn show(&self, id: &str, prop: &str) -> String {
-        let unit = format!("xray-tunnel-{id}.service");
-        self.sandbox
-            .show(&unit, &[prop])
-            .remove(prop)
-            .unwrap_or_default()
-    }
-}
-
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
-}
 
 /// A VLESS server on `port` plus `extra_inbound` and `outbound` when given.
 fn config(port: u16, extra_inbound: Option<&str>, outbound: Option<&str>) -> String {

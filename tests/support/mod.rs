@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod manual;
+pub mod node;
 pub mod prom;
 pub mod sandbox;
 pub mod v2ray;
