@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::file::Lenient;
+use serde::{Deserialize, Deserializer};
 
 /// Collects problems while reading values, substituting the default for a bad one.
 #[derive(Default)]
@@ -122,5 +122,19 @@ impl Checker {
                 default
             }
         }
+    }
+}
+
+/// A leaf value that never fails deserialization: a wrong type is kept as a message, so that
+/// serde goes on and every other problem in the file is found too.
+#[derive(Debug)]
+pub struct Lenient<T>(pub Result<T, String>);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = toml::Value::deserialize(deserializer)?;
+        Ok(Self(
+            T::deserialize(value).map_err(|err| err.message().to_owned()),
+        ))
     }
 }

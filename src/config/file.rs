@@ -1,8 +1,8 @@
 //! The raw shape of the TOML file and its validation into [`Config`].
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-use super::check::Checker;
+use super::check::{Checker, Lenient};
 use super::{Config, Overrides};
 use std::collections::BTreeMap;
 
@@ -107,20 +107,6 @@ struct FileSampler {
     interval: Option<Lenient<String>>,
     proc_root: Option<Lenient<String>>,
     cgroup_root: Option<Lenient<String>>,
-}
-
-/// A leaf value that never fails deserialization: a wrong type is kept as a message, so that
-/// serde goes on and every other problem in the file is found too.
-#[derive(Debug)]
-pub struct Lenient<T>(pub Result<T, String>);
-
-impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let value = toml::Value::deserialize(deserializer)?;
-        Ok(Self(
-            T::deserialize(value).map_err(|err| err.message().to_owned()),
-        ))
-    }
 }
 
 impl FileConfig {

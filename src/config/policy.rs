@@ -3,8 +3,7 @@
 
 use serde::Deserialize;
 
-use super::check::Checker;
-use super::file::Lenient;
+use super::check::{Checker, Lenient};
 use crate::domain::config_policy::{AllowedTarget, TargetPolicy};
 
 #[derive(Debug, Default, Deserialize)]

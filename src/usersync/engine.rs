@@ -14,6 +14,7 @@ use super::clock::CoreClock;
 use super::metrics::SyncMetrics;
 use super::plan::{self, Guard, InboundDiff, Op};
 use super::record::Record;
+pub use super::target::Target;
 use crate::domain::{Flavour, Protocol, TunnelId, User, loggable};
 use crate::tunnelcfg;
 use crate::users::{self, Document};
@@ -22,16 +23,6 @@ use crate::xray::{ApiClient, ApiError};
 /// Attempts per operation when the core answers with a retryable error.
 const ATTEMPTS: u32 = 3;
 const RETRY_BASE: Duration = Duration::from_millis(100);
-
-/// One tunnel to sync, as the watcher sees it.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub id: TunnelId,
-    pub config_path: PathBuf,
-    /// `ExecMainStartTimestamp` of the running core: a new value means the core restarted and
-    /// holds exactly the users of its config file again.
-    pub core_start_usec: u64,
-}
 
 #[derive(Debug, Clone)]
 pub struct Settings {

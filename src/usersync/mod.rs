@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod plan;
 mod record;
 pub mod source;
+mod target;
 mod traffic;
 
 use std::collections::HashMap;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::engine::Target;
+use super::target::Target;
 use crate::domain::{Credential, TunnelId, User};
 use crate::tunnelcfg::TunnelConfig;
 
