@@ -228,7 +228,12 @@ fn the_cli_reads_the_daemons_answers_through_the_contract() {
     const TOKEN: &str = "contract-token-0123456789";
     let token = scratch("contract.token");
     std::fs::write(&token, TOKEN).unwrap();
-    let api = format!("[api]\ntoken_file = \"{}\"\n", token.display());
+    // The audit log too goes to the test's scratch dir, never the host's /var/log.
+    let api = format!(
+        "[api]\ntoken_file = \"{}\"\naudit_log = \"{}\"\n",
+        token.display(),
+        scratch("contract-audit.log").display()
+    );
     let daemon = Daemon::start_with("contract", "1s", &api);
     let cli_config = scratch("contract-cli.toml");
     std::fs::write(&cli_config, format!("listen = \"{}\"\n{api}", daemon.addr)).unwrap();
