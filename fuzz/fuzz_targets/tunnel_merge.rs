@@ -70,17 +70,20 @@ impl Name {
 
 #[derive(Debug, Arbitrary)]
 enum ClientSpec {
-    /// Shaped like a client, each field possibly missing or of the wrong type.
-    Client {
-        email: Field,
-        id: Field,
-        password: Field,
-        flow: Field,
-        level: Field,
-        method: Field,
-        extra: Option<Json>,
-    },
+    Client(Box<ClientFields>),
     Raw(Json),
+}
+
+/// Shaped like a client, each field possibly missing or of the wrong type.
+#[derive(Debug, Arbitrary)]
+struct ClientFields {
+    email: Field,
+    id: Field,
+    password: Field,
+    flow: Field,
+    level: Field,
+    method: Field,
+    extra: Option<Json>,
 }
 
 #[derive(Debug, Arbitrary)]
@@ -213,15 +216,16 @@ impl ClientSpec {
     fn value(&self) -> Value {
         match self {
             Self::Raw(j) => j.value(),
-            Self::Client {
-                email,
-                id,
-                password,
-                flow,
-                level,
-                method,
-                extra,
-            } => {
+            Self::Client(c) => {
+                let ClientFields {
+                    email,
+                    id,
+                    password,
+                    flow,
+                    level,
+                    method,
+                    extra,
+                } = &**c;
                 let mut obj = Map::new();
                 if let Some(Json(Value::Object(extra))) = extra {
                     obj.extend(extra.clone());
