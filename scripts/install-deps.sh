@@ -9,9 +9,12 @@
 #   prometheus-node-exporter   the baseline of the scrape benchmark
 #   v2ray                a real core for the demo's tunnels
 #   curl                 the demo prints a sample scrape with it
+#   g++                  libfuzzer-sys compiles libFuzzer (C++) for the fuzz stage
+# and, from crates.io, cargo-fuzz at a pinned version, which the fuzz stage runs on the nightly
+# toolchain (rustup's `nightly`, which this script checks for but cannot download).
 set -euo pipefail
 
-readonly PACKAGES=(systemd dbus util-linux perl-base prometheus prometheus-alertmanager prometheus-node-exporter v2ray curl ca-certificates)
+readonly PACKAGES=(systemd dbus util-linux perl-base prometheus prometheus-alertmanager prometheus-node-exporter v2ray curl ca-certificates g++)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -26,4 +29,15 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "cargo is missing: install a Rust toolchain (rustup) first" >&2
   exit 1
+fi
+
+# The fuzz stage (docs/fuzzing.md): libFuzzer needs nightly's -Zsanitizer flags.
+readonly CARGO_FUZZ_VERSION=0.13.2
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  echo "the fuzz stage needs the nightly toolchain (\`cargo +nightly\` failed): rustup toolchain install nightly" >&2
+  exit 1
+fi
+if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
+  echo "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+  cargo install --locked "cargo-fuzz@$CARGO_FUZZ_VERSION"
 fi

@@ -3,6 +3,7 @@
 #   1. lint   cargo fmt --check, cargo clippy --all-targets -D warnings
 #   2. unit   pure logic beside the code, in-process HTTP on port 0 (cargo test --lib)
 #   3. proof  the real binary against a REAL systemd booted in namespaces (tests/*.rs; needs root)
+#   4. fuzz   a bounded run of every cargo-fuzz target (FUZZ_SECONDS each, default 25; nightly)
 # Usage (as root, from anywhere): scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,7 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== unit + proof tiers"
 # Not --all-targets: that would also run benches/scrape.rs, a benchmark, not a test.
 cargo test --locked --lib --bins --tests
+
+echo "== fuzz smoke"
+# Each parser of outside input for a short while from its seeds; longer runs: docs/fuzzing.md.
+fuzz/run.sh "${FUZZ_SECONDS:-25}"

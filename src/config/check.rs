@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+/// The longest duration a key takes: far beyond any sensible period, far below an overflow.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Collects problems while reading values, substituting the default for a bad one.
 #[derive(Default)]
 pub struct Checker {
@@ -57,6 +60,11 @@ impl Checker {
                 .map_err(|err| format!("not a duration like \"5s\" or \"250ms\" ({err})"))?;
             if duration.is_zero() {
                 return Err("must be longer than zero".into());
+            }
+            // humantime reads up to u64::MAX seconds, but a tokio interval adds its period to
+            // the clock at the first tick and panics when that overflows.
+            if duration > MAX_DURATION {
+                return Err("must be at most 10 years".into());
             }
             Ok(duration)
         })
@@ -136,5 +144,32 @@ impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Lenient<T> {
         Ok(Self(
             T::deserialize(value).map_err(|err| err.message().to_owned()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use crate::config::{Config, Overrides};
+
+    /// The reproducer of fuzz/regressions/config_toml/ (docs/fuzzing.md): such a file loaded,
+    /// and a tokio interval of that period panics at its first tick (`overflow when adding
+    /// duration to instant`), e.g. the health task's.
+    #[test]
+    fn durations_that_overflow_the_clock_are_refused() {
+        // 300,000,000,000 humantime years (365.25 days): past the monotonic clock's i64 seconds.
+        let years = std::time::Duration::from_secs(300_000_000_000 * 31_557_600);
+        assert!(Instant::now().checked_add(years).is_none());
+        let huge = "[health]\ninterval = \"300000000000y\"\n";
+        let err = Config::from_toml(huge, &Overrides::default()).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].contains("`health.interval`"), "{err}");
+        assert!(err.problems[0].contains("at most 10 years"), "{err}");
+
+        let longest = "[remediation]\ncooldown = \"3650d\"\n";
+        let config = Config::from_toml(longest, &Overrides::default()).unwrap();
+        let cooldown = config.remediation.cooldown;
+        assert!(Instant::now().checked_add(cooldown * 2).is_some());
     }
 }

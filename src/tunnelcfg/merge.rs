@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 
 use super::clients::{self, classify_all, email_of};
 use super::model::{ShapeError, config_from_value, raw_clients};
-use crate::domain::{Credential, Flavour, Protocol, User};
+use crate::domain::{Credential, Flavour, Protocol, User, canonical_uuid};
 
 /// Why the clients could not be merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +117,19 @@ fn check_users(protocol: &Protocol, users: &[User]) -> Result<(), String> {
         if !emails.insert(user.email.to_lowercase()) {
             return Err(format!("user {:?} is given twice", user.email));
         }
+        // A client the reader cannot read back would lock the user out of every later sync.
+        match &user.credential {
+            Credential::Password(pw) if pw.is_empty() => {
+                return Err(format!("user {:?} has an empty password", user.email));
+            }
+            Credential::Id(id) if canonical_uuid(id).as_ref() != Some(id) => {
+                return Err(format!(
+                    "user {:?} has id {id:?}, not a canonical UUID",
+                    user.email
+                ));
+            }
+            _ => {}
+        }
         if !protocol.accepts(&user.credential) {
             let has = match user.credential {
                 Credential::Id(_) => "an id",
@@ -181,4 +194,57 @@ fn rebuild(
         .filter(|u| !placed.contains(&u.email.to_lowercase()));
     list.extend(new.map(|u| clients::new_client(protocol, u, ss_method)));
     Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn user(email: &str, credential: Credential) -> User {
+        User {
+            email: email.into(),
+            credential,
+            flow: String::new(),
+            level: 0,
+        }
+    }
+
+    /// The reproducer of fuzz/regressions/tunnel_merge/ (docs/fuzzing.md): an empty password
+    /// was written, read back as an unreadable client, and from then on every merge wanting
+    /// that user was refused ("fix or remove that client by hand").
+    #[test]
+    fn users_whose_client_would_not_read_back_are_refused() {
+        let doc = json!({"inbounds": [
+            {"tag": "ss", "protocol": "shadowsocks", "settings": {"method": "aes-128-gcm"}},
+            {"tag": "vl", "protocol": "vless"}]});
+        for (tag, bad) in [
+            ("ss", user("a@x", Credential::Password(String::new()))),
+            (
+                "vl",
+                user(
+                    "b@x",
+                    Credential::Id("5F2B0C3E-8A1D-4C6B-9E7F-0A1B2C3D4E5F".into()),
+                ),
+            ),
+            ("vl", user("c@x", Credential::Id("not-a-uuid".into()))),
+        ] {
+            let mut root = doc.clone();
+            let wanted = BTreeMap::from([(tag.to_owned(), vec![bad.clone()])]);
+            let err = merge(&mut root, &wanted, Flavour::Xray).unwrap_err();
+            assert!(
+                matches!(&err, MergeError::Clients { problem, .. }
+                if problem.contains(&format!("{:?}", bad.email))),
+                "{err:?}"
+            );
+            assert_eq!(root, doc, "a refused merge changes nothing");
+        }
+        let mut root = doc.clone();
+        let good = user("a@x", Credential::Password("pw".into()));
+        let wanted = BTreeMap::from([("ss".to_owned(), vec![good.clone()])]);
+        merge(&mut root, &wanted, Flavour::Xray).unwrap();
+        let read = config_from_value(&root).unwrap();
+        assert_eq!(read.inbounds[0].clients, vec![good]);
+    }
 }

@@ -8,6 +8,8 @@
 
 mod atomic;
 mod clients;
+#[doc(hidden)]
+pub mod fuzzing;
 mod jsonc;
 mod merge;
 mod model;
