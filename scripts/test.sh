@@ -13,6 +13,18 @@ if [[ $EUID -ne 0 ]]; then
   exit 1
 fi
 scripts/install-deps.sh
+# Every proof that runs a core runs on both real cores (tests/support/cores.rs): V2Ray 4.34 from
+# Debian, Xray-core built pinned from the Go module proxy (scripts/install-xray.sh; XRAY_BIN wins).
+set +e
+xray="$(scripts/install-xray.sh)"
+status=$?
+set -e
+case $status in
+  0) export XRAY_BIN="$xray" ;;
+  3) echo "SKIPPED: every Xray-core proof (no Go toolchain to build it, no XRAY_BIN); V2Ray only" >&2
+     export WARDEN_TEST_CORES=v2ray ;;
+  *) exit "$status" ;;
+esac
 
 echo "== lint"
 cargo fmt --all -- --check

@@ -14,8 +14,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::cores::free_port;
 use support::sandbox::Sandbox;
-use support::v2ray::free_port;
 use support::warden::{http_call, http_get};
 
 const BIN: &str = env!("CARGO_BIN_EXE_xray-warden");

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::cores::{Core, TunnelPorts, V2RAY, tunnel_config, tunnel_unit};
 use support::manual::Manual;
 use support::sandbox::Sandbox;
-use support::v2ray::{TunnelPorts, V2RAY, tunnel_config, tunnel_unit};
 use support::warden::{Scrape, Warden, http_call};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -41,7 +41,7 @@ impl Node {
 
     /// Writes `config` to `path` and a unit running V2Ray on it, plus `extra` [Service] lines.
     fn unit(&self, id: &str, path: &Path, extra: &str) {
-        let body = tunnel_unit(path) + extra;
+        let body = tunnel_unit(Core::V2ray, path) + extra;
         self.sandbox.write_unit(&unit(id), &body);
     }
 
@@ -86,7 +86,8 @@ impl Node {
     /// A non-tunnel unit `name` running V2Ray on a config of its own at `path`.
     fn service(&self, name: &str, path: &Path) {
         std::fs::write(path, tunnel_config(TunnelPorts::free())).unwrap();
-        self.sandbox.write_unit(name, &tunnel_unit(path));
+        self.sandbox
+            .write_unit(name, &tunnel_unit(Core::V2ray, path));
     }
 
     /// (MainPID, NRestarts) as systemd tells them.

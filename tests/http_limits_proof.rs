@@ -11,9 +11,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+use support::cores::free_port;
 use support::node::{Node, TOKEN};
 use support::sandbox::Sandbox;
-use support::v2ray::free_port;
 use support::warden::{Warden, http_call, http_get};
 
 const FLOOD: usize = 2_000;

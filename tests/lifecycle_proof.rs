@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::cores::{Core, Origin, TunnelPorts, V2RAY, VlessClient, fetch_via, tunnel_config};
 use support::sandbox::Sandbox;
-use support::v2ray::{Origin, TunnelPorts, V2RAY, VlessClient, fetch_via, tunnel_config};
 use xray_warden::config::{Config, TunnelsConfig};
 use xray_warden::domain::TunnelId;
 use xray_warden::domain::config_policy::AllowedTarget;
@@ -239,7 +239,7 @@ fn create_installs_a_hardened_unit_that_serves_a_real_client() {
     assert_eq!(done.unit, "xray-tunnel-edge.service");
 
     // A real VLESS client gets the page through the tunnel; the port below 1024 serves too.
-    let alice = VlessClient::start(&node.scratch, "alice", ports.vless, ALICE);
+    let alice = VlessClient::start(Core::V2ray, &node.scratch, "alice", ports.vless, ALICE);
     wait_fetch(&alice, &origin);
     std::net::TcpStream::connect(("127.0.0.1", low)).expect("the core binds a port below 1024");
 
@@ -327,7 +327,7 @@ fn replace_restart_stop_start_and_delete_leave_no_trace() {
     let done = node.create(&edge, &config_with_alice(ports, None)).unwrap();
     assert_eq!((done.action, done.job), (Action::Replaced, JobResult::Done));
     assert_ne!(node.main_pid(&edge), pid, "replace restarts the core");
-    let alice = VlessClient::start(&node.scratch, "alice", ports.vless, ALICE);
+    let alice = VlessClient::start(Core::V2ray, &node.scratch, "alice", ports.vless, ALICE);
     wait_fetch(&alice, &origin);
 
     let pid = node.main_pid(&edge);
@@ -443,7 +443,7 @@ fn bad_ids_bad_configs_and_failed_starts_change_nothing() {
     let ports = TunnelPorts::free();
     let good_config = config_with_alice(ports, None);
     node.create(&good, &good_config).unwrap();
-    let alice = VlessClient::start(&node.scratch, "alice", ports.vless, ALICE);
+    let alice = VlessClient::start(Core::V2ray, &node.scratch, "alice", ports.vless, ALICE);
     wait_fetch(&alice, &origin);
     let files = node.files();
     let units = node.listed_units();
@@ -565,7 +565,7 @@ fn a_core_that_dies_right_after_its_start_is_rolled_back_with_its_own_complaint(
     let ports = TunnelPorts::free();
     let old_config = config_with_alice(ports, None);
     node.create(&edge, &old_config).unwrap();
-    let alice = VlessClient::start(&node.scratch, "alice", ports.vless, ALICE);
+    let alice = VlessClient::start(Core::V2ray, &node.scratch, "alice", ports.vless, ALICE);
     wait_fetch(&alice, &origin);
     let paths = node.lifecycle.paths(&edge);
     let files = without_logs(node.files());
@@ -624,7 +624,7 @@ fn a_core_that_dies_right_after_its_start_is_rolled_back_with_its_own_complaint(
     let forward = format!(
         r#"{{"tag": "fwd", "listen": "127.0.0.1", "port": {}, "protocol": "dokodemo-door",
             "settings": {{"address": "127.0.0.1", "port": {}}}}}"#,
-        support::v2ray::free_port(),
+        support::cores::free_port(),
         origin.port
     );
     let refused = node.create(

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use support::cores::{Core, Origin, VlessClient, fetch_via, free_port};
 use support::node::{Node, TOKEN};
-use support::v2ray::{Origin, VlessClient, fetch_via, free_port};
 use support::warden::http_call;
 use xray_warden::contract::{
     ActionName, BulkItem, BulkResults, CleanupResults, ErrorBody, HealthReport, LogsView,
@@ -57,7 +57,7 @@ fn tunnels_are_created_served_restarted_and_deleted() {
     let (status, answer) = node.call("PUT", "/api/v1/tunnels/edge", &tunnel_json(port));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(read::<OutcomeView>(&answer).action, ActionName::Created);
-    let client = VlessClient::start(&node.dir, "alice", port, ALICE);
+    let client = VlessClient::start(Core::V2ray, &node.dir, "alice", port, ALICE);
     fetch_ok(&client, &origin);
     let (status, shown) = node.call("GET", "/api/v1/tunnels/edge", "");
     assert_eq!(status, 200, "{shown}");

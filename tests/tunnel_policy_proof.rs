@@ -9,8 +9,8 @@ mod support;
 use std::net::TcpListener;
 
 use serde_json::Value;
+use support::cores::free_port;
 use support::node::Node;
-use support::v2ray::free_port;
 use xray_warden::contract::{ActionName, ErrorBody, OutcomeView};
 
 /// A VLESS server on `port` plus `extra_inbound` and `outbound` when given.

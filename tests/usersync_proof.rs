@@ -8,8 +8,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use support::cores::{
+    Core, Origin, TunnelPorts, VlessClient, fetch_via, tunnel_config, tunnel_unit,
+};
 use support::sandbox::Sandbox;
-use support::v2ray::{Origin, TunnelPorts, VlessClient, fetch_via, tunnel_config, tunnel_unit};
 use support::warden::{Scrape, Warden, http_call, http_post};
 
 const UNIT: &str = "xray-tunnel-edge.service";
@@ -37,7 +39,7 @@ impl Tunnel {
         let ports = TunnelPorts::free();
         let config = dir.join("xray-edge.json");
         std::fs::write(&config, tunnel_config(ports)).unwrap();
-        sandbox.write_unit(UNIT, &tunnel_unit(&config));
+        sandbox.write_unit(UNIT, &tunnel_unit(Core::V2ray, &config));
         sandbox.systemctl(&["daemon-reload"]);
         sandbox.systemctl(&["start", UNIT]);
         let users = dir.join("users.json");
@@ -171,8 +173,8 @@ fn users_follow_the_source_without_restarting_the_core() {
     );
 
     // Alice connects through the tunnel; Bob, not yet in the source, cannot.
-    let alice = VlessClient::start(&tunnel.dir, "alice", tunnel.ports.vless, ALICE);
-    let bob = VlessClient::start(&tunnel.dir, "bob", tunnel.ports.vless, BOB);
+    let alice = VlessClient::start(Core::V2ray, &tunnel.dir, "alice", tunnel.ports.vless, ALICE);
+    let bob = VlessClient::start(Core::V2ray, &tunnel.dir, "bob", tunnel.ports.vless, BOB);
     wait_fetch(&alice, &origin, Duration::from_secs(5));
     assert!(
         fetch_via(bob.socks, &origin).is_err(),
@@ -283,7 +285,7 @@ fn broken_sources_and_bad_users_harm_nobody() {
     let warden = tunnel.warden();
     warden.wait_for("first sync", WAIT, |s| applied(s, "vless-in") == Some(4.0));
     let before = tunnel.restarts_and_pid();
-    let alice = VlessClient::start(&tunnel.dir, "alice", tunnel.ports.vless, ALICE);
+    let alice = VlessClient::start(Core::V2ray, &tunnel.dir, "alice", tunnel.ports.vless, ALICE);
     wait_fetch(&alice, &origin, Duration::from_secs(5));
 
     // Invalid entries and wrong-protocol credentials: rejected or refused, never sent.
@@ -369,7 +371,7 @@ fn invalid_entries_and_regenerated_ids_leave_users_in_place() {
     tunnel.set_users(&doc(&four));
     let warden = tunnel.warden();
     warden.wait_for("first sync", WAIT, |s| applied(s, "vless-in") == Some(4.0));
-    let bob = VlessClient::start(&tunnel.dir, "bob", tunnel.ports.vless, BOB);
+    let bob = VlessClient::start(Core::V2ray, &tunnel.dir, "bob", tunnel.ports.vless, BOB);
     wait_fetch(&bob, &origin, Duration::from_secs(5));
 
     // Bob's entry gets a level that is a string: rejected, and Bob stays, with his id.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use support::v2ray::{Origin, TunnelPorts, V2RAY, VlessClient, fetch_via, tunnel_config};
+use support::cores::{Core, Origin, TunnelPorts, V2RAY, VlessClient, fetch_via, tunnel_config};
 use xray_warden::config::Config;
 use xray_warden::domain::TunnelId;
 use xray_warden::usersync::clock::CoreClock;
@@ -25,14 +25,14 @@ use xray_warden::usersync::metrics::SyncMetrics;
 const ALICE: &str = "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
 
 /// The tunnel's core, started by hand; killed by PID on drop.
-struct Core {
+struct Running {
     child: Child,
     config: PathBuf,
     api: u16,
 }
 
-impl Core {
-    fn start(config: &Path, api: u16) -> Core {
+impl Running {
+    fn start(config: &Path, api: u16) -> Running {
         let child = Command::new(V2RAY)
             .arg("-config")
             .arg(config)
@@ -45,7 +45,7 @@ impl Core {
             assert!(Instant::now() < deadline, "the core's API never listened");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Core {
+        Running {
             child,
             config: config.to_owned(),
             api,
@@ -56,11 +56,11 @@ impl Core {
     fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        *self = Core::start(&self.config.clone(), self.api);
+        *self = Running::start(&self.config.clone(), self.api);
     }
 }
 
-impl Drop for Core {
+impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -70,7 +70,7 @@ impl Drop for Core {
 /// A clock whose first reading restarts the core and reports start time 2 (the sync began
 /// with start time 1); later readings report 2.
 struct RestartingClock {
-    core: Arc<Mutex<Core>>,
+    core: Arc<Mutex<Running>>,
     readings: Mutex<u32>,
 }
 
@@ -118,7 +118,7 @@ async fn a_core_restarted_mid_sync_gets_its_additions_again() {
     let ports = TunnelPorts::free();
     let config = dir.join("xray-edge.json");
     std::fs::write(&config, tunnel_config(ports)).unwrap();
-    let core = Arc::new(Mutex::new(Core::start(&config, ports.api)));
+    let core = Arc::new(Mutex::new(Running::start(&config, ports.api)));
     let clock = Arc::new(RestartingClock {
         core: core.clone(),
         readings: Mutex::new(0),
@@ -165,7 +165,7 @@ async fn a_core_restarted_mid_sync_gets_its_additions_again() {
     // Ground truth: the running core lets her in.
     let origin = Origin::start("through the restarted core");
     let alice = tokio::task::spawn_blocking(move || {
-        let client = VlessClient::start(&dir, "alice", ports.vless, ALICE);
+        let client = VlessClient::start(Core::V2ray, &dir, "alice", ports.vless, ALICE);
         wait_fetch(&client, &origin)
     });
     alice

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::cores::{Core, TunnelPorts, V2RAY, tunnel_config, tunnel_unit};
 use crate::support::manual::Manual;
 use crate::support::sandbox::Sandbox;
-use crate::support::v2ray::{TunnelPorts, V2RAY, tunnel_config, tunnel_unit};
 use crate::support::warden::{Scrape, Warden, http_post};
 
 pub const TOKEN: &str = "loop-proof-token-0123456789abcdef";
@@ -109,7 +109,8 @@ impl Node {
         let path = self.config_path(id);
         let ports = TunnelPorts::free();
         std::fs::write(&path, tunnel_config(ports)).unwrap();
-        self.sandbox.write_unit(&unit(id), &tunnel_unit(&path));
+        self.sandbox
+            .write_unit(&unit(id), &tunnel_unit(Core::V2ray, &path));
         ports
     }
 

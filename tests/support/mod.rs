@@ -3,9 +3,9 @@
 // Each test crate uses only part of the helpers; the rest would warn as dead code there.
 #![allow(dead_code, unused_imports)]
 
+pub mod cores;
 pub mod manual;
 pub mod node;
 pub mod prom;
 pub mod sandbox;
-pub mod v2ray;
 pub mod warden;

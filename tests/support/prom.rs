@@ -25,7 +25,7 @@ use serde_json::Value;
 pub use sink::{Received, Sink};
 pub use speedup::{FastRules, format_duration, parse_duration, replace_key, speed_up_rules};
 
-use super::v2ray::free_port;
+use super::cores::free_port;
 use super::warden::{http_call, http_get};
 
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";

@@ -1,5 +1,11 @@
-//! Real V2Ray pieces for the user-sync proofs: a tunnel config, a VLESS client process with a
-//! SOCKS inbound, an origin HTTP server, and a fetch through the tunnel with curl.
+//! The two real cores every proof that runs a core runs on, and the pieces around them: a tunnel
+//! config both load, a unit running it, a VLESS client process (of the same core) with a SOCKS
+//! inbound, an origin HTTP server, and a fetch through the tunnel with curl.
+//!
+//! [`Core::Xray`] is Xray-core built pinned from the Go module proxy by scripts/install-xray.sh
+//! (`XRAY_BIN` wins, and the test command sets it); [`Core::V2ray`] is Debian's V2Ray 4.34.
+//! `WARDEN_TEST_CORES` (a comma list of `xray`, `v2ray`) narrows [`Core::all`]; the test command
+//! sets it to `v2ray` on a machine that cannot build Xray, and says so.
 //!
 //! Everything listens on 127.0.0.1; every process started here is stopped by its PID on drop.
 
@@ -10,6 +16,129 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const V2RAY: &str = "/usr/bin/v2ray";
+
+/// The Xray-core release the tests build (a Go module version, see scripts/install-xray.sh).
+pub const XRAY_PIN: &str = include_str!("../../scripts/xray-core.pin");
+
+/// Where scripts/install-xray.sh caches its build of [`XRAY_PIN`].
+pub fn xray_cache_path() -> PathBuf {
+    let root =
+        std::env::var_os("XRAY_CACHE").unwrap_or_else(|| "/var/cache/xray-warden-tests".into());
+    PathBuf::from(root)
+        .join(format!("xray-core-{}", XRAY_PIN.trim()))
+        .join("xray")
+}
+
+/// A real core binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Core {
+    Xray,
+    V2ray,
+}
+
+impl Core {
+    /// The cores this run covers: both unless `WARDEN_TEST_CORES` names fewer.
+    pub fn all() -> Vec<Core> {
+        let Ok(list) = std::env::var("WARDEN_TEST_CORES") else {
+            return vec![Core::Xray, Core::V2ray];
+        };
+        let cores: Vec<Core> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| match name {
+                "xray" => Core::Xray,
+                "v2ray" => Core::V2ray,
+                other => panic!("WARDEN_TEST_CORES: unknown core {other:?} (xray, v2ray)"),
+            })
+            .collect();
+        if !cores.contains(&Core::Xray) {
+            eprintln!("SKIPPED: the Xray-core half of this test (WARDEN_TEST_CORES={list})");
+        }
+        cores
+    }
+
+    /// Whether this run covers Xray (for Xray-only tests, which say so when they skip).
+    pub fn xray_enabled(test: &str) -> bool {
+        let on = Core::all().contains(&Core::Xray);
+        if !on {
+            eprintln!("SKIPPED: {test} needs Xray-core (WARDEN_TEST_CORES excludes it)");
+        }
+        on
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Core::Xray => "xray",
+            Core::V2ray => "v2ray",
+        }
+    }
+
+    /// The binary: `XRAY_BIN`, or the cached pinned build, for Xray; Debian's for V2Ray.
+    pub fn bin(self) -> PathBuf {
+        match self {
+            Core::V2ray => PathBuf::from(V2RAY),
+            Core::Xray => {
+                let path = std::env::var_os("XRAY_BIN")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(xray_cache_path);
+                assert!(
+                    path.is_file(),
+                    "no Xray-core at {}: run scripts/install-xray.sh (or set XRAY_BIN), or \
+                     WARDEN_TEST_CORES=v2ray to skip the Xray half",
+                    path.display()
+                );
+                path
+            }
+        }
+    }
+
+    /// The binary as a string, for configs and unit files.
+    pub fn bin_str(self) -> String {
+        self.bin().display().to_string()
+    }
+
+    /// The flavour the warden should find.
+    pub fn flavour(self) -> xray_warden::domain::Flavour {
+        match self {
+            Core::Xray => xray_warden::domain::Flavour::Xray,
+            Core::V2ray => xray_warden::domain::Flavour::V2ray,
+        }
+    }
+
+    /// Arguments that run the core on `config` (`xray run -config F`, `v2ray -config F`).
+    pub fn run_args(self, config: &Path) -> Vec<String> {
+        let mut args = Vec::new();
+        if self == Core::Xray {
+            args.push("run".to_owned());
+        }
+        args.push("-config".to_owned());
+        args.push(config.display().to_string());
+        args
+    }
+
+    /// A command running the core on `config`, output discarded.
+    pub fn command(self, config: &Path) -> Command {
+        let mut command = Command::new(self.bin());
+        command
+            .args(self.run_args(config))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    }
+
+    /// The unit's ExecStart= value.
+    pub fn exec_start(self, config: &Path) -> String {
+        format!("{} {}", self.bin_str(), self.run_args(config).join(" "))
+    }
+}
+
+impl std::fmt::Display for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// A port on 127.0.0.1 that was free when asked and that no other call in this test process
 /// returns. Port 0 would let the kernel hand the same released port to two tunnels of one test
@@ -52,7 +181,7 @@ impl TunnelPorts {
     }
 }
 
-/// A V2Ray 4.34 server config: the API behind a dokodemo-door inbound routed to the api tag
+/// A server config both cores load: the API behind a dokodemo-door inbound routed to the api tag
 /// (xray-api-facts.md §9.1), and VLESS, VMess and Trojan inbounds without users.
 pub fn tunnel_config(ports: TunnelPorts) -> String {
     format!(
@@ -79,23 +208,23 @@ pub fn tunnel_config(ports: TunnelPorts) -> String {
     )
 }
 
-/// A unit running V2Ray on `config`.
-pub fn tunnel_unit(config: &Path) -> String {
+/// A unit running `core` on `config`.
+pub fn tunnel_unit(core: Core, config: &Path) -> String {
     format!(
-        "[Unit]\nDescription=v2ray tunnel\nStartLimitIntervalSec=0\n[Service]\n\
-         ExecStart={V2RAY} -config {}\nRestart=always\nRestartSec=1\n",
-        config.display()
+        "[Unit]\nDescription={core} tunnel\nStartLimitIntervalSec=0\n[Service]\n\
+         ExecStart={}\nRestart=always\nRestartSec=1\n",
+        core.exec_start(config)
     )
 }
 
-/// A V2Ray process acting as a VLESS client: SOCKS on `socks`, tunnel at `vless_port`.
+/// A core process acting as a VLESS client: SOCKS on `socks`, tunnel at `vless_port`.
 pub struct VlessClient {
     child: Child,
     pub socks: u16,
 }
 
 impl VlessClient {
-    pub fn start(dir: &Path, name: &str, vless_port: u16, id: &str) -> VlessClient {
+    pub fn start(core: Core, dir: &Path, name: &str, vless_port: u16, id: &str) -> VlessClient {
         let socks = free_port();
         let config = format!(
             r#"{{"log": {{"loglevel": "warning"}},
@@ -105,13 +234,10 @@ impl VlessClient {
         );
         let path: PathBuf = dir.join(format!("client-{name}.json"));
         std::fs::write(&path, config).unwrap();
-        let child = Command::new(V2RAY)
-            .arg("-config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let child = core
+            .command(&path)
             .spawn()
-            .expect("starting the v2ray client");
+            .unwrap_or_else(|e| panic!("starting the {core} client: {e}"));
         let client = VlessClient { child, socks };
         wait_listening(socks);
         client
