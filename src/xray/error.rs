@@ -33,6 +33,11 @@ pub enum ApiError {
     /// The core could not be reached or the connection broke (refused, reset, unavailable).
     #[error("transport: {0}")]
     Transport(String),
+    /// The inbound cannot hold users: its proxy is not a user manager (a single-user or relay
+    /// Shadowsocks-2022 inbound on Xray answers "proxy is not a UserManager", semantics §2).
+    /// Holds the core's message.
+    #[error("the inbound cannot hold users: {0}")]
+    CannotHoldUsers(String),
     /// Any other failure the core reported, with its text (e.g. an unknown inbound tag), or an
     /// answer this client could not read.
     #[error("core: {0}")]
@@ -74,9 +79,8 @@ impl From<Failure> for ApiError {
             Failure::UnknownService(message) | Failure::UnknownMethod(message) => {
                 ApiError::Unimplemented(message)
             }
-            Failure::EmptyEmail { message, .. } | Failure::NotUserManager(message) => {
-                ApiError::Core(message)
-            }
+            Failure::EmptyEmail { message, .. } => ApiError::Core(message),
+            Failure::NotUserManager(message) => ApiError::CannotHoldUsers(message),
         }
     }
 }
@@ -218,7 +222,7 @@ mod tests {
             classify(&Status::unknown(text)),
             Failure::NotUserManager(text.into())
         );
-        assert_eq!(unknown(text), ApiError::Core(text.into()));
+        assert_eq!(unknown(text), ApiError::CannotHoldUsers(text.into()));
     }
 
     #[test]
