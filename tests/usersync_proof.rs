@@ -1,7 +1,8 @@
-//! Proof tier for the user sync: a REAL V2Ray 4.34 runs as an xray-tunnel-* unit of a REAL
-//! systemd (the namespace sandbox), the real warden syncs its users from a file source, and a
-//! REAL client (a second V2Ray, VLESS outbound, SOCKS inbound) fetches a page from a local origin
-//! through the tunnel. Needs root: `cargo test --test usersync_proof`.
+//! Proof tier for the user sync, once per real core (Xray-core and V2Ray 4.34): the core runs as
+//! an xray-tunnel-* unit of a REAL systemd (the namespace sandbox), the real warden syncs its
+//! users from a file source, and a REAL client (a second process of the same core, VLESS
+//! outbound, SOCKS inbound) fetches a page from a local origin through the tunnel.
+//! Needs root: `cargo test --test usersync_proof` (`on_xray::` / `on_v2ray::` pick one core).
 
 mod support;
 
@@ -18,12 +19,19 @@ const UNIT: &str = "xray-tunnel-edge.service";
 const TOKEN: &str = "proof-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(15);
 
+per_core!(
+    users_follow_the_source_without_restarting_the_core,
+    broken_sources_and_bad_users_harm_nobody,
+    invalid_entries_and_regenerated_ids_leave_users_in_place,
+);
+
 const ALICE: &str = "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
 const BOB: &str = "6d1e2f3a-4b5c-4d6e-8f70-81a2b3c4d5e6";
 const CAROL: &str = "a1b2c3d4-0000-4000-8000-00000000000f";
 const DAVE: &str = "b2c3d4e5-1111-4111-9111-111111111111";
 
 struct Tunnel {
+    core: Core,
     sandbox: Sandbox,
     dir: PathBuf,
     config: PathBuf,
@@ -32,18 +40,19 @@ struct Tunnel {
 }
 
 impl Tunnel {
-    fn boot(name: &str) -> Tunnel {
-        let sandbox = Sandbox::boot(name);
+    fn boot(name: &str, core: Core) -> Tunnel {
+        let sandbox = Sandbox::boot(&format!("{name}-{core}"));
         let dir = sandbox.state_dir().join("edge");
         std::fs::create_dir_all(&dir).unwrap();
         let ports = TunnelPorts::free();
         let config = dir.join("xray-edge.json");
         std::fs::write(&config, tunnel_config(ports)).unwrap();
-        sandbox.write_unit(UNIT, &tunnel_unit(Core::V2ray, &config));
+        sandbox.write_unit(UNIT, &tunnel_unit(core, &config));
         sandbox.systemctl(&["daemon-reload"]);
         sandbox.systemctl(&["start", UNIT]);
         let users = dir.join("users.json");
         Tunnel {
+            core,
             sandbox,
             dir,
             config,
@@ -136,9 +145,8 @@ fn wait_fetch(client: &VlessClient, origin: &Origin, within: Duration) -> Durati
     }
 }
 
-#[test]
-fn users_follow_the_source_without_restarting_the_core() {
-    let tunnel = Tunnel::boot("sync-follow");
+fn users_follow_the_source_without_restarting_the_core(core: Core) {
+    let tunnel = Tunnel::boot("sync-follow", core);
     let origin = Origin::start("hello through the tunnel");
     tunnel.set_users(&format!(
         r#"{{"users": [
@@ -173,8 +181,8 @@ fn users_follow_the_source_without_restarting_the_core() {
     );
 
     // Alice connects through the tunnel; Bob, not yet in the source, cannot.
-    let alice = VlessClient::start(Core::V2ray, &tunnel.dir, "alice", tunnel.ports.vless, ALICE);
-    let bob = VlessClient::start(Core::V2ray, &tunnel.dir, "bob", tunnel.ports.vless, BOB);
+    let alice = VlessClient::start(tunnel.core, &tunnel.dir, "alice", tunnel.ports.vless, ALICE);
+    let bob = VlessClient::start(tunnel.core, &tunnel.dir, "bob", tunnel.ports.vless, BOB);
     wait_fetch(&alice, &origin, Duration::from_secs(5));
     assert!(
         fetch_via(bob.socks, &origin).is_err(),
@@ -232,20 +240,23 @@ fn users_follow_the_source_without_restarting_the_core() {
         ];
         s.value("xray_tunnel_user_traffic_bytes_total", &labels)
     };
-    let scrape = warden.wait_for("traffic counters", WAIT, |s| {
-        user_bytes(s, "bob@example.com").is_some_and(|b| b > 0.0)
-    });
+    // The inbound's uplink on both cores. Its downlink stays 0 on Xray 26.3.27 when the origin
+    // sends its whole answer and closes at once, as this one does, while the user's downlink
+    // counts (seen live, also with `xray api statsquery` and no warden involved); V2Ray counts it.
+    let direction = match core {
+        Core::Xray => "uplink",
+        Core::V2ray => "downlink",
+    };
     let inbound = [
         ("tunnel", "edge"),
         ("inbound", "vless-in"),
-        ("direction", "downlink"),
+        ("direction", direction),
     ];
-    assert!(
-        scrape
-            .value("xray_tunnel_inbound_traffic_bytes_total", &inbound)
-            .unwrap()
-            > 0.0
-    );
+    let scrape = warden.wait_for("traffic counters", WAIT, |s| {
+        user_bytes(s, "bob@example.com").is_some_and(|b| b > 0.0)
+            && (s.value("xray_tunnel_inbound_traffic_bytes_total", &inbound))
+                .is_some_and(|b| b > 0.0)
+    });
     assert_eq!(
         user_bytes(&scrape, "alice@example.com"),
         None,
@@ -269,9 +280,8 @@ fn users_follow_the_source_without_restarting_the_core() {
     );
 }
 
-#[test]
-fn broken_sources_and_bad_users_harm_nobody() {
-    let tunnel = Tunnel::boot("sync-guard");
+fn broken_sources_and_bad_users_harm_nobody(core: Core) {
+    let tunnel = Tunnel::boot("sync-guard", core);
     let origin = Origin::start("hello through the tunnel");
     let four = format!(
         r#"{{"users": [
@@ -285,7 +295,7 @@ fn broken_sources_and_bad_users_harm_nobody() {
     let warden = tunnel.warden();
     warden.wait_for("first sync", WAIT, |s| applied(s, "vless-in") == Some(4.0));
     let before = tunnel.restarts_and_pid();
-    let alice = VlessClient::start(Core::V2ray, &tunnel.dir, "alice", tunnel.ports.vless, ALICE);
+    let alice = VlessClient::start(tunnel.core, &tunnel.dir, "alice", tunnel.ports.vless, ALICE);
     wait_fetch(&alice, &origin, Duration::from_secs(5));
 
     // Invalid entries and wrong-protocol credentials: rejected or refused, never sent.
@@ -356,9 +366,8 @@ fn broken_sources_and_bad_users_harm_nobody() {
 /// Issue 8, item 4: an entry the validation rejects leaves its user exactly as it is (it used to
 /// make the email unwanted, so the user was removed everywhere), and new ids for every user
 /// trip the removal guard like a mass removal (it used to count removals only).
-#[test]
-fn invalid_entries_and_regenerated_ids_leave_users_in_place() {
-    let tunnel = Tunnel::boot("sync-hold");
+fn invalid_entries_and_regenerated_ids_leave_users_in_place(core: Core) {
+    let tunnel = Tunnel::boot("sync-hold", core);
     let origin = Origin::start("hello through the tunnel");
     let doc = |entries: &[String]| format!("{{\"users\": [{}]}}", entries.join(","));
     let entry = |email: &str, id: &str| format!(r#"{{"email": "{email}", "id": "{id}"}}"#);
@@ -371,7 +380,7 @@ fn invalid_entries_and_regenerated_ids_leave_users_in_place() {
     tunnel.set_users(&doc(&four));
     let warden = tunnel.warden();
     warden.wait_for("first sync", WAIT, |s| applied(s, "vless-in") == Some(4.0));
-    let bob = VlessClient::start(Core::V2ray, &tunnel.dir, "bob", tunnel.ports.vless, BOB);
+    let bob = VlessClient::start(tunnel.core, &tunnel.dir, "bob", tunnel.ports.vless, BOB);
     wait_fetch(&bob, &origin, Duration::from_secs(5));
 
     // Bob's entry gets a level that is a string: rejected, and Bob stays, with his id.
@@ -418,9 +427,10 @@ fn invalid_entries_and_regenerated_ids_leave_users_in_place() {
     );
 }
 
+/// Not about the core: run on Xray, the product's core.
 #[test]
 fn the_api_needs_the_token() {
-    let tunnel = Tunnel::boot("sync-auth");
+    let tunnel = Tunnel::boot("sync-auth", Core::Xray);
     tunnel.set_users(r#"{"users": []}"#);
     let warden = tunnel.warden();
     for token in [None, Some("wrong-token-0123456789")] {

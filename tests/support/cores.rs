@@ -52,17 +52,19 @@ impl Core {
                 other => panic!("WARDEN_TEST_CORES: unknown core {other:?} (xray, v2ray)"),
             })
             .collect();
-        if !cores.contains(&Core::Xray) {
-            eprintln!("SKIPPED: the Xray-core half of this test (WARDEN_TEST_CORES={list})");
-        }
         cores
     }
 
     /// Whether this run covers Xray (for Xray-only tests, which say so when they skip).
     pub fn xray_enabled(test: &str) -> bool {
-        let on = Core::all().contains(&Core::Xray);
+        Core::enabled(Core::Xray, test)
+    }
+
+    /// Whether this run covers `core`; says so when `test` is skipped.
+    pub fn enabled(core: Core, test: &str) -> bool {
+        let on = Core::all().contains(&core);
         if !on {
-            eprintln!("SKIPPED: {test} needs Xray-core (WARDEN_TEST_CORES excludes it)");
+            eprintln!("SKIPPED: {test} on {core} (WARDEN_TEST_CORES excludes it)");
         }
         on
     }
@@ -297,4 +299,35 @@ pub fn fetch_via(socks: u16, origin: &Origin) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// Runs each named test function `fn name(core: Core)` once per core, as the tests
+/// `on_xray::name` and `on_v2ray::name`; a core the run excludes (`WARDEN_TEST_CORES`) is
+/// skipped with a line that says so.
+#[macro_export]
+macro_rules! per_core {
+    ($($name:ident),+ $(,)?) => {
+        mod on_xray {
+            $(
+                #[test]
+                fn $name() {
+                    use $crate::support::cores::Core;
+                    if Core::enabled(Core::Xray, stringify!($name)) {
+                        super::$name(Core::Xray);
+                    }
+                }
+            )+
+        }
+        mod on_v2ray {
+            $(
+                #[test]
+                fn $name() {
+                    use $crate::support::cores::Core;
+                    if Core::enabled(Core::V2ray, stringify!($name)) {
+                        super::$name(Core::V2ray);
+                    }
+                }
+            )+
+        }
+    };
 }
