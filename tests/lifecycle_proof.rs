@@ -1,6 +1,7 @@
-//! Proof tier for the tunnel lifecycle: the library creates, replaces, restarts, deletes and
-//! cleans up REAL V2Ray 4.34 tunnels as units of a REAL systemd (the namespace sandbox) over
-//! D-Bus, and a REAL client (a second V2Ray, VLESS outbound) fetches a page through them.
+//! Proof tier for the tunnel lifecycle, once per real core (Xray-core and V2Ray 4.34): the
+//! library creates, replaces, restarts, deletes and cleans up REAL tunnels as units of a REAL
+//! systemd (the namespace sandbox) over D-Bus, and a REAL client (a second process of the same
+//! core, VLESS outbound) fetches a page through them.
 //! `systemctl` inside the sandbox is used only as ground truth. Needs root:
 //! `cargo test --test lifecycle_proof`.
 
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::cores::{Core, Origin, TunnelPorts, V2RAY, VlessClient, fetch_via, tunnel_config};
+use support::cores::{Core, Origin, TunnelPorts, VlessClient, fetch_via, tunnel_config};
 use support::sandbox::Sandbox;
 use xray_warden::config::{Config, TunnelsConfig};
 use xray_warden::domain::TunnelId;
@@ -21,6 +22,15 @@ use xray_warden::lifecycle::template::{self, UnitValues};
 use xray_warden::lifecycle::{Action, Lifecycle, LifecycleError, Outcome};
 use xray_warden::systemd::{Client, JobResult};
 
+per_core!(
+    create_installs_a_hardened_unit_that_serves_a_real_client,
+    replace_restart_stop_start_and_delete_leave_no_trace,
+    restart_all_restarts_every_tunnel,
+    bad_ids_bad_configs_and_failed_starts_change_nothing,
+    emergency_cleanup_needs_confirmation_and_then_removes_everything,
+    a_core_that_dies_right_after_its_start_is_rolled_back_with_its_own_complaint,
+);
+
 const ALICE: &str = "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
 const PAGE: &str = "hello through a managed tunnel";
 const NOBODY: u32 = 65534;
@@ -28,6 +38,7 @@ const NOBODY: u32 = 65534;
 /// A sandbox, a runtime and a [`Lifecycle`] whose unit dir is the sandbox's
 /// /etc/systemd/system and whose config and log dirs are in its state dir.
 struct Node {
+    core: Core,
     lifecycle: Lifecycle,
     client: Client,
     tunnels: TunnelsConfig,
@@ -37,19 +48,19 @@ struct Node {
 }
 
 impl Node {
-    fn boot(name: &str) -> Node {
-        Self::boot_allowing(name, &[])
+    fn boot(name: &str, core: Core) -> Node {
+        Self::boot_allowing(name, core, &[])
     }
 
     /// Boots with `allow` as `[tunnels.policy] allow_targets`.
-    fn boot_allowing(name: &str, allow: &[String]) -> Node {
-        let sandbox = Sandbox::boot(name);
+    fn boot_allowing(name: &str, core: Core, allow: &[String]) -> Node {
+        let sandbox = Sandbox::boot(&format!("{name}-{core}"));
         let state = sandbox.state_dir().to_owned();
         let mut tunnels = Config::default().tunnels;
         tunnels.unit_dir = state.join("units");
         tunnels.config_dir = state.join("tunnels");
         tunnels.log_dir = state.join("log");
-        tunnels.core_binary = V2RAY.into();
+        tunnels.core_binary = core.bin();
         tunnels.user = "nobody".into();
         tunnels.group = "nogroup".into();
         tunnels.policy.allow = allow
@@ -68,6 +79,7 @@ impl Node {
         let scratch = state.join("scratch");
         std::fs::create_dir_all(&scratch).unwrap();
         Node {
+            core,
             lifecycle,
             client,
             tunnels,
@@ -218,11 +230,10 @@ fn proc_status(node: &Node, pid: u32, key: &str) -> String {
         .to_owned()
 }
 
-#[test]
-fn create_installs_a_hardened_unit_that_serves_a_real_client() {
+fn create_installs_a_hardened_unit_that_serves_a_real_client(core: Core) {
     let origin = Origin::start(PAGE);
     // The extra inbound forwards to the origin on loopback, which the policy opens only here.
-    let node = Node::boot_allowing("lc-create", &[format!("127.0.0.1:{}", origin.port)]);
+    let node = Node::boot_allowing("lc-create", core, &[format!("127.0.0.1:{}", origin.port)]);
     let edge = id("edge");
     let ports = TunnelPorts::free();
     let low = free_low_port();
@@ -239,7 +250,7 @@ fn create_installs_a_hardened_unit_that_serves_a_real_client() {
     assert_eq!(done.unit, "xray-tunnel-edge.service");
 
     // A real VLESS client gets the page through the tunnel; the port below 1024 serves too.
-    let alice = VlessClient::start(Core::V2ray, &node.scratch, "alice", ports.vless, ALICE);
+    let alice = VlessClient::start(node.core, &node.scratch, "alice", ports.vless, ALICE);
     wait_fetch(&alice, &origin);
     std::net::TcpStream::connect(("127.0.0.1", low)).expect("the core binds a port below 1024");
 
@@ -267,9 +278,12 @@ fn create_installs_a_hardened_unit_that_serves_a_real_client() {
         .unwrap()
         .split_whitespace()
         .collect();
-    assert_eq!(
-        nofile[3], nofile[4],
-        "Go raised its soft fd limit to the hard one: {limits}"
+    // Go raises its soft fd limit at start: V2Ray 4.34 to the hard limit, Xray 26.3.27 to one
+    // below it (seen live: 19999 of 20000).
+    let (soft, hard): (u64, u64) = (nofile[3].parse().unwrap(), nofile[4].parse().unwrap());
+    assert!(
+        soft + 1 >= hard,
+        "the core did not raise its soft fd limit: {limits}"
     );
 
     // The config: exactly what was given, 0640, root's and readable by nogroup (the tunnel
@@ -288,14 +302,14 @@ fn create_installs_a_hardened_unit_that_serves_a_real_client() {
     let unit = std::fs::read_to_string(&paths.unit).unwrap();
     let values = UnitValues {
         id: &edge,
-        core_binary: Path::new(V2RAY),
+        core_binary: &core.bin(),
         config: &paths.config,
         log: &paths.log,
         user: "nobody",
         group: "nogroup",
     };
     assert_eq!(unit, template::render(template::BUILT_IN, &values).unwrap());
-    let exec = format!("ExecStart={V2RAY} -config {}\n", paths.config.display());
+    let exec = format!("ExecStart={}\n", core.exec_start(&paths.config));
     assert!(unit.contains(&exec), "{unit}");
     let figure = exposure(&paths.unit);
     eprintln!("systemd-analyze security --offline=true: overall exposure {figure}");
@@ -303,7 +317,7 @@ fn create_installs_a_hardened_unit_that_serves_a_real_client() {
 
     // The core's output lands in the log, and the tail is readable through the library.
     let lines = node.rt.block_on(node.lifecycle.logs(&edge, 50)).unwrap();
-    assert!(lines.iter().any(|l| l.contains("V2Ray 4.34")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains(core.banner())), "{lines:?}");
     let missing = node.rt.block_on(node.lifecycle.logs(&id("nope"), 5));
     assert!(
         matches!(missing, Err(LifecycleError::NotFound { .. })),
@@ -311,9 +325,8 @@ fn create_installs_a_hardened_unit_that_serves_a_real_client() {
     );
 }
 
-#[test]
-fn replace_restart_stop_start_and_delete_leave_no_trace() {
-    let node = Node::boot("lc-restart");
+fn replace_restart_stop_start_and_delete_leave_no_trace(core: Core) {
+    let node = Node::boot("lc-restart", core);
     let origin = Origin::start(PAGE);
     let edge = id("edge");
     let before_any = node.files();
@@ -327,7 +340,7 @@ fn replace_restart_stop_start_and_delete_leave_no_trace() {
     let done = node.create(&edge, &config_with_alice(ports, None)).unwrap();
     assert_eq!((done.action, done.job), (Action::Replaced, JobResult::Done));
     assert_ne!(node.main_pid(&edge), pid, "replace restarts the core");
-    let alice = VlessClient::start(Core::V2ray, &node.scratch, "alice", ports.vless, ALICE);
+    let alice = VlessClient::start(node.core, &node.scratch, "alice", ports.vless, ALICE);
     wait_fetch(&alice, &origin);
 
     let pid = node.main_pid(&edge);
@@ -381,9 +394,8 @@ fn replace_restart_stop_start_and_delete_leave_no_trace() {
     assert_eq!(node.listed_units(), units_before);
 }
 
-#[test]
-fn restart_all_restarts_every_tunnel() {
-    let node = Node::boot("lc-restart-all");
+fn restart_all_restarts_every_tunnel(core: Core) {
+    let node = Node::boot("lc-restart-all", core);
     let ids = [id("a"), id("b-2"), id("c_3")];
     for tunnel in &ids {
         node.create(tunnel, &config_with_alice(TunnelPorts::free(), None))
@@ -408,9 +420,8 @@ fn restart_all_restarts_every_tunnel() {
     }
 }
 
-#[test]
-fn bad_ids_bad_configs_and_failed_starts_change_nothing() {
-    let node = Node::boot("lc-refuse");
+fn bad_ids_bad_configs_and_failed_starts_change_nothing(core: Core) {
+    let node = Node::boot("lc-refuse", core);
     let origin = Origin::start(PAGE);
     let (empty, no_units) = (node.files(), node.listed_units());
     for bad in [
@@ -443,7 +454,7 @@ fn bad_ids_bad_configs_and_failed_starts_change_nothing() {
     let ports = TunnelPorts::free();
     let good_config = config_with_alice(ports, None);
     node.create(&good, &good_config).unwrap();
-    let alice = VlessClient::start(Core::V2ray, &node.scratch, "alice", ports.vless, ALICE);
+    let alice = VlessClient::start(node.core, &node.scratch, "alice", ports.vless, ALICE);
     wait_fetch(&alice, &origin);
     let files = node.files();
     let units = node.listed_units();
@@ -518,9 +529,8 @@ fn bad_ids_bad_configs_and_failed_starts_change_nothing() {
     wait_fetch(&alice, &origin);
 }
 
-#[test]
-fn emergency_cleanup_needs_confirmation_and_then_removes_everything() {
-    let node = Node::boot("lc-cleanup");
+fn emergency_cleanup_needs_confirmation_and_then_removes_everything(core: Core) {
+    let node = Node::boot("lc-cleanup", core);
     let before = node.files();
     let units_before = node.listed_units();
     let ids = [id("one"), id("two")];
@@ -557,15 +567,14 @@ fn emergency_cleanup_needs_confirmation_and_then_removes_everything() {
     assert_eq!(without_logs(node.files()), before, "only logs are left");
 }
 
-#[test]
-fn a_core_that_dies_right_after_its_start_is_rolled_back_with_its_own_complaint() {
-    let node = Node::boot("lc-settle");
+fn a_core_that_dies_right_after_its_start_is_rolled_back_with_its_own_complaint(core: Core) {
+    let node = Node::boot("lc-settle", core);
     let origin = Origin::start(PAGE);
     let edge = id("edge");
     let ports = TunnelPorts::free();
     let old_config = config_with_alice(ports, None);
     node.create(&edge, &old_config).unwrap();
-    let alice = VlessClient::start(Core::V2ray, &node.scratch, "alice", ports.vless, ALICE);
+    let alice = VlessClient::start(node.core, &node.scratch, "alice", ports.vless, ALICE);
     wait_fetch(&alice, &origin);
     let paths = node.lifecycle.paths(&edge);
     let files = without_logs(node.files());

@@ -130,6 +130,14 @@ impl Core {
         command
     }
 
+    /// What the core prints first when it starts (its name and version).
+    pub fn banner(self) -> &'static str {
+        match self {
+            Core::Xray => "Xray ",
+            Core::V2ray => "V2Ray 4.34",
+        }
+    }
+
     /// The unit's ExecStart= value.
     pub fn exec_start(self, config: &Path) -> String {
         format!("{} {}", self.bin_str(), self.run_args(config).join(" "))
