@@ -11,12 +11,20 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::cores::{Core, TunnelPorts, V2RAY, tunnel_config, tunnel_unit};
+use support::cores::{Core, TunnelPorts, tunnel_config, tunnel_unit};
 use support::manual::Manual;
 use support::sandbox::Sandbox;
 use support::warden::{Scrape, Warden, http_call};
 
 const WAIT: Duration = Duration::from_secs(20);
+per_core!(
+    a_healthy_tunnel_passes_and_a_taken_port_is_named,
+    units_configs_and_processes_without_their_other_half_are_orphans,
+    crash_loops_and_long_failures_are_seen,
+    the_api_cleanup_spares_what_is_not_orphaned,
+    orphans_are_cleaned_up_and_nothing_else_is,
+);
+
 const CHECKS: [&str; 5] = [
     "active",
     "not_crash_looping",
@@ -27,21 +35,22 @@ const CHECKS: [&str; 5] = [
 
 /// A sandbox whose tunnels keep their configs in `<state dir>/etc`.
 struct Node {
+    core: Core,
     sandbox: Sandbox,
     etc: PathBuf,
 }
 
 impl Node {
-    fn boot(name: &str) -> Node {
-        let sandbox = Sandbox::boot(name);
+    fn boot(name: &str, core: Core) -> Node {
+        let sandbox = Sandbox::boot(&format!("{name}-{core}"));
         let etc = sandbox.state_dir().join("etc");
         std::fs::create_dir_all(&etc).unwrap();
-        Node { sandbox, etc }
+        Node { core, sandbox, etc }
     }
 
     /// Writes `config` to `path` and a unit running V2Ray on it, plus `extra` [Service] lines.
     fn unit(&self, id: &str, path: &Path, extra: &str) {
-        let body = tunnel_unit(Core::V2ray, path) + extra;
+        let body = tunnel_unit(self.core, path) + extra;
         self.sandbox.write_unit(&unit(id), &body);
     }
 
@@ -63,10 +72,11 @@ impl Node {
     /// A warden with `health` lines under [health] and `sections` (whole sections) after.
     fn warden_with(&self, health: &str, sections: &str) -> Warden {
         let config = format!(
-            "[tunnels]\nconfig_dir = \"{}\"\ncore_binary = \"{V2RAY}\"\n\
+            "[tunnels]\nconfig_dir = \"{}\"\ncore_binary = \"{}\"\n\
              user = \"nobody\"\ngroup = \"nogroup\"\n\
              [health]\ninterval = \"300ms\"\n{health}\n[sampler]\ninterval = \"1s\"\n{sections}",
-            self.etc.display()
+            self.etc.display(),
+            self.core.bin_str(),
         );
         let warden = Warden::start(&self.sandbox, &config);
         warden.wait_ready();
@@ -86,8 +96,7 @@ impl Node {
     /// A non-tunnel unit `name` running V2Ray on a config of its own at `path`.
     fn service(&self, name: &str, path: &Path) {
         std::fs::write(path, tunnel_config(TunnelPorts::free())).unwrap();
-        self.sandbox
-            .write_unit(name, &tunnel_unit(Core::V2ray, path));
+        self.sandbox.write_unit(name, &tunnel_unit(self.core, path));
     }
 
     /// (MainPID, NRestarts) as systemd tells them.
@@ -189,9 +198,8 @@ fn hold_port(sandbox: &Sandbox, port: u16) -> Manual {
     holder
 }
 
-#[test]
-fn a_healthy_tunnel_passes_and_a_taken_port_is_named() {
-    let node = Node::boot("health-ports");
+fn a_healthy_tunnel_passes_and_a_taken_port_is_named(core: Core) {
+    let node = Node::boot("health-ports", core);
     node.tunnel("good");
     let clash_ports = TunnelPorts::free();
     let clash_config = node.etc.join("xray-clash.json");
@@ -241,9 +249,8 @@ fn a_healthy_tunnel_passes_and_a_taken_port_is_named() {
     assert!(warden.stop().success());
 }
 
-#[test]
-fn units_configs_and_processes_without_their_other_half_are_orphans() {
-    let node = Node::boot("health-orphans");
+fn units_configs_and_processes_without_their_other_half_are_orphans(core: Core) {
+    let node = Node::boot("health-orphans", core);
     node.tunnel("good");
     // `custom` runs a config that is not named xray-{id}.json: found through its ExecStart.
     let custom_ports = TunnelPorts::free();
@@ -266,8 +273,8 @@ fn units_configs_and_processes_without_their_other_half_are_orphans() {
     std::fs::write(&stray_config, tunnel_config(TunnelPorts::free())).unwrap();
     let stray = Manual::start(
         &node.sandbox,
-        V2RAY,
-        &["-config", stray_config.to_str().unwrap()],
+        &node.core.bin_str(),
+        &strs(&node.core.args(&["-config", stray_config.to_str().unwrap()])),
     );
     let inventory = node.sandbox.state_dir().join("inventory.json");
     std::fs::write(&inventory, r#"{"tunnels": ["good", "noconf"]}"#).unwrap();
@@ -302,7 +309,12 @@ fn units_configs_and_processes_without_their_other_half_are_orphans() {
     };
     let first_seen = since(&scrape).unwrap();
     wait_log(&warden, "orphan found");
-    let named = format!("pid {} (v2ray) runs {}", stray.pid, stray_config.display());
+    let named = format!(
+        "pid {} ({}) runs {}",
+        stray.pid,
+        node.core.comm(),
+        stray_config.display()
+    );
     assert!(warden.log().contains(&named), "{}", warden.log());
 
     // A broken inventory orphans nobody (and the collector says it failed); fixed, it counts.
@@ -340,9 +352,8 @@ fn units_configs_and_processes_without_their_other_half_are_orphans() {
     assert!(warden.stop().success());
 }
 
-#[test]
-fn crash_loops_and_long_failures_are_seen() {
-    let node = Node::boot("health-crash");
+fn crash_loops_and_long_failures_are_seen(core: Core) {
+    let node = Node::boot("health-crash", core);
     node.tunnel("good");
     // The core's own test rejects this config, so V2Ray exits at once.
     let rejected = r#"{"inbounds": [{"port": 1, "protocol": "no-such-protocol"}]}"#;
@@ -403,14 +414,21 @@ fn crash_loops_and_long_failures_are_seen() {
     assert!(warden.stop().success());
 }
 
-/// A unit of V2Ray with `args` and extra [Service] lines.
-fn core_unit(args: &str, extra: &str) -> String {
-    format!("[Service]\nExecStart={V2RAY} {args}\nRestart=always\nRestartSec=1\n{extra}")
+/// A unit of `core` with `args` and extra [Service] lines.
+fn core_unit(core: Core, args: &str, extra: &str) -> String {
+    let command = core.args(&[args]).join(" ");
+    format!(
+        "[Service]\nExecStart={} {command}\nRestart=always\nRestartSec=1\n{extra}",
+        core.bin_str()
+    )
 }
 
-#[test]
-fn the_api_cleanup_spares_what_is_not_orphaned() {
-    let node = Node::boot("health-api");
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn the_api_cleanup_spares_what_is_not_orphaned(core: Core) {
+    let node = Node::boot("health-api", core);
     node.tunnel("good1");
     node.tunnel("good2");
     // `dir` runs a config directory and `rel` a relative path: xray-dir.json and xray-rel.json
@@ -421,12 +439,12 @@ fn the_api_cleanup_spares_what_is_not_orphaned() {
     std::fs::write(confdir.join("main.json"), dir_config).unwrap();
     let dir_args = format!("-confdir {}", confdir.display());
     node.sandbox
-        .write_unit(&unit("dir"), &core_unit(&dir_args, ""));
+        .write_unit(&unit("dir"), &core_unit(node.core, &dir_args, ""));
     std::fs::create_dir_all(node.etc.join("rel.d")).unwrap();
     let rel_config = tunnel_config(TunnelPorts::free());
     std::fs::write(node.etc.join("rel.d/rel.json"), rel_config).unwrap();
     let workdir = format!("WorkingDirectory={}\n", node.etc.display());
-    let rel_unit = core_unit("-config rel.d/rel.json", &workdir);
+    let rel_unit = core_unit(node.core, "-config rel.d/rel.json", &workdir);
     node.sandbox.write_unit(&unit("rel"), &rel_unit);
     // The distro's own xray.service, running a config in config_dir: no tunnel, no stray, and
     // its config is in use.
@@ -439,7 +457,11 @@ fn the_api_cleanup_spares_what_is_not_orphaned() {
     // A core started by hand, outside every unit, on a tunnel config: a stray of `ghost`.
     let ghost = node.etc.join("xray-ghost.json");
     std::fs::write(&ghost, tunnel_config(TunnelPorts::free())).unwrap();
-    let mut stray = Manual::start(&node.sandbox, V2RAY, &["-config", ghost.to_str().unwrap()]);
+    let mut stray = Manual::start(
+        &node.sandbox,
+        &node.core.bin_str(),
+        &strs(&node.core.args(&["-config", ghost.to_str().unwrap()])),
+    );
     let tunnels = ["good1", "good2", "dir", "rel"];
     let steady = |node: &Node| {
         let mut all: Vec<(String, String)> =
@@ -518,12 +540,13 @@ fn the_api_cleanup_spares_what_is_not_orphaned() {
 /// Set to the config dir when this test binary runs [`cleanup_inside_the_sandbox`] inside a
 /// sandbox.
 const HELPER_ENV: &str = "HEALTH_PROOF_CLEANUP_ETC";
+/// The core binary of that run.
+const HELPER_CORE_ENV: &str = "HEALTH_PROOF_CLEANUP_CORE";
 /// Prefix of the helper's output lines, one JSON cleanup result each.
 const RESULT: &str = "CLEANUP-RESULT ";
 
-#[test]
-fn orphans_are_cleaned_up_and_nothing_else_is() {
-    let node = Node::boot("health-cleanup");
+fn orphans_are_cleaned_up_and_nothing_else_is(core: Core) {
+    let node = Node::boot("health-cleanup", core);
     node.tunnel("good");
     // `deleted`: the app deleted the tunnel's config; its unit still runs.
     node.tunnel("deleted");
@@ -538,8 +561,8 @@ fn orphans_are_cleaned_up_and_nothing_else_is() {
     std::fs::write(&stray_config, tunnel_config(TunnelPorts::free())).unwrap();
     let mut stray = Manual::start(
         &node.sandbox,
-        V2RAY,
-        &["-config", stray_config.to_str().unwrap()],
+        &node.core.bin_str(),
+        &strs(&node.core.args(&["-config", stray_config.to_str().unwrap()])),
     );
     let good_config = node.etc.join("xray-good.json");
     let before = node.pid_and_restarts("good");
@@ -555,6 +578,7 @@ fn orphans_are_cleaned_up_and_nothing_else_is() {
             "--nocapture",
         ])
         .env(HELPER_ENV, &node.etc)
+        .env(HELPER_CORE_ENV, node.core.bin())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -630,7 +654,8 @@ fn cleanup_inside_the_sandbox() {
     let etc = std::env::var(HELPER_ENV)
         .expect("run inside a sandbox by orphans_are_cleaned_up_and_nothing_else_is, not alone");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    for result in runtime.block_on(helper::clean(PathBuf::from(etc))) {
+    let core = std::env::var(HELPER_CORE_ENV).expect("the core binary comes with the config dir");
+    for result in runtime.block_on(helper::clean(PathBuf::from(etc), PathBuf::from(core))) {
         println!("{RESULT}{}", serde_json::to_string(&result).unwrap());
     }
 }
@@ -651,10 +676,10 @@ mod helper {
     use xray_warden::state::SharedState;
     use xray_warden::systemd::{Client, watcher};
 
-    pub async fn clean(etc: PathBuf) -> Vec<CleanupResult> {
+    pub async fn clean(etc: PathBuf, core: PathBuf) -> Vec<CleanupResult> {
         let mut config = Config::default();
         config.tunnels.config_dir = etc;
-        config.tunnels.core_binary = "/usr/bin/v2ray".into();
+        config.tunnels.core_binary = core;
         let state = SharedState::default();
         let shutdown = CancellationToken::new();
         let (client_tx, _client_rx) = tokio::sync::watch::channel(None);

@@ -119,6 +119,22 @@ impl Core {
         args
     }
 
+    /// `rest` after what the core needs first: `run` for Xray (its default command, spelled out).
+    pub fn args(self, rest: &[&str]) -> Vec<String> {
+        let run = (self == Core::Xray).then_some("run");
+        run.into_iter()
+            .chain(rest.iter().copied())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The process name (comm) a running core has: its file name, cut to 15 bytes.
+    pub fn comm(self) -> String {
+        let bin = self.bin();
+        let name = bin.file_name().unwrap().to_string_lossy();
+        name.chars().take(15).collect()
+    }
+
     /// A command running the core on `config`, output discarded.
     pub fn command(self, config: &Path) -> Command {
         let mut command = Command::new(self.bin());
