@@ -1,6 +1,7 @@
 //! Proof tier for tunnel management over the HTTP API: the real warden in the systemd sandbox
-//! creates, restarts and deletes REAL V2Ray tunnels through systemd's D-Bus API, a REAL client
-//! connects through them, and bad requests change nothing. Needs root:
+//! creates, restarts and deletes REAL tunnels through systemd's D-Bus API, once per real core
+//! (Xray-core and V2Ray 4.34), a REAL client of the same core connects through them, and bad
+//! requests change nothing. Needs root:
 //! `cargo test --test manage_api_proof`.
 
 mod support;
@@ -16,6 +17,13 @@ use xray_warden::contract::{
     ActionName, BulkItem, BulkResults, CleanupResults, ErrorBody, HealthReport, LogsView,
     OrphanList, OutcomeView, TunnelList, TunnelView, UsageList,
 };
+
+per_core!(
+    tunnels_are_created_served_restarted_and_deleted,
+    bad_requests_change_nothing,
+    orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels,
+    a_started_mutation_outlives_a_client_that_hangs_up,
+);
 
 const ALICE: &str = "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
 const WAIT: Duration = Duration::from_secs(20);
@@ -48,16 +56,15 @@ fn fetch_ok(client: &VlessClient, origin: &Origin) {
     }
 }
 
-#[test]
-fn tunnels_are_created_served_restarted_and_deleted() {
-    let node = Node::boot("manage-life", MANAGE);
+fn tunnels_are_created_served_restarted_and_deleted(core: Core) {
+    let node = Node::boot_on("manage-life", core, MANAGE);
     let origin = Origin::start("through a managed tunnel");
     let port = free_port();
 
     let (status, answer) = node.call("PUT", "/api/v1/tunnels/edge", &tunnel_json(port));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(read::<OutcomeView>(&answer).action, ActionName::Created);
-    let client = VlessClient::start(Core::V2ray, &node.dir, "alice", port, ALICE);
+    let client = VlessClient::start(core, &node.dir, "alice", port, ALICE);
     fetch_ok(&client, &origin);
     let (status, shown) = node.call("GET", "/api/v1/tunnels/edge", "");
     assert_eq!(status, 200, "{shown}");
@@ -200,9 +207,8 @@ fn tunnels_are_created_served_restarted_and_deleted() {
     }
 }
 
-#[test]
-fn bad_requests_change_nothing() {
-    let node = Node::boot("manage-bad", MANAGE);
+fn bad_requests_change_nothing(core: Core) {
+    let node = Node::boot_on("manage-bad", core, MANAGE);
     let port = free_port();
     assert_eq!(
         node.call("PUT", "/api/v1/tunnels/keep", &tunnel_json(port))
@@ -274,12 +280,12 @@ fn bad_requests_change_nothing() {
     assert_eq!(main_pid(&node, "keep"), pid);
 }
 
-#[test]
-fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
+fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels(core: Core) {
     // Three tunnels look orphaned beside four units: relax the guard, which has its own proof
     // (tests/health_proof.rs), so that this test shows the cleanup itself.
-    let node = Node::boot(
+    let node = Node::boot_on(
         "manage-orphans",
+        core,
         &format!("{MANAGE}[remediation]\nmax_orphan_fraction = 1.0\nmax_orphans_per_pass = 10\n"),
     );
     let port = free_port();
@@ -315,9 +321,8 @@ fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
     std::fs::write(&stray_config, tunnel_json(free_port())).unwrap();
     let mut stray = node
         .sandbox
-        .command("/usr/bin/v2ray")
-        .arg("-config")
-        .arg(&stray_config)
+        .command(&core.bin_str())
+        .args(core.args(&["-config", stray_config.to_str().unwrap()]))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -388,10 +393,9 @@ fn orphans_are_reported_and_cleaned_up_without_touching_healthy_tunnels() {
 /// A client that sends a create and hangs up at once: the operation still runs to its end in
 /// the daemon (config installed, unit started) and writes exactly one audit line. Before the
 /// operations service, hyper dropped the handler half-way.
-#[test]
-fn a_started_mutation_outlives_a_client_that_hangs_up() {
+fn a_started_mutation_outlives_a_client_that_hangs_up(core: Core) {
     use std::io::Write;
-    let node = Node::boot("manage-hangup", MANAGE);
+    let node = Node::boot_on("manage-hangup", core, MANAGE);
     let body = tunnel_json(free_port());
     let mut stream = std::net::TcpStream::connect(node.warden.addr).unwrap();
     write!(

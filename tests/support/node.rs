@@ -27,6 +27,12 @@ impl Node {
         Self::start(Sandbox::boot(name), "/usr/bin/v2ray", extra)
     }
 
+    /// [`Node::boot`] on `core`, in a sandbox named `{name}-{core}`.
+    pub fn boot_on(name: &str, core: super::cores::Core, extra: &str) -> Node {
+        let sandbox = Sandbox::boot(&format!("{name}-{core}"));
+        Self::start(sandbox, &core.bin_str(), extra)
+    }
+
     /// Starts the warden in `sandbox` with `core_binary` (files the test put in
     /// [`node_dir`] beforehand stay) and waits until it is ready.
     pub fn start(sandbox: Sandbox, core_binary: &str, extra: &str) -> Node {
