@@ -1,6 +1,6 @@
-//! Proof for a core that restarts in the middle of a user sync (issue 8, item 8): a REAL
-//! V2Ray 4.34, which cannot list its users, so the warden's record of what it holds is all
-//! there is. The core is restarted by the test between the API calls and the writing of the
+//! Proof for a core that restarts in the middle of a user sync (issue 8, item 8), once per real
+//! core: V2Ray 4.34, which cannot list its users, so the warden's record of what it holds is all
+//! there is, and Xray-core, whose live list the engine reads instead. The core is restarted by the test between the API calls and the writing of the
 //! config file — the moment the engine asks for the core's start time — so the new process
 //! runs the old config, without the user just added. The next sync must add her again; the
 //! ground truth is a REAL VLESS client getting through the tunnel with her id.
@@ -10,12 +10,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use support::cores::{Core, Origin, TunnelPorts, V2RAY, VlessClient, fetch_via, tunnel_config};
+use support::cores::{Core, Origin, TunnelPorts, VlessClient, fetch_via, tunnel_config};
 use xray_warden::config::Config;
 use xray_warden::domain::TunnelId;
 use xray_warden::usersync::clock::CoreClock;
@@ -26,26 +26,25 @@ const ALICE: &str = "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
 
 /// The tunnel's core, started by hand; killed by PID on drop.
 struct Running {
+    core: Core,
     child: Child,
     config: PathBuf,
     api: u16,
 }
 
 impl Running {
-    fn start(config: &Path, api: u16) -> Running {
-        let child = Command::new(V2RAY)
-            .arg("-config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+    fn start(core: Core, config: &Path, api: u16) -> Running {
+        let child = core
+            .command(config)
             .spawn()
-            .expect("starting v2ray");
+            .unwrap_or_else(|e| panic!("starting {core}: {e}"));
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", api)).is_err() {
             assert!(Instant::now() < deadline, "the core's API never listened");
             std::thread::sleep(Duration::from_millis(20));
         }
         Running {
+            core,
             child,
             config: config.to_owned(),
             api,
@@ -56,7 +55,7 @@ impl Running {
     fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        *self = Running::start(&self.config.clone(), self.api);
+        *self = Running::start(self.core, &self.config.clone(), self.api);
     }
 }
 
@@ -93,9 +92,9 @@ impl CoreClock for RestartingClock {
     }
 }
 
-fn scratch() -> PathBuf {
+fn scratch(core: Core) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("usersync-restart-{}", std::process::id()));
+        .join(format!("usersync-restart-{core}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -112,13 +111,23 @@ fn wait_fetch(client: &VlessClient, origin: &Origin) -> Result<(), String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_core_restarted_mid_sync_gets_its_additions_again() {
-    let dir = scratch();
+per_core!(a_core_restarted_mid_sync_gets_its_additions_again);
+
+fn a_core_restarted_mid_sync_gets_its_additions_again(core: Core) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(restarted_mid_sync(core));
+}
+
+async fn restarted_mid_sync(kind: Core) {
+    let dir = scratch(kind);
     let ports = TunnelPorts::free();
     let config = dir.join("xray-edge.json");
     std::fs::write(&config, tunnel_config(ports)).unwrap();
-    let core = Arc::new(Mutex::new(Running::start(&config, ports.api)));
+    let core = Arc::new(Mutex::new(Running::start(kind, &config, ports.api)));
     let clock = Arc::new(RestartingClock {
         core: core.clone(),
         readings: Mutex::new(0),
@@ -165,7 +174,7 @@ async fn a_core_restarted_mid_sync_gets_its_additions_again() {
     // Ground truth: the running core lets her in.
     let origin = Origin::start("through the restarted core");
     let alice = tokio::task::spawn_blocking(move || {
-        let client = VlessClient::start(Core::V2ray, &dir, "alice", ports.vless, ALICE);
+        let client = VlessClient::start(kind, &dir, "alice", ports.vless, ALICE);
         wait_fetch(&client, &origin)
     });
     alice
