@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: boots a REAL systemd in new namespaces (scripts/sandbox-boot.sh) with a few tunnels,
-# each a real V2Ray core run as an xray-tunnel-{id}.service unit (API, VLESS and Trojan inbounds),
+# each a real core (Xray-core built pinned by scripts/install-xray.sh, or Debian's V2Ray 4.34 where
+# Go is missing) run as an xray-tunnel-{id}.service unit (API, VLESS and Trojan inbounds),
 # plus one whose config is broken so that it crash-loops; then runs xray-warden against them with
 # a users file as its source, so it syncs three users into every tunnel through the gRPC API, and
 # prints the /metrics URL.
@@ -19,6 +20,15 @@ if [[ $EUID -ne 0 ]]; then
   exit 1
 fi
 scripts/install-deps.sh
+# The tunnels' core: Xray-core (XRAY_BIN, or the pinned build), V2Ray 4.34 when Go is missing.
+if core=$(scripts/install-xray.sh); then
+  core_run="$core run"
+else
+  [[ $? -eq 3 ]] || exit 1
+  echo "no Xray-core here: the demo's tunnels run V2Ray 4.34"
+  core=/usr/bin/v2ray core_run=/usr/bin/v2ray
+fi
+echo "tunnels run $core"
 cargo build --release --locked --quiet
 
 # The bus socket lands at $STATE/run/dbus/system_bus_socket and a unix socket path holds 107
@@ -69,7 +79,7 @@ for _ in $(seq 300); do
 done
 [[ -n $systemd_pid ]] || { cat "$STATE/boot.log"; echo "the sandbox did not boot" >&2; exit 1; }
 
-# Tunnels: real V2Ray cores, each with its API behind a dokodemo-door inbound and VLESS and
+# Tunnels: real cores, each with its API behind a dokodemo-door inbound and VLESS and
 # Trojan inbounds without users; "broken" has an invalid config.
 mkdir -p "$STATE/etc"
 port=10800
@@ -98,7 +108,7 @@ Description=Xray tunnel $id (demo)
 StartLimitIntervalSec=0
 
 [Service]
-ExecStart=/usr/bin/v2ray -config $STATE/etc/xray-$id.json
+ExecStart=$core_run -config $STATE/etc/xray-$id.json
 Restart=always
 RestartSec=3
 
@@ -123,7 +133,7 @@ listen = "$LISTEN"
 [tunnels]
 config_dir = "$STATE/etc"
 log_dir = "$STATE/log"
-core_binary = "/usr/bin/v2ray"
+core_binary = "$core"
 user = "nobody"
 group = "nogroup"
 [users]
