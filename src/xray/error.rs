@@ -38,6 +38,10 @@ pub enum ApiError {
     /// Holds the core's message.
     #[error("the inbound cannot hold users: {0}")]
     CannotHoldUsers(String),
+    /// Detection: the API answers, but serves neither HandlerService nor StatsService under
+    /// Xray's or V2Ray's names (the core's `api.services` lists neither). Holds what to fix.
+    #[error("{0}")]
+    NoServices(String),
     /// Any other failure the core reported, with its text (e.g. an unknown inbound tag), or an
     /// answer this client could not read.
     #[error("core: {0}")]

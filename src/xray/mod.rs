@@ -13,7 +13,9 @@
 //! serving the inbound (see [`ApiClient::add_user`]).
 
 mod client;
+mod detect;
 mod error;
+mod inbound;
 mod wire;
 
 #[allow(clippy::all, clippy::pedantic)]

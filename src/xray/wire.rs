@@ -4,6 +4,7 @@
 //! Both cores use the same message layouts (proto/*.proto) under different package names, so
 //! the only per-core parts are the strings here (facts §0, §3.1, P12).
 
+use base64::Engine as _;
 use prost::Message;
 use tonic::codegen::http::uri::PathAndQuery;
 
@@ -15,6 +16,7 @@ use crate::domain::{Credential, Flavour, Protocol, User, canonical_uuid};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
     AlterInbound,
+    ListInbounds,
     GetInboundUsers,
     GetInboundUsersCount,
     QueryStats,
@@ -28,6 +30,8 @@ impl Method {
         use {Flavour::*, Method::*};
         PathAndQuery::from_static(match (flavour, self) {
             (Xray, AlterInbound) => "/xray.app.proxyman.command.HandlerService/AlterInbound",
+            (Xray, ListInbounds) => "/xray.app.proxyman.command.HandlerService/ListInbounds",
+            (V2ray, ListInbounds) => "/v2ray.core.app.proxyman.command.HandlerService/ListInbounds",
             (Xray, GetInboundUsers) => "/xray.app.proxyman.command.HandlerService/GetInboundUsers",
             (Xray, GetInboundUsersCount) => {
                 "/xray.app.proxyman.command.HandlerService/GetInboundUsersCount"
@@ -63,6 +67,91 @@ const VMESS: &str = "proxy.vmess.Account";
 const TROJAN: &str = "proxy.trojan.Account";
 const SHADOWSOCKS: &str = "proxy.shadowsocks.Account";
 const SHADOWSOCKS_2022: &str = "proxy.shadowsocks_2022.Account";
+const SHADOWSOCKS_2022_MULTI: &str = "proxy.shadowsocks_2022.MultiUserServerConfig";
+
+/// The proxy serving an inbound, as the inbound check found it from the core's own answers:
+/// it decides which account an add carries (the wrong one crashes the core, facts P1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    Vless,
+    Vmess,
+    Trojan,
+    /// Xray's multi-user Shadowsocks-2022 inbound, whose method takes user keys of exactly
+    /// `key_bytes` bytes (base64 in the account).
+    Shadowsocks2022 {
+        key_bytes: usize,
+    },
+}
+
+/// What the inbound check makes of the proxy named by the probe's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProbeVerdict {
+    Served(Served),
+    /// Shadowsocks-2022: the key length comes from the inbound's method (ListInbounds).
+    NeedsMethod,
+    Refused(String),
+}
+
+/// Whether the proxy named by the inbound check (`vless`, `vmess`, `trojan`, ...) takes the
+/// accounts built for `protocol`, and which.
+pub(crate) fn probe_verdict(proxy: &str, protocol: &Protocol) -> ProbeVerdict {
+    match (proxy, protocol) {
+        ("vless", Protocol::Vless) => ProbeVerdict::Served(Served::Vless),
+        ("vmess", Protocol::Vmess) => ProbeVerdict::Served(Served::Vmess),
+        ("trojan", Protocol::Trojan) => ProbeVerdict::Served(Served::Trojan),
+        ("shadowsocks_2022", Protocol::Shadowsocks) => ProbeVerdict::NeedsMethod,
+        // semantics §1: Xray's AEAD shadowsocks adds a user again under an email it already
+        // holds, and its account needs a cipher number matching the inbound's method (they
+        // differ per core, facts §3.5). Refusing every add here is what keeps a changed
+        // password from ever being half-applied through this client.
+        ("shadowsocks", Protocol::Shadowsocks) => ProbeVerdict::Refused(
+            "an AEAD (single-cipher) shadowsocks inbound: the core keeps duplicate emails and \
+             its account must match the inbound's cipher; only Shadowsocks-2022 multi-user \
+             inbounds take users through this client"
+                .into(),
+        ),
+        _ => ProbeVerdict::Refused(format!(
+            "served by {proxy:?}, not {protocol}; its account would crash the core"
+        )),
+    }
+}
+
+/// The user key length of a Shadowsocks-2022 multi-user method (Xray accepts only the aes
+/// methods multi-user, facts §3.5), or `None`.
+pub(crate) fn ss2022_key_bytes(method: &str) -> Option<usize> {
+    match method {
+        "2022-blake3-aes-128-gcm" => Some(16),
+        "2022-blake3-aes-256-gcm" => Some(32),
+        _ => None,
+    }
+}
+
+/// The key length of the Shadowsocks-2022 inbound `tag` in a ListInbounds answer.
+pub(crate) fn ss2022_inbound_key_bytes(
+    flavour: Flavour,
+    tag: &str,
+    answer: proto::ListInboundsResponse,
+) -> Result<usize, ApiError> {
+    let Some(inbound) = answer.inbounds.into_iter().find(|i| i.tag == tag) else {
+        return Err(refused(&format!("ListInbounds does not list {tag:?}")));
+    };
+    let settings = inbound.proxy_settings.unwrap_or_default();
+    let multi = format!("{}{SHADOWSOCKS_2022_MULTI}", type_prefix(flavour));
+    if settings.r#type != multi {
+        return Err(refused(&format!(
+            "a Shadowsocks-2022 inbound that is not multi-user ({:?})",
+            settings.r#type
+        )));
+    }
+    let config = proto::Shadowsocks2022MultiUserServerConfig::decode(settings.value.as_slice())
+        .map_err(|e| refused(&format!("unreadable Shadowsocks-2022 settings: {e}")))?;
+    ss2022_key_bytes(&config.method).ok_or_else(|| {
+        refused(&format!(
+            "Shadowsocks-2022 method {:?} takes no users",
+            config.method
+        ))
+    })
+}
 
 fn typed(flavour: Flavour, suffix: &str, message: &impl Message) -> proto::TypedMessage {
     proto::TypedMessage {
@@ -71,15 +160,42 @@ fn typed(flavour: Flavour, suffix: &str, message: &impl Message) -> proto::Typed
     }
 }
 
-/// The AlterInbound that adds `user` to the inbound `tag`, or [`ApiError::Refused`] when
-/// sending it could be malformed or crash the core (facts P1, P6, appendix A).
+/// Refuses, before anything is sent, a user no inbound of `protocol` on this core could take
+/// safely: the protocol takes no users, the credential does not fit it, the email is empty, an
+/// id is not a UUID or a password is empty (facts P1, P6, appendix A).
+pub(crate) fn check_user(
+    flavour: Flavour,
+    protocol: &Protocol,
+    user: &User,
+) -> Result<(), ApiError> {
+    if let Some(why) = protocol.user_management_refusal(flavour) {
+        return Err(refused(&format!("{protocol} inbound on {flavour}: {why}")));
+    }
+    if !protocol.accepts(&user.credential) {
+        // facts P1: a mismatched account panics the core.
+        return Err(refused(&format!(
+            "this credential does not fit a {protocol} inbound"
+        )));
+    }
+    if user.email.is_empty() {
+        // facts P6: a user without email can never be removed and gets no stats.
+        return Err(refused("empty email"));
+    }
+    match &user.credential {
+        Credential::Id(id) => uuid(id).map(drop),
+        Credential::Password(password) => non_empty(password).map(drop),
+    }
+}
+
+/// The AlterInbound that adds `user` to the inbound `tag` served by `served`, or
+/// [`ApiError::Refused`] when sending it could be malformed or crash the core.
 pub(crate) fn add_user(
     flavour: Flavour,
     tag: &str,
-    protocol: &Protocol,
+    served: Served,
     user: &User,
 ) -> Result<proto::AlterInboundRequest, ApiError> {
-    let account = account(flavour, protocol, user)?;
+    let account = account(flavour, served, user)?;
     let user = proto::User {
         level: user.level,
         email: user.email.clone(),
@@ -123,42 +239,19 @@ pub(crate) fn inbound_probe(flavour: Flavour, tag: &str) -> proto::AlterInboundR
     }
 }
 
-/// Whether the proxy named by the inbound check (`vless`, `vmess`, `trojan`, ...) takes the
-/// accounts built for `protocol`.
-pub(crate) fn proxy_takes(proxy: &str, protocol: &Protocol) -> bool {
-    matches!(
-        (proxy, protocol),
-        ("vless", Protocol::Vless) | ("vmess", Protocol::Vmess) | ("trojan", Protocol::Trojan)
-    )
-}
-
-fn account(
-    flavour: Flavour,
-    protocol: &Protocol,
-    user: &User,
-) -> Result<proto::TypedMessage, ApiError> {
-    if let Some(why) = protocol.user_management_refusal(flavour) {
-        return Err(refused(&format!("{protocol} inbound on {flavour}: {why}")));
-    }
-    if !protocol.accepts(&user.credential) {
-        // facts P1: a mismatched account panics the core.
-        return Err(refused(&format!(
-            "this credential does not fit a {protocol} inbound"
-        )));
-    }
+fn account(flavour: Flavour, served: Served, user: &User) -> Result<proto::TypedMessage, ApiError> {
     if user.email.is_empty() {
-        // facts P6: a user without email can never be removed and gets no stats.
         return Err(refused("empty email"));
     }
-    match (protocol, &user.credential) {
-        (Protocol::Vless, Credential::Id(id)) => {
+    match (served, &user.credential) {
+        (Served::Vless, Credential::Id(id)) => {
             let account = proto::VlessAccount {
                 id: uuid(id)?,
                 flow: user.flow.clone(),
             };
             Ok(typed(flavour, VLESS, &account))
         }
-        (Protocol::Vmess, Credential::Id(id)) => {
+        (Served::Vmess, Credential::Id(id)) => {
             // facts §3.5: alter_id 0 (AEAD) on V2Ray; Xray has no such field. Either way proto3
             // leaves a zero off the wire. security_settings is client-side and omitted.
             let account = proto::VmessAccount {
@@ -167,22 +260,45 @@ fn account(
             };
             Ok(typed(flavour, VMESS, &account))
         }
-        (Protocol::Trojan, Credential::Password(password)) => {
+        (Served::Trojan, Credential::Password(password)) => {
             let account = proto::TrojanAccount {
                 password: non_empty(password)?,
             };
             Ok(typed(flavour, TROJAN, &account))
         }
-        // Xray's shadowsocks inbound takes either an AEAD account (password + a cipher number
-        // that must match the inbound's method) or, when started as 2022 multi-user, a
-        // Shadowsocks-2022 account; the wrong one panics the core (facts P1, P7, §3.5). The
-        // domain `Protocol` cannot tell them apart, so nothing is sent.
-        (Protocol::Shadowsocks, _) => Err(refused(
-            "shadowsocks users are not supported: the account kind and cipher depend on the \
-             inbound's method, and a wrong guess crashes the core",
-        )),
-        _ => Err(refused(&format!("{protocol} inbounds take no users"))),
+        (Served::Shadowsocks2022 { key_bytes }, Credential::Password(key)) => {
+            let account = proto::Shadowsocks2022Account {
+                key: ss2022_key(key, key_bytes)?,
+            };
+            Ok(typed(flavour, SHADOWSOCKS_2022, &account))
+        }
+        // facts P1: a mismatched account panics the core.
+        (served, _) => Err(refused(&format!(
+            "this credential does not fit the {served:?} inbound"
+        ))),
     }
+}
+
+/// A Shadowsocks-2022 user key: standard base64 of exactly the method's key length. Xray adds
+/// any string, then fails to rebuild its user table from a key that is not base64 or too short
+/// and ignores that failure, so from then on no add or remove on the inbound takes effect
+/// (Xray's proxy/shadowsocks_2022/inbound_multi.go AddUser; sing-shadowsocks UpdateUsers). A
+/// longer key would work on the server yet not in the users' clients, so it is refused too.
+fn ss2022_key(key: &str, key_bytes: usize) -> Result<String, ApiError> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .map_err(|e| {
+            refused(&format!(
+                "the Shadowsocks-2022 key is not standard base64: {e}"
+            ))
+        })?;
+    if decoded.len() != key_bytes {
+        return Err(refused(&format!(
+            "the Shadowsocks-2022 key is {} bytes, the inbound's method takes {key_bytes}",
+            decoded.len()
+        )));
+    }
+    Ok(key.to_owned())
 }
 
 fn uuid(id: &str) -> Result<String, ApiError> {
@@ -209,8 +325,32 @@ pub(crate) fn users_from(
     response
         .users
         .into_iter()
+        .filter(|user| !unnamed(flavour, user))
         .map(|user| user_from(flavour, user))
         .collect()
+}
+
+/// Users the core holds without an email of their own, which no remove can name: an empty
+/// email (VMess and AEAD shadowsocks list config clients without one so, semantics §8), or on
+/// a Shadowsocks-2022 multi-user inbound the name Xray gives such a client at startup,
+/// `unnamed-user-<index>-<random UUID>` (Xray's proxy/shadowsocks_2022/inbound_multi.go). A
+/// client literally named like that in the config cannot be told apart and is skipped too.
+fn unnamed(flavour: Flavour, user: &proto::User) -> bool {
+    if user.email.is_empty() {
+        return true;
+    }
+    let ss2022 = format!("{}{SHADOWSOCKS_2022}", type_prefix(flavour));
+    let is_ss2022 = user.account.as_ref().is_some_and(|a| a.r#type == ss2022);
+    let Some(rest) = user.email.strip_prefix("unnamed-user-") else {
+        return false;
+    };
+    let Some((index, id)) = rest.split_once('-') else {
+        return false;
+    };
+    is_ss2022
+        && !index.is_empty()
+        && index.bytes().all(|b| b.is_ascii_digit())
+        && canonical_uuid(id).as_deref() == Some(id)
 }
 
 fn user_from(flavour: Flavour, user: proto::User) -> Result<User, ApiError> {
@@ -269,3 +409,7 @@ fn id_credential(id: String) -> Credential {
 #[cfg(test)]
 #[path = "wire_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "wire_ss2022_tests.rs"]
+mod ss2022_tests;
