@@ -4,6 +4,7 @@
 use super::client::ApiClient;
 use super::error::{ApiError, Failure};
 use super::proto;
+use super::ss2022;
 use super::wire::{self, Method, ProbeVerdict, Served};
 use crate::domain::Protocol;
 
@@ -74,7 +75,7 @@ impl ApiClient {
             is_only_tags: false,
         };
         match self.call(path, request).await {
-            Ok(answer) => wire::ss2022_inbound_key_bytes(self.flavour, tag, answer),
+            Ok(answer) => ss2022::inbound_key_bytes(self.flavour, tag, answer),
             Err(Failure::UnknownMethod(message) | Failure::UnknownService(message)) => {
                 Err(ApiError::Refused(format!(
                     "cannot read the Shadowsocks-2022 method to check the key length \

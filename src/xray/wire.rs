@@ -4,12 +4,12 @@
 //! Both cores use the same message layouts (proto/*.proto) under different package names, so
 //! the only per-core parts are the strings here (facts §0, §3.1, P12).
 
-use base64::Engine as _;
 use prost::Message;
 use tonic::codegen::http::uri::PathAndQuery;
 
 use super::error::ApiError;
 use super::proto;
+use super::ss2022;
 use crate::domain::{Credential, Flavour, Protocol, User, canonical_uuid};
 
 /// The RPCs this client calls.
@@ -53,7 +53,7 @@ impl Method {
 
 /// facts §3.1: every type string is the core's package prefix plus the same suffix, e.g.
 /// `xray.proxy.vless.Account` / `v2ray.core.proxy.vless.Account`.
-fn type_prefix(flavour: Flavour) -> &'static str {
+pub(super) fn type_prefix(flavour: Flavour) -> &'static str {
     match flavour {
         Flavour::Xray => "xray.",
         Flavour::V2ray => "v2ray.core.",
@@ -66,8 +66,8 @@ const VLESS: &str = "proxy.vless.Account";
 const VMESS: &str = "proxy.vmess.Account";
 const TROJAN: &str = "proxy.trojan.Account";
 const SHADOWSOCKS: &str = "proxy.shadowsocks.Account";
-const SHADOWSOCKS_2022: &str = "proxy.shadowsocks_2022.Account";
-const SHADOWSOCKS_2022_MULTI: &str = "proxy.shadowsocks_2022.MultiUserServerConfig";
+pub(super) const SHADOWSOCKS_2022: &str = "proxy.shadowsocks_2022.Account";
+pub(super) const SHADOWSOCKS_2022_MULTI: &str = "proxy.shadowsocks_2022.MultiUserServerConfig";
 
 /// The proxy serving an inbound, as the inbound check found it from the core's own answers:
 /// it decides which account an add carries (the wrong one crashes the core, facts P1).
@@ -114,43 +114,6 @@ pub(crate) fn probe_verdict(proxy: &str, protocol: &Protocol) -> ProbeVerdict {
             "served by {proxy:?}, not {protocol}; its account would crash the core"
         )),
     }
-}
-
-/// The user key length of a Shadowsocks-2022 multi-user method (Xray accepts only the aes
-/// methods multi-user, facts §3.5), or `None`.
-pub(crate) fn ss2022_key_bytes(method: &str) -> Option<usize> {
-    match method {
-        "2022-blake3-aes-128-gcm" => Some(16),
-        "2022-blake3-aes-256-gcm" => Some(32),
-        _ => None,
-    }
-}
-
-/// The key length of the Shadowsocks-2022 inbound `tag` in a ListInbounds answer.
-pub(crate) fn ss2022_inbound_key_bytes(
-    flavour: Flavour,
-    tag: &str,
-    answer: proto::ListInboundsResponse,
-) -> Result<usize, ApiError> {
-    let Some(inbound) = answer.inbounds.into_iter().find(|i| i.tag == tag) else {
-        return Err(refused(&format!("ListInbounds does not list {tag:?}")));
-    };
-    let settings = inbound.proxy_settings.unwrap_or_default();
-    let multi = format!("{}{SHADOWSOCKS_2022_MULTI}", type_prefix(flavour));
-    if settings.r#type != multi {
-        return Err(refused(&format!(
-            "a Shadowsocks-2022 inbound that is not multi-user ({:?})",
-            settings.r#type
-        )));
-    }
-    let config = proto::Shadowsocks2022MultiUserServerConfig::decode(settings.value.as_slice())
-        .map_err(|e| refused(&format!("unreadable Shadowsocks-2022 settings: {e}")))?;
-    ss2022_key_bytes(&config.method).ok_or_else(|| {
-        refused(&format!(
-            "Shadowsocks-2022 method {:?} takes no users",
-            config.method
-        ))
-    })
 }
 
 fn typed(flavour: Flavour, suffix: &str, message: &impl Message) -> proto::TypedMessage {
@@ -268,7 +231,7 @@ fn account(flavour: Flavour, served: Served, user: &User) -> Result<proto::Typed
         }
         (Served::Shadowsocks2022 { key_bytes }, Credential::Password(key)) => {
             let account = proto::Shadowsocks2022Account {
-                key: ss2022_key(key, key_bytes)?,
+                key: ss2022::checked_key(key, key_bytes)?,
             };
             Ok(typed(flavour, SHADOWSOCKS_2022, &account))
         }
@@ -277,28 +240,6 @@ fn account(flavour: Flavour, served: Served, user: &User) -> Result<proto::Typed
             "this credential does not fit the {served:?} inbound"
         ))),
     }
-}
-
-/// A Shadowsocks-2022 user key: standard base64 of exactly the method's key length. Xray adds
-/// any string, then fails to rebuild its user table from a key that is not base64 or too short
-/// and ignores that failure, so from then on no add or remove on the inbound takes effect
-/// (Xray's proxy/shadowsocks_2022/inbound_multi.go AddUser; sing-shadowsocks UpdateUsers). A
-/// longer key would work on the server yet not in the users' clients, so it is refused too.
-fn ss2022_key(key: &str, key_bytes: usize) -> Result<String, ApiError> {
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(key)
-        .map_err(|e| {
-            refused(&format!(
-                "the Shadowsocks-2022 key is not standard base64: {e}"
-            ))
-        })?;
-    if decoded.len() != key_bytes {
-        return Err(refused(&format!(
-            "the Shadowsocks-2022 key is {} bytes, the inbound's method takes {key_bytes}",
-            decoded.len()
-        )));
-    }
-    Ok(key.to_owned())
 }
 
 fn uuid(id: &str) -> Result<String, ApiError> {
@@ -312,7 +253,7 @@ fn non_empty(password: &str) -> Result<String, ApiError> {
     Ok(password.to_owned())
 }
 
-fn refused(why: &str) -> ApiError {
+pub(super) fn refused(why: &str) -> ApiError {
     ApiError::Refused(why.to_owned())
 }
 
@@ -325,32 +266,9 @@ pub(crate) fn users_from(
     response
         .users
         .into_iter()
-        .filter(|user| !unnamed(flavour, user))
+        .filter(|user| !ss2022::is_unnamed(flavour, user))
         .map(|user| user_from(flavour, user))
         .collect()
-}
-
-/// Users the core holds without an email of their own, which no remove can name: an empty
-/// email (VMess and AEAD shadowsocks list config clients without one so, semantics §8), or on
-/// a Shadowsocks-2022 multi-user inbound the name Xray gives such a client at startup,
-/// `unnamed-user-<index>-<random UUID>` (Xray's proxy/shadowsocks_2022/inbound_multi.go). A
-/// client literally named like that in the config cannot be told apart and is skipped too.
-fn unnamed(flavour: Flavour, user: &proto::User) -> bool {
-    if user.email.is_empty() {
-        return true;
-    }
-    let ss2022 = format!("{}{SHADOWSOCKS_2022}", type_prefix(flavour));
-    let is_ss2022 = user.account.as_ref().is_some_and(|a| a.r#type == ss2022);
-    let Some(rest) = user.email.strip_prefix("unnamed-user-") else {
-        return false;
-    };
-    let Some((index, id)) = rest.split_once('-') else {
-        return false;
-    };
-    is_ss2022
-        && !index.is_empty()
-        && index.bytes().all(|b| b.is_ascii_digit())
-        && canonical_uuid(id).as_deref() == Some(id)
 }
 
 fn user_from(flavour: Flavour, user: proto::User) -> Result<User, ApiError> {

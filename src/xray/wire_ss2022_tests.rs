@@ -3,6 +3,7 @@
 
 use super::tests::{Raw, add, listed, try_add, user};
 use super::*;
+use crate::xray::ss2022::inbound_key_bytes as ss2022_inbound_key_bytes;
 
 const KEY_16: &str = "AAECAwQFBgcICQoLDA0ODw==";
 const KEY_32: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
