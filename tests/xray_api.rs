@@ -1,47 +1,57 @@
-//! Proof tier for the xray API client: a REAL V2Ray 4.34 (Debian's `v2ray`, /usr/bin/v2ray) on
-//! loopback, started per test as a child process and killed by PID when the test ends.
+//! Proof tier for the xray API client, once per real core (tests/support/cores.rs: Xray-core
+//! and Debian's V2Ray 4.34, narrowed by WARDEN_TEST_CORES), the same assertions on each: a core
+//! on loopback, started per test as a child process and killed by PID when the test ends.
+//! Xray-only behaviour (Shadowsocks-2022, listing, crash cases) is in tests/xray_live.rs.
 //!
 //! Every test ends by checking that the core never exited: the client must never send a
 //! request that crashes it (facts P1).
 
+mod support;
+
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream;
 use serde_json::json;
+use support::cores::{Core, free_port};
 use xray_warden::domain::{Credential, Flavour, Protocol, User};
 use xray_warden::xray::{ApiClient, ApiError, Detected};
 
-const V2RAY: &str = "/usr/bin/v2ray";
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A running V2Ray with an API inbound and one inbound per protocol, each on a free port.
-struct Core {
+/// A running core with an API inbound and one inbound per protocol, each on a free port.
+struct Running {
+    core: Core,
     child: Child,
     api: SocketAddr,
     dir: PathBuf,
     log: PathBuf,
 }
 
-impl Core {
-    fn start(name: &str) -> Core {
-        Core::start_on(name, free_port())
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+impl Running {
+    fn start(core: Core, name: &str) -> Running {
+        Running::start_on(core, name, loopback(free_port()))
     }
 
-    fn start_on(name: &str, api: SocketAddr) -> Core {
+    fn start_on(core: Core, name: &str, api: SocketAddr) -> Running {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("xray_api")
-            .join(format!("{name}-{}", std::process::id()));
+            .join(format!("{name}-{core}-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let inbound = |tag: &str, protocol: &str, settings| {
-            json!({"tag": tag, "listen": "127.0.0.1", "port": free_port().port(),
+            json!({"tag": tag, "listen": "127.0.0.1", "port": free_port(),
                    "protocol": protocol, "settings": settings})
         };
-        // facts §9.1: the API behind a dokodemo-door inbound routed to the "api" outbound.
+        // facts §9.1: the API behind a dokodemo-door inbound routed to the "api" outbound; both
+        // cores load this form.
         let config = json!({
             "log": {"loglevel": "warning"},
             "api": {"tag": "api", "services": ["HandlerService", "StatsService"]},
@@ -65,33 +75,34 @@ impl Core {
         });
         let file = dir.join("config.json");
         fs::write(&file, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-        let log = dir.join("v2ray.log");
+        let log = dir.join("core.log");
         let out = fs::File::create(&log).unwrap();
-        let child = Command::new(V2RAY)
-            .arg("-config")
-            .arg(&file)
-            .stdin(Stdio::null())
+        let child = core
+            .command(&file)
             .stdout(out.try_clone().unwrap())
             .stderr(out)
+            .stdin(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("{V2RAY} (Debian package v2ray) must be installed: {e}"));
-        let mut core = Core {
+            .unwrap_or_else(|e| panic!("{core}: starting {}: {e}", core.bin().display()));
+        let mut running = Running {
+            core,
             child,
             api,
             dir,
             log,
         };
-        core.wait_for_api();
-        core
+        running.wait_for_api();
+        running
     }
 
     fn wait_for_api(&mut self) {
+        let core = self.core;
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(self.api).is_err() {
             self.assert_alive();
             assert!(
                 Instant::now() < deadline,
-                "API port never opened\n{}",
+                "{core}: API port never opened\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -99,6 +110,7 @@ impl Core {
         // The dokodemo-door port can accept before the API behind it answers: wait for a real
         // call (on a thread of its own, since tests call this from inside their runtime).
         let api = self.api;
+        let flavour = core.flavour();
         let answers = move || {
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -106,7 +118,7 @@ impl Core {
                     .build()
                     .unwrap();
                 runtime.block_on(async {
-                    let client = ApiClient::new(api, Flavour::V2ray, Duration::from_secs(1));
+                    let client = ApiClient::new(api, flavour, Duration::from_secs(1));
                     client.uptime().await.is_ok()
                 })
             })
@@ -117,7 +129,7 @@ impl Core {
             self.assert_alive();
             assert!(
                 Instant::now() < deadline,
-                "API never answered\n{}",
+                "{core}: API never answered\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -128,7 +140,8 @@ impl Core {
         let status = self.child.try_wait().unwrap();
         assert!(
             status.is_none(),
-            "v2ray exited: {status:?}\n{}",
+            "{} exited: {status:?}\n{}",
+            self.core,
             self.log_text()
         );
     }
@@ -138,11 +151,11 @@ impl Core {
     }
 
     fn client(&self) -> ApiClient {
-        ApiClient::new(self.api, Flavour::V2ray, TIMEOUT)
+        ApiClient::new(self.api, self.core.flavour(), TIMEOUT)
     }
 }
 
-impl Drop for Core {
+impl Drop for Running {
     fn drop(&mut self) {
         // std's kill signals exactly this child's PID.
         let _ = self.child.kill();
@@ -152,11 +165,6 @@ impl Drop for Core {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 fn id_user(email: &str, n: u64) -> User {
@@ -179,46 +187,75 @@ fn password_user(email: &str, password: &str) -> User {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_are_added_and_removed_and_nothing_crashes_the_core() {
-    let mut core = Core::start("lifecycle");
-    let detected = ApiClient::detect(core.api, TIMEOUT).await.unwrap();
+    for core in Core::all() {
+        lifecycle(core).await;
+    }
+}
+
+async fn lifecycle(core: Core) {
+    let mut running = Running::start(core, "lifecycle");
+    let detected = ApiClient::detect(running.api, TIMEOUT).await.unwrap();
     assert_eq!(
         detected,
         Detected {
-            flavour: Flavour::V2ray,
-            can_list_users: false
-        }
+            flavour: core.flavour(),
+            // Xray >= v24.11.5 lists users; 4.34 has no GetInboundUsers (facts §2).
+            can_list_users: core == Core::Xray,
+        },
+        "{core}: detection"
     );
 
-    let api = core.client();
+    let api = running.client();
     let alice = id_user("alice@x", 1);
     assert_eq!(
         api.add_user("vless-in", &Protocol::Vless, &alice).await,
-        Ok(())
+        Ok(()),
+        "{core}: add alice"
     );
-    let again = api.add_user("vless-in", &Protocol::Vless, &alice).await;
-    assert_eq!(again, Err(ApiError::AlreadyExists));
-    assert_eq!(api.remove_user("vless-in", "alice@x").await, Ok(()));
+    assert_eq!(
+        api.add_user("vless-in", &Protocol::Vless, &alice).await,
+        Err(ApiError::AlreadyExists),
+        "{core}: add alice again"
+    );
+    assert_eq!(
+        api.add_user("vless-in", &Protocol::Vless, &id_user("ALICE@x", 1))
+            .await,
+        Err(ApiError::AlreadyExists),
+        "{core}: emails match in any case on add"
+    );
     assert_eq!(
         api.remove_user("vless-in", "alice@x").await,
-        Err(ApiError::NotFound)
+        Ok(()),
+        "{core}: remove alice"
+    );
+    assert_eq!(
+        api.remove_user("vless-in", "alice@x").await,
+        Err(ApiError::NotFound),
+        "{core}: remove alice again"
     );
 
     assert_eq!(
         api.add_user("vmess-in", &Protocol::Vmess, &id_user("v@x", 2))
             .await,
-        Ok(())
+        Ok(()),
+        "{core}: add to vmess"
     );
     let trojan = password_user("t@x", "trojan-secret");
     assert_eq!(
         api.add_user("trojan-in", &Protocol::Trojan, &trojan).await,
-        Ok(())
+        Ok(()),
+        "{core}: add to trojan"
     );
     assert_eq!(
         api.remove_user("vmess-in", "V@X").await,
         Ok(()),
-        "emails match in any case"
+        "{core}: emails match in any case on remove"
     );
-    assert_eq!(api.remove_user("trojan-in", "t@x").await, Ok(()));
+    assert_eq!(
+        api.remove_user("trojan-in", "t@x").await,
+        Ok(()),
+        "{core}: remove from trojan"
+    );
 
     // Requests that would crash the core or could never be undone are not sent.
     let refusals = [
@@ -240,12 +277,17 @@ async fn users_are_added_and_removed_and_nothing_crashes_the_core() {
         let result = api.add_user(tag, &protocol, &user).await;
         assert!(
             matches!(result, Err(ApiError::Refused(_))),
-            "{tag} {user:?}: {result:?}"
+            "{core}: {tag} {user:?}: {result:?}"
         );
-        core.assert_alive();
+        running.assert_alive();
     }
     // The caller's tag -> protocol map is wrong: the core itself says which proxy serves the
-    // tag, and nothing crash-prone is sent (a VMess account to a VLESS inbound exits 4.34).
+    // tag, and nothing crash-prone is sent (a VMess account to a VLESS inbound exits the core).
+    // Xray's AEAD shadowsocks inbound takes users (as "shadowsocks"); 4.34's does not.
+    let ss_inbound = match core {
+        Core::Xray => "served by \"shadowsocks\", not trojan",
+        Core::V2ray => "takes no users",
+    };
     let misdirected = [
         (
             "vless-in",
@@ -275,21 +317,23 @@ async fn users_are_added_and_removed_and_nothing_crashes_the_core() {
             "ss-in",
             Protocol::Trojan,
             password_user("m5@x", "pw"),
-            "takes no users",
+            ss_inbound,
         ),
         ("api", Protocol::Vless, id_user("m6@x", 8), "takes no users"),
     ];
     for (tag, protocol, user, why) in misdirected {
         match api.add_user(tag, &protocol, &user).await {
-            Err(ApiError::Refused(text)) => assert!(text.contains(why), "{tag}: {text}"),
-            other => panic!("{tag} as {protocol}: {other:?}"),
+            Err(ApiError::Refused(text)) => {
+                assert!(text.contains(why), "{core}: {tag}: {text}")
+            }
+            other => panic!("{core}: {tag} as {protocol}: {other:?}"),
         }
-        core.assert_alive();
+        running.assert_alive();
     }
     assert_eq!(
         api.add_user("vless-in", &Protocol::Vless, &alice).await,
         Ok(()),
-        "core still answers"
+        "{core}: core still answers"
     );
 
     match api
@@ -297,22 +341,32 @@ async fn users_are_added_and_removed_and_nothing_crashes_the_core() {
         .await
     {
         Err(ApiError::Core(text)) => {
-            assert!(text.contains("handler not found: nope-tag"), "{text}")
+            assert!(
+                text.contains("handler not found: nope-tag"),
+                "{core}: {text}"
+            )
         }
-        other => panic!("unknown tag: {other:?}"),
+        other => panic!("{core}: unknown tag: {other:?}"),
     }
-    assert_eq!(
-        api.inbound_users("vless-in").await,
-        Ok(None),
-        "4.34 cannot list users"
-    );
-    core.assert_alive();
+    let listed = api.inbound_users("vless-in").await;
+    match core {
+        Core::V2ray => assert_eq!(listed, Ok(None), "{core}: 4.34 cannot list users"),
+        Core::Xray => assert_eq!(listed, Ok(Some(vec![alice.clone()])), "{core}: listed"),
+    }
+    assert!(api.uptime().await.is_ok(), "{core}: GetSysStats answers");
+    running.assert_alive();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_adds_sixteen_in_flight() {
-    let mut core = Core::start("bulk");
-    let api = core.client();
+    for core in Core::all() {
+        bulk(core).await;
+    }
+}
+
+async fn bulk(core: Core) {
+    let mut running = Running::start(core, "bulk");
+    let api = running.client();
     let users: Vec<User> = (0..1000)
         .map(|n| id_user(&format!("user{n}@bulk"), n))
         .collect();
@@ -326,9 +380,13 @@ async fn a_thousand_adds_sixteen_in_flight() {
     let add_time = started.elapsed();
     assert!(
         added.iter().all(Result::is_ok),
-        "{:?}",
+        "{core}: {:?}",
         added.iter().find(|r| r.is_err())
     );
+    if core == Core::Xray {
+        let listed = api.inbound_users("vless-in").await.unwrap().unwrap();
+        assert_eq!(listed.len(), 1000, "{core}: all listed");
+    }
 
     let started = Instant::now();
     let removed: Vec<_> = stream::iter(&users)
@@ -339,19 +397,25 @@ async fn a_thousand_adds_sixteen_in_flight() {
     let remove_time = started.elapsed();
     assert!(
         removed.iter().all(Result::is_ok),
-        "{:?}",
+        "{core}: {:?}",
         removed.iter().find(|r| r.is_err())
     );
-    eprintln!("1000 VLESS adds, 16 in flight: {add_time:?}; 1000 removes: {remove_time:?}");
-    core.assert_alive();
+    eprintln!("{core}: 1000 VLESS adds, 16 in flight: {add_time:?}; 1000 removes: {remove_time:?}");
+    running.assert_alive();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_and_uptime_are_read() {
-    let mut core = Core::start("stats");
-    let api = core.client();
+    for core in Core::all() {
+        stats(core).await;
+    }
+}
+
+async fn stats(core: Core) {
+    let mut running = Running::start(core, "stats");
+    let api = running.client();
     let uptime = api.uptime().await.unwrap();
-    assert!(uptime < Duration::from_secs(60), "{uptime:?}");
+    assert!(uptime < Duration::from_secs(60), "{core}: {uptime:?}");
     // The calls above went through the API's dokodemo-door inbound, so it has counted bytes.
     let stats = api.query_stats("inbound>>>", false).await.unwrap();
     let api_uplink = stats
@@ -359,57 +423,66 @@ async fn stats_and_uptime_are_read() {
         .find(|(name, _)| name == "inbound>>>api>>>traffic>>>uplink");
     assert!(
         matches!(api_uplink, Some((_, bytes)) if *bytes > 0),
-        "{stats:?}"
+        "{core}: {stats:?}"
     );
     assert!(
         stats.iter().all(|(name, _)| name.contains("inbound>>>")),
-        "{stats:?}"
+        "{core}: {stats:?}"
     );
     let reset = api
         .query_stats("inbound>>>vless-in>>>", true)
         .await
         .unwrap();
-    assert_eq!(reset.len(), 2, "uplink and downlink: {reset:?}");
-    core.assert_alive();
+    assert_eq!(reset.len(), 2, "{core}: uplink and downlink: {reset:?}");
+    running.assert_alive();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_reaches_a_restarted_core_and_sees_it_restarted() {
-    let first = Core::start("restart-1");
+    for core in Core::all() {
+        restart(core).await;
+    }
+}
+
+async fn restart(core: Core) {
+    let first = Running::start(core, "restart-1");
     let addr = first.api;
     let api = first.client();
     let alice = id_user("alice@x", 1);
     assert_eq!(
         api.add_user("vless-in", &Protocol::Vless, &alice).await,
-        Ok(())
+        Ok(()),
+        "{core}: add alice"
     );
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let before = api.uptime().await.unwrap();
     drop(first);
     let down = api.uptime().await.unwrap_err();
-    assert!(down.is_retryable(), "{down:?}");
+    assert!(down.is_retryable(), "{core}: {down:?}");
 
-    let mut second = Core::start_on("restart-2", addr);
+    let mut second = Running::start_on(core, "restart-2", addr);
     let after = api.uptime().await.expect("the same client reconnects");
     assert!(
         after < before,
-        "uptime {before:?} -> {after:?} shows the restart (facts P4)"
+        "{core}: uptime {before:?} -> {after:?} shows the restart (facts P4)"
     );
     // Users added through the API died with the first process.
     assert_eq!(
         api.remove_user("vless-in", "alice@x").await,
-        Err(ApiError::NotFound)
+        Err(ApiError::NotFound),
+        "{core}: alice died with the first process"
     );
     assert_eq!(
         api.add_user("vless-in", &Protocol::Vless, &alice).await,
-        Ok(())
+        Ok(()),
+        "{core}: add alice to the new process"
     );
     second.assert_alive();
 }
 
 #[tokio::test]
 async fn an_absent_or_silent_core_fails_fast_and_retryably() {
-    let closed = free_port();
+    let closed = loopback(free_port());
     let refused = ApiClient::detect(closed, TIMEOUT).await.unwrap_err();
     assert!(matches!(refused, ApiError::Transport(_)), "{refused:?}");
 

@@ -1,6 +1,6 @@
 //! The gRPC client of one core's API: unary calls over one lazily connected HTTP/2 channel.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,14 +14,11 @@ use tonic_prost::ProstCodec;
 
 use super::error::{ApiError, Failure, classify};
 use super::proto;
-use super::wire::{self, Method};
+use super::wire::{self, Method, Served};
 use crate::domain::{Flavour, Protocol, User};
 
 /// Answers (user lists, stats) may be far larger than tonic's 4 MiB default (facts P10).
 const MAX_ANSWER_BYTES: usize = 64 << 20;
-
-/// An inbound tag no real config uses, so probing with it reads nothing and changes nothing.
-const PROBE_TAG: &str = "xray-warden probe: no such inbound";
 
 /// A client of one core's gRPC API (HandlerService and StatsService).
 ///
@@ -33,11 +30,11 @@ const PROBE_TAG: &str = "xray-warden probe: no such inbound";
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     channel: Channel,
-    flavour: Flavour,
+    pub(super) flavour: Flavour,
     timeout: Duration,
-    /// (tag, protocol) pairs whose inbound was checked. A core's inbounds do not change while it
+    /// What the check of each (tag, protocol) found. A core's inbounds do not change while it
     /// runs, and a new core process gets a new client, so one check per inbound is enough.
-    checked: Arc<Mutex<HashSet<(String, String)>>>,
+    pub(super) checked: Arc<Mutex<HashMap<(String, String), Served>>>,
 }
 
 /// What [`ApiClient::detect`] found out about a core.
@@ -69,66 +66,36 @@ impl ApiClient {
         self.flavour
     }
 
-    /// Finds out which core serves `addr` with requests that only read: GetInboundUsersCount
-    /// of an inbound that cannot exist on Xray's service path, then, if that service is
-    /// unknown, GetSysStats on Xray's stats path. V2Ray 4.34 knows neither service (facts §0).
-    /// An Xray that enables neither HandlerService nor StatsService is reported as V2Ray; it
-    /// could not manage users anyway. Takes at most twice the timeout.
-    pub async fn detect(addr: SocketAddr, timeout: Duration) -> Result<Detected, ApiError> {
-        let probe = ApiClient::new(addr, Flavour::Xray, timeout);
-        let xray = |can_list_users| Detected {
-            flavour: Flavour::Xray,
-            can_list_users,
-        };
-        let count = proto::GetInboundUserRequest {
-            tag: PROBE_TAG.to_owned(),
-            email: String::new(),
-        };
-        let path = Method::GetInboundUsersCount.path(Flavour::Xray);
-        match probe
-            .call::<_, proto::GetInboundUsersCountResponse>(path, count)
-            .await
-        {
-            Err(Failure::UnknownService(_)) => {}
-            Err(Failure::UnknownMethod(_)) => return Ok(xray(false)),
-            Err(Failure::Api(error)) if error.is_retryable() => return Err(error),
-            // Any answer from the handler, e.g. "handler not found".
-            Ok(_) | Err(_) => return Ok(xray(true)),
-        }
-        let path = Method::GetSysStats.path(Flavour::Xray);
-        match probe
-            .call::<_, proto::SysStatsResponse>(path, proto::SysStatsRequest {})
-            .await
-        {
-            Err(Failure::UnknownService(_)) => Ok(Detected {
-                flavour: Flavour::V2ray,
-                can_list_users: false,
-            }),
-            Err(Failure::Api(error)) if error.is_retryable() => Err(error),
-            Ok(_) | Err(_) => Ok(xray(false)),
-        }
-    }
-
     /// Adds `user` to the inbound `tag`, whose protocol the caller knows from the core's config.
     ///
     /// Returns [`ApiError::Refused`] without sending anything when the request could crash
     /// the core or could never be undone: the protocol takes no users on this core, the
     /// credential does not fit the protocol, the email is empty, an id is not a UUID, a
-    /// password is empty, or the inbound is shadowsocks (not supported: the account kind
-    /// depends on the inbound's method). Then asks the core, with a request that changes
-    /// nothing, which proxy serves `tag`, and returns [`ApiError::Refused`] when it is not
-    /// `protocol` (an account of the wrong protocol crashes the core, facts P1) or takes no
-    /// users. So each add is two calls; an inbound replaced between them (a restart with
+    /// password is empty. Then asks the core, with a request that changes nothing, which proxy
+    /// serves `tag`, and returns [`ApiError::Refused`] when it is not `protocol` (an account of
+    /// the wrong protocol crashes the core, facts P1) or takes no users. So each add is two
+    /// calls the first time per inbound; an inbound replaced between them (a restart with
     /// another config) is the one case this cannot catch. [`ApiError::AlreadyExists`] when the
     /// email is taken; [`ApiError::Core`] naming the tag when the core has no such inbound.
+    ///
+    /// Shadowsocks: only Xray's multi-user Shadowsocks-2022 inbound takes users here (the
+    /// user's password is its base64 key, of exactly the length the inbound's method needs,
+    /// read once with ListInbounds). Its core compares emails case-sensitively on add
+    /// (facts P7), so each such add first asks the core whether the email is there in any
+    /// letter case and answers [`ApiError::AlreadyExists`] itself. AEAD (single-cipher)
+    /// shadowsocks inbounds are refused: Xray accepts the same email twice there (semantics §1).
     pub async fn add_user(
         &self,
         tag: &str,
         protocol: &Protocol,
         user: &User,
     ) -> Result<(), ApiError> {
-        let request = wire::add_user(self.flavour, tag, protocol, user)?;
-        self.check_inbound(tag, protocol).await?;
+        wire::check_user(self.flavour, protocol, user)?;
+        let served = self.check_inbound(tag, protocol).await?;
+        let request = wire::add_user(self.flavour, tag, served, user)?;
+        if matches!(served, Served::Shadowsocks2022 { .. }) && self.holds(tag, &user.email).await? {
+            return Err(ApiError::AlreadyExists);
+        }
         self.alter_inbound(request).await
     }
 
@@ -141,7 +108,13 @@ impl ApiClient {
     }
 
     /// The users the inbound `tag` holds now, or `Ok(None)` when the core cannot list them
-    /// (V2Ray, Xray before v24.11.5). Users without email are not listed by the core.
+    /// (V2Ray, Xray before v24.11.5). Users the core holds without an email of their own are
+    /// left out, since no remove can name them: Xray lists config clients without email with
+    /// email "" (VMess, shadowsocks) and renames them `unnamed-user-<index>-<UUID>` on a
+    /// Shadowsocks-2022 multi-user inbound (semantics §8); VLESS and Trojan do not list them.
+    /// A client really named `unnamed-user-<digits>-<UUID>` in such an inbound is left out too.
+    /// Credentials read back as they were added (ids canonical; a Shadowsocks-2022 user's
+    /// password is its key), so comparing them with the desired users is exact.
     pub async fn inbound_users(&self, tag: &str) -> Result<Option<Vec<User>>, ApiError> {
         let request = proto::GetInboundUserRequest {
             tag: tag.to_owned(),
@@ -180,52 +153,18 @@ impl ApiClient {
         Ok(Duration::from_secs(answer.uptime.into()))
     }
 
-    async fn alter_inbound(&self, request: proto::AlterInboundRequest) -> Result<(), ApiError> {
+    pub(super) async fn alter_inbound(
+        &self,
+        request: proto::AlterInboundRequest,
+    ) -> Result<(), ApiError> {
         let path = Method::AlterInbound.path(self.flavour);
         let _: proto::AlterInboundResponse = self.call(path, request).await?;
         Ok(())
     }
 
-    /// Refuses unless the inbound `tag` is served by the proxy `protocol` names.
-    async fn check_inbound(&self, tag: &str, protocol: &Protocol) -> Result<(), ApiError> {
-        let key = (tag.to_owned(), protocol.as_str().to_owned());
-        if self
-            .checked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
-        {
-            return Ok(());
-        }
-        self.probe_inbound(tag, protocol).await?;
-        self.checked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key);
-        Ok(())
-    }
-
-    async fn probe_inbound(&self, tag: &str, protocol: &Protocol) -> Result<(), ApiError> {
-        let path = Method::AlterInbound.path(self.flavour);
-        let probe = wire::inbound_probe(self.flavour, tag);
-        let refused = |why: String| Err(ApiError::Refused(format!("inbound {tag:?}: {why}")));
-        match self
-            .call::<_, proto::AlterInboundResponse>(path, probe)
-            .await
-        {
-            Err(Failure::EmptyEmail { proxy, .. }) if wire::proxy_takes(&proxy, protocol) => Ok(()),
-            Err(Failure::EmptyEmail { proxy, .. }) => refused(format!(
-                "served by {proxy:?}, not {protocol}; its account would crash the core"
-            )),
-            Err(Failure::NotUserManager(message)) => refused(format!("takes no users ({message})")),
-            Err(failure) => Err(failure.into()),
-            Ok(_) => refused("the core accepted an empty email; cannot tell its protocol".into()),
-        }
-    }
-
     /// One unary call with a deadline: sent to the core as grpc-timeout, and enforced here
     /// around connecting, sending and reading.
-    async fn call<Q, A>(&self, path: PathAndQuery, message: Q) -> Result<A, Failure>
+    pub(super) async fn call<Q, A>(&self, path: PathAndQuery, message: Q) -> Result<A, Failure>
     where
         Q: Message + Send + Sync + 'static,
         A: Message + Default + Send + Sync + 'static,

@@ -38,6 +38,10 @@ pub enum ApiError {
     /// Holds the core's message.
     #[error("the inbound cannot hold users: {0}")]
     CannotHoldUsers(String),
+    /// Detection: the API answers, but serves neither HandlerService nor StatsService under
+    /// Xray's or V2Ray's names (the core's `api.services` lists neither). Holds what to fix.
+    #[error("{0}")]
+    NoServices(String),
     /// Any other failure the core reported, with its text (e.g. an unknown inbound tag), or an
     /// answer this client could not read.
     #[error("core: {0}")]
@@ -103,15 +107,19 @@ pub(crate) fn classify(status: &Status) -> Failure {
         _ if status.source().is_some() => return api(ApiError::Transport(message.to_owned())),
         _ => {}
     }
-    // facts §0: "<pkg>: <message>[ > <inner>]"; the innermost error is last.
+    // facts §6: "<pkg>: User EMAIL already exists." / "<pkg>: User EMAIL not found.". The email
+    // is free text (it may hold " > ", the chain separator, or ": User "), so these are read
+    // from the known suffix and the first proxy package, never by splitting the chain.
+    if user_text(message, " already exists.") {
+        return api(ApiError::AlreadyExists);
+    }
+    if user_text(message, " not found.") {
+        return api(ApiError::NotFound);
+    }
+    // facts §0: "<pkg>: <message>[ > <inner>]"; the innermost error is last. The texts below
+    // carry no email, so splitting is safe for them.
     let inner = message.rsplit(" > ").next().unwrap_or(message);
-    // facts §6: "<pkg>: User EMAIL already exists." / "<pkg>: User EMAIL not found."; the
-    // "handler not found: TAG" of an unknown inbound has no "User " and stays a Core error.
-    if inner.contains(": User ") && inner.ends_with(" already exists.") {
-        api(ApiError::AlreadyExists)
-    } else if inner.contains(": User ") && inner.ends_with(" not found.") {
-        api(ApiError::NotFound)
-    } else if let Some(package) = inner.strip_suffix(": Email must not be empty.") {
+    if let Some(package) = inner.strip_suffix(": Email must not be empty.") {
         // "v2ray.com/core/proxy/vmess/inbound" (4.34, live) or "proxy/vless" (Xray, facts §6).
         let after = package
             .rfind("proxy/")
@@ -126,6 +134,35 @@ pub(crate) fn classify(status: &Status) -> Failure {
     } else {
         api(ApiError::Core(message.to_owned()))
     }
+}
+
+/// Whether `message` is "... <proxy package>: User <email><suffix>", with the fixed words in
+/// any letter case (the cores print the email as they hold it, some lower-cased, semantics §1).
+/// The package is the first `proxy/<name>` path in the text that starts the text or follows a
+/// '/' or a space and is followed by ": User "; everything after it up to `suffix` is the
+/// email, whatever it contains. A handler's "handler not found: TAG" names no proxy package.
+fn user_text(message: &str, suffix: &str) -> bool {
+    // ASCII lower-casing keeps byte offsets, so positions found in `lower` hold in `message`.
+    let lower = message.to_ascii_lowercase();
+    let Some(body) = lower.strip_suffix(suffix) else {
+        return false;
+    };
+    let mut from = 0;
+    while let Some(at) = body[from..].find("proxy/") {
+        let start = from + at;
+        from = start + "proxy/".len();
+        if start > 0 && !matches!(body.as_bytes()[start - 1], b'/' | b' ') {
+            continue;
+        }
+        let rest = &body[from..];
+        let name = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '/'))
+            .unwrap_or(rest.len());
+        if name > 0 && rest[name..].starts_with(": user ") {
+            return true;
+        }
+    }
+    false
 }
 
 fn source_is<E: std::error::Error + 'static>(status: &Status) -> bool {
@@ -172,6 +209,55 @@ mod tests {
             "proxy/trojan: User nobody@x not found.",
         ] {
             assert_eq!(unknown(text), ApiError::NotFound, "{text}");
+        }
+    }
+
+    #[test]
+    fn emails_holding_the_chain_separator_or_the_fixed_words_still_classify() {
+        // An email is free text: " > " (the error chain separator), ": User ", "proxy/" and the
+        // fixed words may all be part of it (issue 9 §3.8).
+        for email in [
+            "a > b@x",
+            "x > y > z",
+            "a: User b@x",
+            "proxy/vless: User c@x",
+            "d > proxy/vless: User e@x",
+            "not found. > already exists.",
+        ] {
+            for package in ["proxy/vless", "v2ray.com/core/proxy/vmess/inbound"] {
+                let exists = format!("{package}: User {email} already exists.");
+                assert_eq!(unknown(&exists), ApiError::AlreadyExists, "{exists}");
+                let missing = format!("{package}: User {email} not found.");
+                assert_eq!(unknown(&missing), ApiError::NotFound, "{missing}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_fixed_words_match_in_any_letter_case() {
+        // Xray's shadowsocks and vless print the removed email lower-cased (semantics §1); the
+        // email's case never matters, and neither does the case of the fixed words.
+        for text in [
+            "proxy/shadowsocks: User alice@x not found.",
+            "proxy/vless: user ALICE@X NOT FOUND.",
+            "PROXY/TROJAN: User Alice@X Not Found.",
+        ] {
+            assert_eq!(unknown(text), ApiError::NotFound, "{text}");
+        }
+        let text = "proxy/vmess/inbound: USER ALICE@x ALREADY EXISTS.";
+        assert_eq!(unknown(text), ApiError::AlreadyExists, "{text}");
+    }
+
+    #[test]
+    fn user_texts_need_a_proxy_package() {
+        for text in [
+            "User alice@x not found.",
+            "app/proxyman/command: User alice@x not found.",
+            "xproxy/vless: User alice@x not found.",
+            "proxy/: User alice@x not found.",
+            "proxy/vless: User alice@x not found. (retry)",
+        ] {
+            assert_eq!(unknown(text), ApiError::Core(text.to_owned()), "{text}");
         }
     }
 

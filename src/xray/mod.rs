@@ -13,7 +13,10 @@
 //! serving the inbound (see [`ApiClient::add_user`]).
 
 mod client;
+mod detect;
 mod error;
+mod inbound;
+mod ss2022;
 mod wire;
 
 #[allow(clippy::all, clippy::pedantic)]

@@ -9,12 +9,14 @@ use tonic::codegen::http::uri::PathAndQuery;
 
 use super::error::ApiError;
 use super::proto;
+use super::ss2022;
 use crate::domain::{Credential, Flavour, Protocol, User, canonical_uuid};
 
 /// The RPCs this client calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Method {
     AlterInbound,
+    ListInbounds,
     GetInboundUsers,
     GetInboundUsersCount,
     QueryStats,
@@ -28,6 +30,8 @@ impl Method {
         use {Flavour::*, Method::*};
         PathAndQuery::from_static(match (flavour, self) {
             (Xray, AlterInbound) => "/xray.app.proxyman.command.HandlerService/AlterInbound",
+            (Xray, ListInbounds) => "/xray.app.proxyman.command.HandlerService/ListInbounds",
+            (V2ray, ListInbounds) => "/v2ray.core.app.proxyman.command.HandlerService/ListInbounds",
             (Xray, GetInboundUsers) => "/xray.app.proxyman.command.HandlerService/GetInboundUsers",
             (Xray, GetInboundUsersCount) => {
                 "/xray.app.proxyman.command.HandlerService/GetInboundUsersCount"
@@ -49,7 +53,7 @@ impl Method {
 
 /// facts §3.1: every type string is the core's package prefix plus the same suffix, e.g.
 /// `xray.proxy.vless.Account` / `v2ray.core.proxy.vless.Account`.
-fn type_prefix(flavour: Flavour) -> &'static str {
+pub(super) fn type_prefix(flavour: Flavour) -> &'static str {
     match flavour {
         Flavour::Xray => "xray.",
         Flavour::V2ray => "v2ray.core.",
@@ -62,7 +66,55 @@ const VLESS: &str = "proxy.vless.Account";
 const VMESS: &str = "proxy.vmess.Account";
 const TROJAN: &str = "proxy.trojan.Account";
 const SHADOWSOCKS: &str = "proxy.shadowsocks.Account";
-const SHADOWSOCKS_2022: &str = "proxy.shadowsocks_2022.Account";
+pub(super) const SHADOWSOCKS_2022: &str = "proxy.shadowsocks_2022.Account";
+pub(super) const SHADOWSOCKS_2022_MULTI: &str = "proxy.shadowsocks_2022.MultiUserServerConfig";
+
+/// The proxy serving an inbound, as the inbound check found it from the core's own answers:
+/// it decides which account an add carries (the wrong one crashes the core, facts P1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    Vless,
+    Vmess,
+    Trojan,
+    /// Xray's multi-user Shadowsocks-2022 inbound, whose method takes user keys of exactly
+    /// `key_bytes` bytes (base64 in the account).
+    Shadowsocks2022 {
+        key_bytes: usize,
+    },
+}
+
+/// What the inbound check makes of the proxy named by the probe's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProbeVerdict {
+    Served(Served),
+    /// Shadowsocks-2022: the key length comes from the inbound's method (ListInbounds).
+    NeedsMethod,
+    Refused(String),
+}
+
+/// Whether the proxy named by the inbound check (`vless`, `vmess`, `trojan`, ...) takes the
+/// accounts built for `protocol`, and which.
+pub(crate) fn probe_verdict(proxy: &str, protocol: &Protocol) -> ProbeVerdict {
+    match (proxy, protocol) {
+        ("vless", Protocol::Vless) => ProbeVerdict::Served(Served::Vless),
+        ("vmess", Protocol::Vmess) => ProbeVerdict::Served(Served::Vmess),
+        ("trojan", Protocol::Trojan) => ProbeVerdict::Served(Served::Trojan),
+        ("shadowsocks_2022", Protocol::Shadowsocks) => ProbeVerdict::NeedsMethod,
+        // semantics §1: Xray's AEAD shadowsocks adds a user again under an email it already
+        // holds, and its account needs a cipher number matching the inbound's method (they
+        // differ per core, facts §3.5). Refusing every add here is what keeps a changed
+        // password from ever being half-applied through this client.
+        ("shadowsocks", Protocol::Shadowsocks) => ProbeVerdict::Refused(
+            "an AEAD (single-cipher) shadowsocks inbound: the core keeps duplicate emails and \
+             its account must match the inbound's cipher; only Shadowsocks-2022 multi-user \
+             inbounds take users through this client"
+                .into(),
+        ),
+        _ => ProbeVerdict::Refused(format!(
+            "served by {proxy:?}, not {protocol}; its account would crash the core"
+        )),
+    }
+}
 
 fn typed(flavour: Flavour, suffix: &str, message: &impl Message) -> proto::TypedMessage {
     proto::TypedMessage {
@@ -71,15 +123,42 @@ fn typed(flavour: Flavour, suffix: &str, message: &impl Message) -> proto::Typed
     }
 }
 
-/// The AlterInbound that adds `user` to the inbound `tag`, or [`ApiError::Refused`] when
-/// sending it could be malformed or crash the core (facts P1, P6, appendix A).
+/// Refuses, before anything is sent, a user no inbound of `protocol` on this core could take
+/// safely: the protocol takes no users, the credential does not fit it, the email is empty, an
+/// id is not a UUID or a password is empty (facts P1, P6, appendix A).
+pub(crate) fn check_user(
+    flavour: Flavour,
+    protocol: &Protocol,
+    user: &User,
+) -> Result<(), ApiError> {
+    if let Some(why) = protocol.user_management_refusal(flavour) {
+        return Err(refused(&format!("{protocol} inbound on {flavour}: {why}")));
+    }
+    if !protocol.accepts(&user.credential) {
+        // facts P1: a mismatched account panics the core.
+        return Err(refused(&format!(
+            "this credential does not fit a {protocol} inbound"
+        )));
+    }
+    if user.email.is_empty() {
+        // facts P6: a user without email can never be removed and gets no stats.
+        return Err(refused("empty email"));
+    }
+    match &user.credential {
+        Credential::Id(id) => uuid(id).map(drop),
+        Credential::Password(password) => non_empty(password).map(drop),
+    }
+}
+
+/// The AlterInbound that adds `user` to the inbound `tag` served by `served`, or
+/// [`ApiError::Refused`] when sending it could be malformed or crash the core.
 pub(crate) fn add_user(
     flavour: Flavour,
     tag: &str,
-    protocol: &Protocol,
+    served: Served,
     user: &User,
 ) -> Result<proto::AlterInboundRequest, ApiError> {
-    let account = account(flavour, protocol, user)?;
+    let account = account(flavour, served, user)?;
     let user = proto::User {
         level: user.level,
         email: user.email.clone(),
@@ -123,42 +202,19 @@ pub(crate) fn inbound_probe(flavour: Flavour, tag: &str) -> proto::AlterInboundR
     }
 }
 
-/// Whether the proxy named by the inbound check (`vless`, `vmess`, `trojan`, ...) takes the
-/// accounts built for `protocol`.
-pub(crate) fn proxy_takes(proxy: &str, protocol: &Protocol) -> bool {
-    matches!(
-        (proxy, protocol),
-        ("vless", Protocol::Vless) | ("vmess", Protocol::Vmess) | ("trojan", Protocol::Trojan)
-    )
-}
-
-fn account(
-    flavour: Flavour,
-    protocol: &Protocol,
-    user: &User,
-) -> Result<proto::TypedMessage, ApiError> {
-    if let Some(why) = protocol.user_management_refusal(flavour) {
-        return Err(refused(&format!("{protocol} inbound on {flavour}: {why}")));
-    }
-    if !protocol.accepts(&user.credential) {
-        // facts P1: a mismatched account panics the core.
-        return Err(refused(&format!(
-            "this credential does not fit a {protocol} inbound"
-        )));
-    }
+fn account(flavour: Flavour, served: Served, user: &User) -> Result<proto::TypedMessage, ApiError> {
     if user.email.is_empty() {
-        // facts P6: a user without email can never be removed and gets no stats.
         return Err(refused("empty email"));
     }
-    match (protocol, &user.credential) {
-        (Protocol::Vless, Credential::Id(id)) => {
+    match (served, &user.credential) {
+        (Served::Vless, Credential::Id(id)) => {
             let account = proto::VlessAccount {
                 id: uuid(id)?,
                 flow: user.flow.clone(),
             };
             Ok(typed(flavour, VLESS, &account))
         }
-        (Protocol::Vmess, Credential::Id(id)) => {
+        (Served::Vmess, Credential::Id(id)) => {
             // facts §3.5: alter_id 0 (AEAD) on V2Ray; Xray has no such field. Either way proto3
             // leaves a zero off the wire. security_settings is client-side and omitted.
             let account = proto::VmessAccount {
@@ -167,21 +223,22 @@ fn account(
             };
             Ok(typed(flavour, VMESS, &account))
         }
-        (Protocol::Trojan, Credential::Password(password)) => {
+        (Served::Trojan, Credential::Password(password)) => {
             let account = proto::TrojanAccount {
                 password: non_empty(password)?,
             };
             Ok(typed(flavour, TROJAN, &account))
         }
-        // Xray's shadowsocks inbound takes either an AEAD account (password + a cipher number
-        // that must match the inbound's method) or, when started as 2022 multi-user, a
-        // Shadowsocks-2022 account; the wrong one panics the core (facts P1, P7, §3.5). The
-        // domain `Protocol` cannot tell them apart, so nothing is sent.
-        (Protocol::Shadowsocks, _) => Err(refused(
-            "shadowsocks users are not supported: the account kind and cipher depend on the \
-             inbound's method, and a wrong guess crashes the core",
-        )),
-        _ => Err(refused(&format!("{protocol} inbounds take no users"))),
+        (Served::Shadowsocks2022 { key_bytes }, Credential::Password(key)) => {
+            let account = proto::Shadowsocks2022Account {
+                key: ss2022::checked_key(key, key_bytes)?,
+            };
+            Ok(typed(flavour, SHADOWSOCKS_2022, &account))
+        }
+        // facts P1: a mismatched account panics the core.
+        (served, _) => Err(refused(&format!(
+            "this credential does not fit the {served:?} inbound"
+        ))),
     }
 }
 
@@ -196,7 +253,7 @@ fn non_empty(password: &str) -> Result<String, ApiError> {
     Ok(password.to_owned())
 }
 
-fn refused(why: &str) -> ApiError {
+pub(super) fn refused(why: &str) -> ApiError {
     ApiError::Refused(why.to_owned())
 }
 
@@ -209,6 +266,7 @@ pub(crate) fn users_from(
     response
         .users
         .into_iter()
+        .filter(|user| !ss2022::is_unnamed(flavour, user))
         .map(|user| user_from(flavour, user))
         .collect()
 }
@@ -269,3 +327,7 @@ fn id_credential(id: String) -> Credential {
 #[cfg(test)]
 #[path = "wire_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "wire_ss2022_tests.rs"]
+mod ss2022_tests;

@@ -5,7 +5,7 @@ use super::*;
 
 /// A protobuf field as it appears on the wire: (number, varint or length-delimited bytes).
 #[derive(Debug, PartialEq)]
-enum Raw {
+pub(super) enum Raw {
     Varint(u64),
     Bytes(Vec<u8>),
 }
@@ -23,7 +23,7 @@ fn varint(bytes: &mut &[u8]) -> u64 {
     value
 }
 
-fn fields(mut bytes: &[u8]) -> Vec<(u64, Raw)> {
+pub(super) fn fields(mut bytes: &[u8]) -> Vec<(u64, Raw)> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let key = varint(&mut bytes);
@@ -42,27 +42,27 @@ fn fields(mut bytes: &[u8]) -> Vec<(u64, Raw)> {
     out
 }
 
-fn bytes(raw: &Raw) -> &[u8] {
+pub(super) fn bytes(raw: &Raw) -> &[u8] {
     match raw {
         Raw::Bytes(b) => b,
         Raw::Varint(v) => panic!("expected bytes, got varint {v}"),
     }
 }
 
-fn text(raw: &Raw) -> &str {
+pub(super) fn text(raw: &Raw) -> &str {
     std::str::from_utf8(bytes(raw)).unwrap()
 }
 
 /// Splits a TypedMessage (facts §3.1: type=1, value=2) into its type string and value.
-fn typed_parts(raw: &Raw) -> (String, Vec<u8>) {
+pub(super) fn typed_parts(raw: &Raw) -> (String, Vec<u8>) {
     let f = fields(bytes(raw));
     assert_eq!((f[0].0, f[1].0), (1, 2), "{f:?}");
     (text(&f[0].1).to_owned(), bytes(&f[1].1).to_vec())
 }
 
-const UUID: &str = "a1b2c3d4-0000-4000-8000-00000000000f";
+pub(super) const UUID: &str = "a1b2c3d4-0000-4000-8000-00000000000f";
 
-fn user(email: &str, credential: Credential) -> User {
+pub(super) fn user(email: &str, credential: Credential) -> User {
     User {
         email: email.into(),
         credential,
@@ -71,13 +71,36 @@ fn user(email: &str, credential: Credential) -> User {
     }
 }
 
-type Fields = Vec<(u64, Raw)>;
+pub(super) type Fields = Vec<(u64, Raw)>;
+
+/// The proxy the inbound check would find for `protocol` (a 16-byte-key SS-2022 inbound).
+pub(super) fn served(protocol: &Protocol) -> Served {
+    match protocol {
+        Protocol::Vless => Served::Vless,
+        Protocol::Vmess => Served::Vmess,
+        Protocol::Trojan => Served::Trojan,
+        _ => Served::Shadowsocks2022 { key_bytes: 16 },
+    }
+}
+
+/// What the client would send to an inbound of `protocol`: the checks made before anything is
+/// sent, then the request for the proxy the inbound check would find.
+pub(super) fn try_add(
+    flavour: Flavour,
+    protocol: &Protocol,
+    user: &User,
+) -> Result<proto::AlterInboundRequest, ApiError> {
+    check_user(flavour, protocol, user)?;
+    add_user(flavour, "in-1", served(protocol), user)
+}
 
 /// Adds `user` and returns (operation type, user fields, account type, account fields).
-fn add(flavour: Flavour, protocol: Protocol, user: &User) -> (String, Fields, String, Fields) {
-    let request = add_user(flavour, "in-1", &protocol, user)
-        .unwrap()
-        .encode_to_vec();
+pub(super) fn add(
+    flavour: Flavour,
+    protocol: Protocol,
+    user: &User,
+) -> (String, Fields, String, Fields) {
+    let request = try_add(flavour, &protocol, user).unwrap().encode_to_vec();
     let f = fields(&request);
     assert_eq!(
         f[0],
@@ -221,7 +244,7 @@ fn requests_that_could_crash_or_mislead_the_core_are_refused() {
             Flavour::Xray,
             Protocol::Shadowsocks,
             user("a@x", pw.clone()),
-            "shadowsocks users",
+            "not standard base64",
         ),
         (
             Flavour::Xray,
@@ -255,7 +278,7 @@ fn requests_that_could_crash_or_mislead_the_core_are_refused() {
         ),
     ];
     for (flavour, protocol, user, why) in cases {
-        match add_user(flavour, "in-1", &protocol, &user) {
+        match try_add(flavour, &protocol, &user) {
             Err(ApiError::Refused(text)) => assert!(text.contains(why), "{protocol}: {text}"),
             other => panic!("{flavour} {protocol} {user:?}: {other:?}"),
         }
@@ -282,7 +305,7 @@ fn method_paths_follow_the_flavour() {
     );
 }
 
-fn listed(r#type: &str, value: Vec<u8>) -> proto::User {
+pub(super) fn listed(r#type: &str, value: Vec<u8>) -> proto::User {
     let account = proto::TypedMessage {
         r#type: r#type.into(),
         value,
@@ -366,10 +389,32 @@ fn the_inbound_probe_removes_the_empty_email_and_changes_nothing() {
     let operation = fields(bytes(&f[1].1));
     let expected = b"v2ray.core.app.proxyman.command.RemoveUserOperation".to_vec();
     assert_eq!(operation, [(1, Raw::Bytes(expected))]);
-    assert!(proxy_takes("vless", &Protocol::Vless) && proxy_takes("vmess", &Protocol::Vmess));
-    assert!(proxy_takes("trojan", &Protocol::Trojan));
-    assert!(
-        !proxy_takes("vless", &Protocol::Vmess)
-            && !proxy_takes("shadowsocks", &Protocol::Shadowsocks)
+    let takes = |proxy, protocol| probe_verdict(proxy, &protocol);
+    assert_eq!(
+        takes("vless", Protocol::Vless),
+        ProbeVerdict::Served(Served::Vless)
     );
+    assert_eq!(
+        takes("vmess", Protocol::Vmess),
+        ProbeVerdict::Served(Served::Vmess)
+    );
+    assert_eq!(
+        takes("trojan", Protocol::Trojan),
+        ProbeVerdict::Served(Served::Trojan)
+    );
+    assert_eq!(
+        takes("shadowsocks_2022", Protocol::Shadowsocks),
+        ProbeVerdict::NeedsMethod
+    );
+    for (proxy, protocol, why) in [
+        ("vless", Protocol::Vmess, "served by \"vless\", not vmess"),
+        ("shadowsocks_2022", Protocol::Trojan, "crash"),
+        ("shadowsocks", Protocol::Shadowsocks, "AEAD"),
+        ("shadowsocks", Protocol::Trojan, "served by \"shadowsocks\""),
+    ] {
+        match takes(proxy, protocol) {
+            ProbeVerdict::Refused(text) => assert!(text.contains(why), "{proxy}: {text}"),
+            other => panic!("{proxy}: {other:?}"),
+        }
+    }
 }
