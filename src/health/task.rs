@@ -285,6 +285,11 @@ impl HealthTask {
                                 addr,
                                 core: found.flavour.to_string(),
                             },
+                            // It answers; what it serves is the user sync's concern.
+                            Err(crate::xray::ApiError::NoServices(_)) => ApiVerdict::Reachable {
+                                addr,
+                                core: "unknown (serves no HandlerService or StatsService)".into(),
+                            },
                             Err(e) => ApiVerdict::Unreachable {
                                 addr,
                                 error: e.to_string(),

@@ -53,9 +53,11 @@ impl Lifecycle {
         };
         let deadline = Instant::now() + API_WAIT;
         loop {
-            let answered = crate::xray::ApiClient::detect(api, API_ATTEMPT)
-                .await
-                .is_ok();
+            // An API that answers without serving a known service still answered.
+            let answered = matches!(
+                crate::xray::ApiClient::detect(api, API_ATTEMPT).await,
+                Ok(_) | Err(crate::xray::ApiError::NoServices(_))
+            );
             let now = self.client.unit_status(&unit).await?;
             if let Some(problem) = left_running(&first, &now) {
                 return Err(self.start_failed(id, job, problem).await);
