@@ -225,7 +225,7 @@ impl ApiClient {
 
     /// One unary call with a deadline: sent to the core as grpc-timeout, and enforced here
     /// around connecting, sending and reading.
-    async fn call<Q, A>(&self, path: PathAndQuery, message: Q) -> Result<A, Failure>
+    pub(super) async fn call<Q, A>(&self, path: PathAndQuery, message: Q) -> Result<A, Failure>
     where
         Q: Message + Send + Sync + 'static,
         A: Message + Default + Send + Sync + 'static,

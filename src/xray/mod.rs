@@ -14,6 +14,7 @@
 
 mod client;
 mod error;
+mod online;
 mod wire;
 
 #[allow(clippy::all, clippy::pedantic)]
