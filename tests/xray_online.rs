@@ -312,3 +312,159 @@ async fn v2ray_has_no_online_api_and_no_error_but_outbound_counters() {
     v2ray.uptime().await.expect("the core still answers");
     server.assert_alive();
 }
+
+/// The real warden in a sandbox systemd, one tunnel unit per core: the traffic tick exports
+/// outbound counters for both, online users and per-user addresses for Xray only (opt-in,
+/// `users.per_user_online_ips`), and no online series for V2Ray. Needs root.
+#[test]
+fn the_warden_exports_online_users_and_outbound_traffic_per_core() {
+    use support::cores::tunnel_unit;
+    use support::sandbox::Sandbox;
+    use support::warden::{Scrape, Warden};
+
+    let cores = Core::all();
+    let sandbox = Sandbox::boot("online");
+    let dir = sandbox.state_dir().join("online");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut tunnels = Vec::new();
+    for core in &cores {
+        let id = format!("on-{core}");
+        let ports = TunnelPorts::free();
+        let config = dir.join(format!("xray-{id}.json"));
+        std::fs::write(&config, server_config(ports)).unwrap();
+        let unit = format!("xray-tunnel-{id}.service");
+        sandbox.write_unit(&unit, &tunnel_unit(*core, &config));
+        tunnels.push((*core, id, unit, ports));
+    }
+    sandbox.systemctl(&["daemon-reload"]);
+    for (_, _, unit, _) in &tunnels {
+        sandbox.systemctl(&["start", unit]);
+    }
+    let token = dir.join("token");
+    std::fs::write(&token, "online-proof-token-0123456789").unwrap();
+    let warden = Warden::start(
+        &sandbox,
+        &format!(
+            "[users]\nstate_dir = \"{}\"\ntraffic_interval = \"300ms\"\n\
+             per_user_online_ips = true\n\
+             [api]\ntoken_file = \"{}\"\naudit_log = \"{}\"\n",
+            dir.join("state").display(),
+            token.display(),
+            dir.join("audit.log").display()
+        ),
+    );
+    warden.wait_ready();
+    let restarts_and_pid = |unit: &str| sandbox.show(unit, &["NRestarts", "MainPID"]);
+    let before: Vec<_> = tunnels.iter().map(|t| restarts_and_pid(&t.2)).collect();
+
+    // Alice sends real traffic through every tunnel, then holds a connection open from
+    // 127.0.0.2.
+    let origin = Origin::start("hello through the tunnel");
+    let hold = Hold::start();
+    let mut held = Vec::new();
+    let mut clients = Vec::new();
+    for (core, id, _, ports) in &tunnels {
+        let client = VlessClient::start_from(*core, &dir, id, ports.vless, ALICE, "127.0.0.2");
+        let deadline = Instant::now() + WAIT;
+        while fetch_via(client.socks, &origin).is_err() {
+            assert!(Instant::now() < deadline, "no connection through {id}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        held.push(connect_via(client.socks, hold.port));
+        clients.push(client);
+    }
+    let outbound = |s: &Scrape, id: &str, direction: &str| {
+        let labels = [
+            ("tunnel", id),
+            ("outbound", "direct"),
+            ("direction", direction),
+        ];
+        s.value("xray_tunnel_outbound_traffic_bytes_total", &labels)
+    };
+    let online = |s: &Scrape, id: &str| s.tunnel("xray_tunnel_online_users", id);
+    let alice_ips = |s: &Scrape, id: &str| {
+        let labels = [("tunnel", id), ("user", ALICE_EMAIL)];
+        s.value("xray_tunnel_user_online_ips", &labels)
+    };
+    let scrape = warden.wait_for("outbound traffic and online users", WAIT, |s| {
+        tunnels.iter().all(|(core, id, _, _)| {
+            let moved = ["uplink", "downlink"]
+                .iter()
+                .all(|d| outbound(s, id, d).is_some_and(|b| b > 0.0));
+            moved && (*core != Core::Xray || online(s, id) == Some(1.0))
+        })
+    });
+    for (core, id, _, ports) in &tunnels {
+        match core {
+            Core::Xray => {
+                assert_eq!(alice_ips(&scrape, id), Some(1.0), "{}", scrape.0);
+                let api = SocketAddr::from(([127, 0, 0, 1], ports.api));
+                let cli = cli(&Core::Xray.bin(), api, "statsgetallonlineusers", &[]);
+                assert_eq!(
+                    cli["users"],
+                    serde_json::json!([format!("user>>>{ALICE_EMAIL}>>>online")])
+                );
+            }
+            Core::V2ray => {
+                assert_eq!(
+                    online(&scrape, id),
+                    None,
+                    "no online series on V2Ray, not 0"
+                );
+                assert!(
+                    !scrape
+                        .0
+                        .contains(&format!("xray_tunnel_user_online_ips{{tunnel=\"{id}\""))
+                );
+                assert!(
+                    scrape
+                        .tunnel("xray_tunnel_inbound_traffic_bytes_total", id)
+                        .is_some()
+                );
+            }
+        }
+    }
+    scrape.assert_promtool_clean();
+    eprintln!(
+        "{}",
+        scrape
+            .0
+            .lines()
+            .filter(|l| {
+                [
+                    "xray_tunnel_outbound",
+                    "xray_tunnel_online",
+                    "xray_tunnel_user_online",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    // Connections closed: Xray's users go offline, the series stays at 0.
+    drop(held);
+    if cores.contains(&Core::Xray) {
+        let id = "on-xray";
+        let scrape = warden.wait_for("Alice offline", WAIT, |s| online(s, id) == Some(0.0));
+        assert_eq!(
+            alice_ips(&scrape, id),
+            None,
+            "only online users have address series"
+        );
+    }
+    assert!(
+        !warden.log().contains("no online users"),
+        "{}",
+        warden.log()
+    );
+
+    // Nothing of it restarted a core.
+    let after: Vec<_> = tunnels.iter().map(|t| restarts_and_pid(&t.2)).collect();
+    assert_eq!(before, after);
+    for (_, _, unit, _) in &tunnels {
+        let state = sandbox.show(unit, &["ActiveState"]);
+        assert_eq!(state["ActiveState"], "active", "{unit}");
+    }
+}
