@@ -66,6 +66,7 @@ struct FileUsers {
     concurrency: Option<Lenient<i64>>,
     call_timeout: Option<Lenient<String>>,
     per_user_traffic: Option<Lenient<bool>>,
+    per_user_online_ips: Option<Lenient<bool>>,
     traffic_interval: Option<Lenient<String>>,
     max_user_series: Option<Lenient<i64>>,
 }
@@ -271,6 +272,11 @@ impl FileUsers {
                 "users.per_user_traffic",
                 self.per_user_traffic,
                 d.per_user_traffic,
+            ),
+            per_user_online_ips: c.value(
+                "users.per_user_online_ips",
+                self.per_user_online_ips,
+                d.per_user_online_ips,
             ),
             max_user_series: c.count_up_to(
                 "users.max_user_series",

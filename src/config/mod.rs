@@ -132,7 +132,9 @@ pub struct UsersConfig {
     pub traffic_interval: Duration,
     /// Export per-user traffic counters (one series pair per user).
     pub per_user_traffic: bool,
-    /// Cap on per-user traffic series.
+    /// Export, on Xray, each online user's number of addresses (one series per online user).
+    pub per_user_online_ips: bool,
+    /// Cap on the series per tunnel of each per-user family (traffic, online addresses).
     pub max_user_series: usize,
 }
 
@@ -282,6 +284,7 @@ impl Default for Config {
                 call_timeout: Duration::from_secs(5),
                 traffic_interval: Duration::from_secs(15),
                 per_user_traffic: false,
+                per_user_online_ips: false,
                 max_user_series: 10_000,
             },
             health: HealthConfig {

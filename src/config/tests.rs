@@ -160,3 +160,22 @@ fn per_tunnel_flavours_win() {
     assert_eq!(tunnels.flavour_of(&id("new")), Some(Flavour::Xray));
     assert_eq!(tunnels.flavour_of(&id("auto1")), Some(Flavour::Xray));
 }
+
+#[test]
+fn per_user_online_ips_is_opt_in_and_checked() {
+    let defaults = Config::from_toml("", &Overrides::default()).unwrap();
+    assert!(!defaults.users.per_user_online_ips);
+    let on = "[users]\nper_user_online_ips = true\nmax_user_series = 50\n";
+    let config = Config::from_toml(on, &Overrides::default()).unwrap();
+    assert!(config.users.per_user_online_ips);
+    assert_eq!(config.users.max_user_series, 50);
+    let bad = "[users]\nper_user_online_ips = \"yes\"\n";
+    let err = Config::from_toml(bad, &Overrides::default()).unwrap_err();
+    assert!(
+        err.problems
+            .join("\n")
+            .contains("users.per_user_online_ips"),
+        "{:?}",
+        err.problems
+    );
+}

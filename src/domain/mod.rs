@@ -23,7 +23,10 @@ pub use cleanup::{CleanupAction, GuardLimits, GuardTrip, plan_cleanup};
 pub use config_ref::{ConfigRef, UnknownConfig, UnknownReason};
 pub use cpu::{CpuAccount, ProcessKey};
 pub use health::{Check, Orphan, OrphanKind};
-pub use traffic::{StatName, Traffic, TrafficCounter, parse_stat_name};
+pub use traffic::{
+    Online, StatName, Traffic, TrafficCounter, UserIps, online_map_name, online_users_capped,
+    parse_online_name, parse_stat_name,
+};
 pub use tunnel::{
     CONFIG_SUFFIX, FILE_PREFIX, LOG_SUFFIX, TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX,
 };

@@ -2,8 +2,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::domain::{
-    ActiveState, Check, Orphan, OrphanKind, Resources, RestartCounts, Traffic, TrafficCounter,
-    TunnelId, UnitStatus,
+    ActiveState, Check, Online, Orphan, OrphanKind, Resources, RestartCounts, Traffic,
+    TrafficCounter, TunnelId, UnitStatus, UserIps,
 };
 use crate::state::{COLLECTOR_SAMPLER, COLLECTOR_SYSTEMD, CollectorRun, Tunnel};
 
@@ -45,8 +45,20 @@ fn fixture() -> SharedState {
                 counter("vless-in", "uplink", 1024),
                 counter("vless-in", "downlink", 4096),
             ],
+            outbounds: vec![
+                counter("direct", "uplink", 900),
+                counter("direct", "downlink", 3900),
+            ],
             users: vec![counter("a@example.com", "downlink", 4000)],
             users_dropped: 0,
+            online: Some(Online {
+                users: 1,
+                user_ips: vec![UserIps {
+                    user: "a@example.com".into(),
+                    ips: 2,
+                }],
+                users_dropped: 0,
+            }),
         });
         running.health = vec![
             Check {
@@ -162,4 +174,21 @@ fn every_family_has_a_valid_unique_name() {
     names.sort_unstable();
     names.dedup();
     assert_eq!(names.len(), specs.len(), "duplicate family names");
+}
+
+#[test]
+fn a_core_without_online_api_has_no_online_series_not_a_zero() {
+    let state = fixture();
+    state.update(|s| {
+        for tunnel in s.tunnels.values_mut() {
+            if let Some(traffic) = &mut tunnel.traffic {
+                traffic.online = None;
+            }
+        }
+    });
+    let text = render(&state);
+    assert!(text.contains("xray_tunnel_inbound_traffic_bytes_total{tunnel=\"eu1\""));
+    assert!(text.contains("xray_tunnel_outbound_traffic_bytes_total{tunnel=\"eu1\""));
+    assert!(!text.contains("xray_tunnel_online_users"), "{text}");
+    assert!(!text.contains("xray_tunnel_user_online_ips"), "{text}");
 }

@@ -6,7 +6,9 @@
 //! reasons, 8 unknown-config reasons, one series per tunnel), `kind` (5) and the info-style
 //! `sub_state` / `result` (one series per tunnel each, the current value). Orphans are one
 //! series per (tunnel, kind), however many stray processes share a tunnel: their count is the
-//! value, never a label.
+//! value, never a label. Traffic adds 2 series per inbound and per outbound, one online-users
+//! series on Xray; the per-user families (`user` label) are opt-in and capped per tunnel by
+//! `users.max_user_series`.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -109,10 +111,25 @@ const INBOUND_TRAFFIC: Spec = Spec::counter(
     "Bytes through the inbound, from the core's StatsService (resets when the core restarts).",
     &["tunnel", "inbound", "direction"],
 );
+const OUTBOUND_TRAFFIC: Spec = Spec::counter(
+    "xray_tunnel_outbound_traffic_bytes_total",
+    "Bytes through the outbound, from the core's StatsService (resets when the core restarts).",
+    &["tunnel", "outbound", "direction"],
+);
 const USER_TRAFFIC: Spec = Spec::counter(
     "xray_tunnel_user_traffic_bytes_total",
     "Bytes of one current user, from the core's StatsService; only with users.per_user_traffic.",
     &["tunnel", "user", "direction"],
+);
+const ONLINE_USERS: Spec = Spec::gauge(
+    "xray_tunnel_online_users",
+    "Users connected now, from Xray's online API (needs statsUserOnline; loopback 127.0.0.1 and ::1 clients are never counted). Absent on V2Ray.",
+    T,
+);
+const USER_ONLINE_IPS: Spec = Spec::gauge(
+    "xray_tunnel_user_online_ips",
+    "Distinct addresses one online user is connected from, from Xray's online API; only with users.per_user_online_ips.",
+    &["tunnel", "user"],
 );
 
 const HEALTH_CHECK: Spec = Spec::gauge(
@@ -145,7 +162,7 @@ const GUARD_TRIPPED: Spec = Spec::gauge(
 type Emit = fn(&str, &Tunnel, &mut Samples<'_, '_>);
 
 /// Every per-tunnel family, with how a tunnel contributes to it.
-const FAMILIES: [(Spec, Emit); 20] = [
+const FAMILIES: [(Spec, Emit); 23] = [
     (INFO, |t, x, s| {
         s.push(&[t, &x.unit, &x.status.description], 1.0)
     }),
@@ -229,9 +246,25 @@ const FAMILIES: [(Spec, Emit); 20] = [
             s.push(&[t, &c.name, c.direction], c.bytes as f64);
         }
     }),
+    (OUTBOUND_TRAFFIC, |t, x, s| {
+        for c in x.traffic.iter().flat_map(|traffic| &traffic.outbounds) {
+            s.push(&[t, &c.name, c.direction], c.bytes as f64);
+        }
+    }),
     (USER_TRAFFIC, |t, x, s| {
         for c in x.traffic.iter().flat_map(|traffic| &traffic.users) {
             s.push(&[t, &c.name, c.direction], c.bytes as f64);
+        }
+    }),
+    (ONLINE_USERS, |t, x, s| {
+        if let Some(online) = x.traffic.as_ref().and_then(|t| t.online.as_ref()) {
+            s.push(&[t], online.users as f64);
+        }
+    }),
+    (USER_ONLINE_IPS, |t, x, s| {
+        let online = x.traffic.as_ref().and_then(|t| t.online.as_ref());
+        for u in online.iter().flat_map(|online| &online.user_ips) {
+            s.push(&[t, &u.user], u.ips as f64);
         }
     }),
     (HEALTH_CHECK, |t, x, s| {

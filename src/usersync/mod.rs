@@ -13,6 +13,7 @@
 pub mod clock;
 pub mod engine;
 pub mod metrics;
+mod online;
 pub mod plan;
 mod record;
 pub mod source;
@@ -83,6 +84,7 @@ pub async fn run(
         source: (users.source.clone())
             .map(|kind| Source::new(kind, users.token_file.clone(), users.timeout)),
         per_user_traffic: users.per_user_traffic,
+        per_user_online_ips: users.per_user_online_ips,
         max_user_series: users.max_user_series,
         engine: Engine::new(
             settings,
@@ -126,6 +128,7 @@ pub async fn run(
 struct Loop {
     source: Option<Source>,
     per_user_traffic: bool,
+    per_user_online_ips: bool,
     max_user_series: usize,
     engine: Engine,
     metrics: SyncMetrics,
@@ -239,10 +242,15 @@ impl Loop {
     /// Reads every running core's traffic counters into the snapshot.
     async fn traffic(&mut self) {
         let (targets, _) = self.targets();
+        let options = traffic::TrafficOptions {
+            per_user: self.per_user_traffic,
+            per_user_online: self.per_user_online_ips,
+            cap: self.max_user_series,
+        };
         for target in targets {
             let traffic = self
                 .engine
-                .traffic(&target, self.per_user_traffic, self.max_user_series)
+                .traffic(&target, options)
                 .await
                 .map_err(
                     |err| tracing::debug!(tunnel = %target.id, error = %err, "no traffic counters"),
@@ -252,6 +260,11 @@ impl Loop {
                 && t.users_dropped > 0
             {
                 warn!(tunnel = %target.id, dropped = t.users_dropped, "per-user traffic series capped by users.max_user_series");
+            }
+            if let Some(online) = traffic.as_ref().and_then(|t| t.online.as_ref())
+                && online.users_dropped > 0
+            {
+                warn!(tunnel = %target.id, dropped = online.users_dropped, "per-user online series capped by users.max_user_series");
             }
             self.state.update(|s| {
                 if let Some(tunnel) = s.tunnels.get_mut(&target.id) {

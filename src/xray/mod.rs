@@ -16,6 +16,7 @@ mod client;
 mod detect;
 mod error;
 mod inbound;
+mod online;
 mod ss2022;
 mod wire;
 

@@ -21,6 +21,9 @@ pub(crate) enum Method {
     GetInboundUsersCount,
     QueryStats,
     GetSysStats,
+    GetStatsOnline,
+    GetStatsOnlineIpList,
+    GetAllOnlineUsers,
 }
 
 impl Method {
@@ -38,6 +41,11 @@ impl Method {
             }
             (Xray, QueryStats) => "/xray.app.stats.command.StatsService/QueryStats",
             (Xray, GetSysStats) => "/xray.app.stats.command.StatsService/GetSysStats",
+            (Xray, GetStatsOnline) => "/xray.app.stats.command.StatsService/GetStatsOnline",
+            (Xray, GetStatsOnlineIpList) => {
+                "/xray.app.stats.command.StatsService/GetStatsOnlineIpList"
+            }
+            (Xray, GetAllOnlineUsers) => "/xray.app.stats.command.StatsService/GetAllOnlineUsers",
             (V2ray, AlterInbound) => "/v2ray.core.app.proxyman.command.HandlerService/AlterInbound",
             (V2ray, GetInboundUsers) => {
                 "/v2ray.core.app.proxyman.command.HandlerService/GetInboundUsers"
@@ -47,6 +55,14 @@ impl Method {
             }
             (V2ray, QueryStats) => "/v2ray.core.app.stats.command.StatsService/QueryStats",
             (V2ray, GetSysStats) => "/v2ray.core.app.stats.command.StatsService/GetSysStats",
+            // V2Ray 4.34 has no online API (facts §4.1): these answer UNIMPLEMENTED.
+            (V2ray, GetStatsOnline) => "/v2ray.core.app.stats.command.StatsService/GetStatsOnline",
+            (V2ray, GetStatsOnlineIpList) => {
+                "/v2ray.core.app.stats.command.StatsService/GetStatsOnlineIpList"
+            }
+            (V2ray, GetAllOnlineUsers) => {
+                "/v2ray.core.app.stats.command.StatsService/GetAllOnlineUsers"
+            }
         })
     }
 }

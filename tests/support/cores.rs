@@ -251,11 +251,36 @@ pub struct VlessClient {
 
 impl VlessClient {
     pub fn start(core: Core, dir: &Path, name: &str, vless_port: u16, id: &str) -> VlessClient {
+        Self::spawn(core, dir, name, vless_port, id, "")
+    }
+
+    /// [`VlessClient::start`], connecting to the tunnel from the local address `source` (e.g.
+    /// `127.0.0.2`: Xray's online stats never record the client 127.0.0.1).
+    pub fn start_from(
+        core: Core,
+        dir: &Path,
+        name: &str,
+        vless_port: u16,
+        id: &str,
+        source: &str,
+    ) -> VlessClient {
+        let send_through = format!(r#""sendThrough": "{source}", "#);
+        Self::spawn(core, dir, name, vless_port, id, &send_through)
+    }
+
+    fn spawn(
+        core: Core,
+        dir: &Path,
+        name: &str,
+        vless_port: u16,
+        id: &str,
+        send_through: &str,
+    ) -> VlessClient {
         let socks = free_port();
         let config = format!(
             r#"{{"log": {{"loglevel": "warning"}},
  "inbounds": [{{"listen": "127.0.0.1", "port": {socks}, "protocol": "socks", "settings": {{"udp": false}}}}],
- "outbounds": [{{"protocol": "vless", "settings": {{"vnext": [{{"address": "127.0.0.1", "port": {vless_port},
+ "outbounds": [{{"protocol": "vless", {send_through}"settings": {{"vnext": [{{"address": "127.0.0.1", "port": {vless_port},
    "users": [{{"id": "{id}", "encryption": "none"}}]}}]}}}}]}}"#
         );
         let path: PathBuf = dir.join(format!("client-{name}.json"));
