@@ -169,12 +169,18 @@ fn count(inbound: &Inbound<'_>, run: &Run, changes: &BTreeSet<String>, tally: &m
                 tally.changed.insert(key);
             }
             Op::Add(u) => {
-                info!("added user {} to {tunnel}/{tag} via API (no restart)", loggable(&u.email));
+                info!(
+                    "added user {} to {tunnel}/{tag} via API (no restart)",
+                    loggable(&u.email)
+                );
                 tally.added.insert(key);
             }
             Op::Remove(_) if changes.contains(&key) => {}
             Op::Remove(e) => {
-                info!("removed user {} from {tunnel}/{tag} via API (no restart)", loggable(e));
+                info!(
+                    "removed user {} from {tunnel}/{tag} via API (no restart)",
+                    loggable(e)
+                );
                 tally.removed.insert(key);
             }
         }
@@ -209,7 +215,12 @@ async fn attempt(inbound: &Inbound<'_>, op: &Op) -> Result<(), ApiError> {
     let mut attempt = 0;
     loop {
         let result = match op {
-            Op::Add(user) => inbound.client.add_user(inbound.tag, inbound.protocol, user).await,
+            Op::Add(user) => {
+                inbound
+                    .client
+                    .add_user(inbound.tag, inbound.protocol, user)
+                    .await
+            }
             Op::Remove(email) => inbound.client.remove_user(inbound.tag, email).await,
         };
         match result {

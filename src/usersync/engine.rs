@@ -227,7 +227,8 @@ impl Engine {
                 metrics: &self.metrics,
             };
             let concurrency = self.settings.concurrency;
-            let applied = apply::apply(&inbound, diff, with_removals, concurrency, &mut tally).await;
+            let applied =
+                apply::apply(&inbound, diff, with_removals, concurrency, &mut tally).await;
             // Users the core holds without a real email stay in the file as they are, never
             // written back under a name the core made up.
             let managed: Vec<User> = current
@@ -392,6 +393,10 @@ fn held_on(
 
 /// The emails of a diff's users (lower-cased).
 fn diff_emails(diff: &InboundDiff) -> impl Iterator<Item = String> + '_ {
-    let added = diff.add.iter().chain(&diff.change).map(|u| u.email.to_lowercase());
+    let added = diff
+        .add
+        .iter()
+        .chain(&diff.change)
+        .map(|u| u.email.to_lowercase());
     added.chain(diff.remove.iter().map(|e| e.to_lowercase()))
 }

@@ -127,7 +127,10 @@ pub fn inherit_flow(users: &mut [User], default_flow: &str) {
 /// (VLESS, VMess, Trojan; semantics, exact texts). Not Shadowsocks: the client refuses its adds,
 /// and Xray's AEAD inbound takes a second user with the same email (semantics §1).
 pub fn changes_in_place(protocol: &Protocol) -> bool {
-    matches!(protocol, Protocol::Vless | Protocol::Vmess | Protocol::Trojan)
+    matches!(
+        protocol,
+        Protocol::Vless | Protocol::Vmess | Protocol::Trojan
+    )
 }
 
 /// The removal guard's verdict for one tunnel.
