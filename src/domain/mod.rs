@@ -17,6 +17,7 @@ pub mod remediation;
 mod traffic;
 mod tunnel;
 mod unit;
+mod user_rules;
 mod users;
 
 pub use cleanup::{CleanupAction, GuardLimits, GuardTrip, plan_cleanup};
@@ -31,6 +32,9 @@ pub use tunnel::{
     CONFIG_SUFFIX, FILE_PREFIX, LOG_SUFFIX, TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX,
 };
 pub use unit::{ActiveState, Resources, RestartCounts, RestartReason, UnitStatus};
+pub use user_rules::{
+    LoginError, MAX_BYTE_LEVEL, XTLS_VISION, check_flow, check_level, check_login, is_unmanaged,
+};
 pub use users::{
     Credential, EmailError, Flavour, MAX_EMAIL_BYTES, Protocol, SourceUrlError, User,
     canonical_uuid, check_email, check_source_url, loggable, redirect_allowed,

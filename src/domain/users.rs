@@ -57,8 +57,10 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Reads a protocol name in any letter case, as the cores' loader lower-cases it first
+    /// (semantics §7: `"VLESS"` is a VLESS inbound). Other names are kept lower-cased.
     pub fn parse(name: &str) -> Self {
-        match name {
+        match name.to_ascii_lowercase().as_str() {
             "vless" => Self::Vless,
             "vmess" => Self::Vmess,
             "trojan" => Self::Trojan,
@@ -141,6 +143,10 @@ pub enum EmailError {
     Unprintable { email: String, bad: char, code: u32 },
     #[error("email {0:?} contains \">>>\", the separator of the cores' stats names")]
     StatsSeparator(String),
+    #[error(
+        "email {0:?} contains \" > \", the separator of the cores' error chains: their answers about this user could not be read"
+    )]
+    ErrorChainSeparator(String),
 }
 
 /// Checks an email for use as a user's identity. Unicode letters, marks, digits, punctuation
@@ -171,6 +177,11 @@ pub fn check_email(email: &str) -> Result<(), EmailError> {
     }
     if email.contains(">>>") {
         return Err(EmailError::StatsSeparator(email.to_owned()));
+    }
+    // semantics §10: the cores chain errors as `pkg: msg > inner`; an email holding the
+    // separator would split "User E already exists." in two.
+    if email.contains(" > ") {
+        return Err(EmailError::ErrorChainSeparator(email.to_owned()));
     }
     Ok(())
 }
@@ -267,6 +278,19 @@ mod tests {
     }
 
     #[test]
+    fn protocol_names_are_read_in_any_case() {
+        for (name, protocol) in [
+            ("VLESS", Protocol::Vless),
+            ("VMess", Protocol::Vmess),
+            ("Trojan", Protocol::Trojan),
+            ("ShadowSocks", Protocol::Shadowsocks),
+            ("Dokodemo-Door", Protocol::Other("dokodemo-door".into())),
+        ] {
+            assert_eq!(Protocol::parse(name), protocol, "{name}");
+        }
+    }
+
+    #[test]
     fn uuids_are_canonicalised() {
         assert_eq!(
             canonical_uuid("A1B2C3D4-0000-4000-8000-00000000000F").as_deref(),
@@ -323,6 +347,12 @@ mod tests {
             check_email("a>>>b"),
             Err(EmailError::StatsSeparator(_))
         ));
+        // semantics §10: " > " splits the cores' error chains; a bare ">" is fine.
+        assert!(matches!(
+            check_email("a > b@x"),
+            Err(EmailError::ErrorChainSeparator(_))
+        ));
+        assert_eq!(check_email("a>b@x"), Ok(()));
     }
 
     #[test]

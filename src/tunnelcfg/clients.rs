@@ -1,5 +1,9 @@
-//! One inbound's `settings.clients`: reading each client into a [`User`] and writing users back
-//! as client objects, in the JSON field names the cores' configs use.
+//! One inbound's `settings.clients` (or `settings.users`): reading each client into a [`User`]
+//! and writing users back as client objects, in the JSON field names the cores' configs use.
+//!
+//! A VLESS client without a flow has its inbound's `settings.flow` (`default_flow` here, `""`
+//! when there is none), as Xray loads it and lists it (semantics §3): read that way, and written
+//! without a flow when it has the default, so that the file keeps inheriting it.
 
 use std::collections::HashMap;
 
@@ -10,9 +14,15 @@ use crate::domain::{Credential, Protocol, User, canonical_uuid};
 /// Each client of an inbound read as a user, or why it cannot be (the sync never touches those).
 /// An email that appears more than once makes every one of its clients unreadable: the core
 /// refuses such a file, and keeping one of them would be a guess.
-pub(super) fn classify_all(protocol: &Protocol, clients: &[Value]) -> Vec<Result<User, String>> {
-    let mut classes: Vec<Result<User, String>> =
-        clients.iter().map(|c| classify(protocol, c)).collect();
+pub(super) fn classify_all(
+    protocol: &Protocol,
+    default_flow: &str,
+    clients: &[Value],
+) -> Vec<Result<User, String>> {
+    let mut classes: Vec<Result<User, String>> = clients
+        .iter()
+        .map(|c| classify(protocol, default_flow, c))
+        .collect();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for user in classes.iter().flatten() {
         *counts.entry(user.email.to_lowercase()).or_default() += 1;
@@ -36,7 +46,7 @@ pub(super) fn email_of(client: &Value) -> Option<&str> {
     client.get("email")?.as_str().filter(|e| !e.is_empty())
 }
 
-fn classify(protocol: &Protocol, client: &Value) -> Result<User, String> {
+fn classify(protocol: &Protocol, default_flow: &str, client: &Value) -> Result<User, String> {
     let obj = client.as_object().ok_or("not an object")?;
     let email = match obj.get("email") {
         None | Some(Value::Null) => return Err("no email".into()),
@@ -55,7 +65,11 @@ fn classify(protocol: &Protocol, client: &Value) -> Result<User, String> {
         },
     };
     let flow = match protocol {
-        Protocol::Vless => string_field(obj, "flow")?.unwrap_or_default().to_owned(),
+        // Xray: a missing or empty flow takes the inbound's (infra/conf/vless.go).
+        Protocol::Vless => match string_field(obj, "flow")?.unwrap_or_default() {
+            "" => default_flow.to_owned(),
+            flow => flow.to_owned(),
+        },
         _ => String::new(),
     };
     let level = match obj.get("level") {
@@ -88,7 +102,12 @@ fn present<'a>(client: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 
 /// Brings an existing client object in line with `user`, touching only the fields that differ
 /// so that an unchanged user leaves the object (and the file) as it was. Unknown keys stay.
-pub(super) fn update(client: &mut Map<String, Value>, protocol: &Protocol, user: &User) {
+pub(super) fn update(
+    client: &mut Map<String, Value>,
+    protocol: &Protocol,
+    default_flow: &str,
+    user: &User,
+) {
     if client.get("email").and_then(Value::as_str) != Some(user.email.as_str()) {
         client.insert("email".into(), user.email.clone().into());
     }
@@ -109,8 +128,9 @@ pub(super) fn update(client: &mut Map<String, Value>, protocol: &Protocol, user:
         }
     }
     if *protocol == Protocol::Vless {
-        let current = present(client, "flow").map(|f| f.as_str().unwrap_or_default());
-        if current.is_some_and(|f| f != user.flow) || (current.is_none() && !user.flow.is_empty()) {
+        let named = present(client, "flow").map(|f| f.as_str().unwrap_or_default());
+        let current = named.filter(|f| !f.is_empty()).unwrap_or(default_flow);
+        if current != user.flow {
             client.insert("flow".into(), user.flow.clone().into());
         }
     }
@@ -124,7 +144,12 @@ pub(super) fn update(client: &mut Map<String, Value>, protocol: &Protocol, user:
 
 /// A new client object for `user`: `email`, the credential, then `method` (Shadowsocks AEAD:
 /// every client names its cipher), `flow` (VLESS) and `level` when they are not the defaults.
-pub(super) fn new_client(protocol: &Protocol, user: &User, ss_method: Option<&str>) -> Value {
+pub(super) fn new_client(
+    protocol: &Protocol,
+    default_flow: &str,
+    user: &User,
+    ss_method: Option<&str>,
+) -> Value {
     let mut client = Map::new();
     client.insert("email".into(), user.email.clone().into());
     match &user.credential {
@@ -134,7 +159,7 @@ pub(super) fn new_client(protocol: &Protocol, user: &User, ss_method: Option<&st
     if let (Protocol::Shadowsocks, Some(method)) = (protocol, ss_method) {
         client.insert("method".into(), method.into());
     }
-    if *protocol == Protocol::Vless && !user.flow.is_empty() {
+    if *protocol == Protocol::Vless && user.flow != default_flow {
         client.insert("flow".into(), user.flow.clone().into());
     }
     if user.level != 0 {

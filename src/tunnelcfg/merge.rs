@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
+use super::Inbound;
 use super::clients::{self, classify_all, email_of};
-use super::model::{ShapeError, config_from_value, raw_clients};
-use crate::domain::{Credential, Flavour, Protocol, User, canonical_uuid};
+use super::model::{ShapeError, clients_key, config_from_value, raw_clients};
+use crate::domain::{Credential, Flavour, Protocol, User, canonical_uuid, check_login};
 
 /// Why the clients could not be merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +33,8 @@ pub(super) fn merge(
             problem,
         };
         let inbound = config.inbounds.iter().find(|ib| &ib.tag == tag);
-        let protocol = &inbound
-            .ok_or_else(|| fail("no inbound has this tag".into()))?
-            .protocol;
-        if let Some(list) = new_list(root, tag, protocol, users, flavour).map_err(fail)? {
+        let inbound = inbound.ok_or_else(|| fail("no inbound has this tag".into()))?;
+        if let Some(list) = new_list(root, inbound, users, flavour).map_err(fail)? {
             rebuilt.push((tag, list));
         }
     }
@@ -48,7 +47,7 @@ pub(super) fn merge(
         let settings = settings
             .as_object_mut()
             .expect("checked by config_from_value");
-        settings.insert("clients".into(), Value::Array(list));
+        settings.insert(clients_key(settings).into(), Value::Array(list));
     }
     Ok(())
 }
@@ -56,11 +55,11 @@ pub(super) fn merge(
 /// The new `settings.clients` of one inbound, or `None` when it is left as it is.
 fn new_list(
     root: &Value,
-    tag: &str,
-    protocol: &Protocol,
+    inbound: &Inbound,
     users: &[User],
     flavour: Flavour,
 ) -> Result<Option<Vec<Value>>, String> {
+    let (tag, protocol) = (inbound.tag.as_str(), &inbound.protocol);
     if let Some(why) = protocol.user_management_refusal(flavour) {
         if users.is_empty() {
             return Ok(None); // nothing to write, and nothing there to remove
@@ -69,7 +68,7 @@ fn new_list(
             "a {protocol} inbound on {flavour} cannot take users: {why}"
         ));
     }
-    check_users(protocol, users)?;
+    check_users(protocol, flavour, users)?;
     let obj = inbound_object(root, tag);
     let old = raw_clients(obj).expect("checked by config_from_value");
     if old.is_empty() && users.is_empty() {
@@ -83,7 +82,8 @@ fn new_list(
         }
         _ => None,
     };
-    rebuild(protocol, old, users, method.as_deref()).map(Some)
+    let flow = inbound.default_flow.as_str();
+    rebuild(protocol, flow, old, users, method.as_deref()).map(Some)
 }
 
 /// The inbound object with this tag; the caller has seen it in `config_from_value`.
@@ -108,7 +108,7 @@ fn inbound_object_mut<'a>(root: &'a mut Value, tag: &str) -> &'a mut Map<String,
 }
 
 /// Refuses users the inbound could not run: writing them would stop the core from starting.
-fn check_users(protocol: &Protocol, users: &[User]) -> Result<(), String> {
+fn check_users(protocol: &Protocol, flavour: Flavour, users: &[User]) -> Result<(), String> {
     let mut emails = HashSet::new();
     for user in users {
         if user.email.is_empty() {
@@ -130,6 +130,8 @@ fn check_users(protocol: &Protocol, users: &[User]) -> Result<(), String> {
             }
             _ => {}
         }
+        // A flow or level the loader refuses stops the core at its next start (semantics §4, §5).
+        check_login(protocol, flavour, user).map_err(|e| format!("user {:?}: {e}", user.email))?;
         if !protocol.accepts(&user.credential) {
             let has = match user.credential {
                 Credential::Id(_) => "an id",
@@ -148,11 +150,12 @@ fn check_users(protocol: &Protocol, users: &[User]) -> Result<(), String> {
 /// dropped when not, unreadable ones kept as they are), then the users that had no client.
 fn rebuild(
     protocol: &Protocol,
+    default_flow: &str,
     old: &[Value],
     users: &[User],
     ss_method: Option<&str>,
 ) -> Result<Vec<Value>, String> {
-    let classes = classify_all(protocol, old);
+    let classes = classify_all(protocol, default_flow, old);
     let mut kept_emails = HashMap::new();
     for (client, class) in old.iter().zip(&classes) {
         if let (Err(why), Some(email)) = (class, email_of(client)) {
@@ -184,7 +187,7 @@ fn rebuild(
                 .as_object()
                 .expect("a readable client is an object")
                 .clone();
-            clients::update(&mut obj, protocol, user);
+            clients::update(&mut obj, protocol, default_flow, user);
             list.push(Value::Object(obj));
             placed.insert(key);
         }
@@ -192,7 +195,7 @@ fn rebuild(
     let new = users
         .iter()
         .filter(|u| !placed.contains(&u.email.to_lowercase()));
-    list.extend(new.map(|u| clients::new_client(protocol, u, ss_method)));
+    list.extend(new.map(|u| clients::new_client(protocol, default_flow, u, ss_method)));
     Ok(list)
 }
 

@@ -1,8 +1,8 @@
 //! A tunnel's Xray/V2Ray JSON config (e.g. `/etc/raptor-tunnel/xray-{id}.json`): reading its
 //! inbounds, their clients and the API address, and persisting the clients the warden manages.
 //!
-//! The file belongs to the operator: a rewrite changes only `settings.clients` of the inbounds
-//! it is asked about and keeps every other value and the order of every object's keys. The cores
+//! The file belongs to the operator: a rewrite changes only `settings.clients` (or the
+//! `settings.users` it was read from) of the inbounds it is asked about and keeps every other value and the order of every object's keys. The cores
 //! accept `//`, `/* */` and `#` comments; they are read, but a file that has them is not
 //! rewritten (the rewrite would lose them).
 
@@ -45,9 +45,13 @@ pub struct Inbound {
     pub protocol: Protocol,
     /// `None` for a port range or a value that is not a single port.
     pub port: Option<u16>,
-    /// The clients read as users (VLESS, VMess, Trojan, Shadowsocks); ids are canonical and
-    /// `flow` is only read for VLESS.
+    /// The clients read as users (VLESS, VMess, Trojan, Shadowsocks), from `settings.clients`
+    /// or, when that is absent, its alias `settings.users` (semantics §6); ids are canonical and
+    /// `flow` is only read for VLESS, where a client without one has [`Inbound::default_flow`].
     pub clients: Vec<User>,
+    /// VLESS `settings.flow`: the flow of every client that names none (Xray ≥ 25.8.29,
+    /// semantics §3); `""` elsewhere.
+    pub default_flow: String,
     /// Clients that could not be read, each as `clients[n] ("email"): why`. The sync must not
     /// touch them, and [`persist_clients`] keeps them in the file.
     pub invalid_clients: Vec<String>,

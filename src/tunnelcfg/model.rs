@@ -93,6 +93,7 @@ fn read_inbound(i: usize, v: &Value) -> Result<Option<Inbound>, ShapeError> {
         tag,
         port: obj.get("port").and_then(port),
         clients: Vec::new(),
+        default_flow: String::new(),
         invalid_clients: Vec::new(),
         protocol,
     };
@@ -100,10 +101,11 @@ fn read_inbound(i: usize, v: &Value) -> Result<Option<Inbound>, ShapeError> {
         return Ok(Some(inbound));
     }
     let list = raw_clients(obj).map_err(|problem| shape(at(".settings"), problem))?;
-    for (n, class) in clients::classify_all(&inbound.protocol, list)
-        .into_iter()
-        .enumerate()
-    {
+    if inbound.protocol == Protocol::Vless {
+        inbound.default_flow = default_flow(obj);
+    }
+    let classes = clients::classify_all(&inbound.protocol, &inbound.default_flow, list);
+    for (n, class) in classes.into_iter().enumerate() {
         match class {
             Ok(user) => inbound.clients.push(user),
             Err(why) => {
@@ -116,17 +118,53 @@ fn read_inbound(i: usize, v: &Value) -> Result<Option<Inbound>, ShapeError> {
     Ok(Some(inbound))
 }
 
-/// `settings.clients` of an inbound object; absent settings or clients mean no clients.
+/// `settings.clients` of an inbound object, or its alias `settings.users` when `clients` is
+/// absent (Xray reads either, `clients` winning, semantics §6); absent settings or clients mean
+/// no clients.
 pub(super) fn raw_clients(inbound: &Map<String, Value>) -> Result<&[Value], String> {
-    let settings = match inbound.get("settings") {
-        None | Some(Value::Null) => return Ok(&[]),
-        Some(Value::Object(s)) => s,
-        Some(other) => return Err(format!("is {}, not an object", kind(other))),
+    let Some(settings) = settings(inbound)? else {
+        return Ok(&[]);
     };
-    match settings.get("clients") {
+    let key = clients_key(settings);
+    match settings.get(key) {
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(list)) => Ok(list),
-        Some(other) => Err(format!(".clients is {}, not an array", kind(other))),
+        Some(other) => Err(format!(".{key} is {}, not an array", kind(other))),
+    }
+}
+
+fn settings(inbound: &Map<String, Value>) -> Result<Option<&Map<String, Value>>, String> {
+    match inbound.get("settings") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(s)) => Ok(Some(s)),
+        Some(other) => Err(format!("is {}, not an object", kind(other))),
+    }
+}
+
+/// The key an inbound's clients are read from and written back to: `clients`, unless only
+/// `users` is there. A write must go to the array that was read: a new `clients` beside a
+/// `users` array would silently shadow it.
+pub(super) fn clients_key(settings: &Map<String, Value>) -> &'static str {
+    let present = |key| settings.get(key).is_some_and(|v| !v.is_null());
+    if !present("clients") && present("users") {
+        "users"
+    } else {
+        "clients"
+    }
+}
+
+/// VLESS `settings.flow` when it is one Xray loads (`xtls-rprx-vision`), else `""`: V2Ray
+/// ignores the key, and Xray does not start from a config with another value, so no running
+/// core has one.
+fn default_flow(inbound: &Map<String, Value>) -> String {
+    let flow = inbound
+        .get("settings")
+        .and_then(|s| s.get("flow"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match crate::domain::check_flow(flow) {
+        Ok(()) => flow.to_owned(),
+        Err(_) => String::new(),
     }
 }
 
@@ -168,10 +206,11 @@ fn api_address(
     for inbound_tag in api_inbound_tags(root, tag) {
         let found = inbounds.iter().enumerate().find(|(_, ib)| {
             ib.get("tag").and_then(Value::as_str) == Some(inbound_tag)
-                && matches!(
-                    ib.get("protocol").and_then(Value::as_str),
-                    Some("dokodemo-door" | "tunnel")
-                )
+                && ib
+                    .get("protocol")
+                    .and_then(Value::as_str)
+                    .map(Protocol::parse)
+                    .is_some_and(|p| matches!(p.as_str(), "dokodemo-door" | "tunnel"))
         });
         if let Some((i, inbound)) = found {
             return dokodemo_address(inbound)

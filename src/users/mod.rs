@@ -3,7 +3,9 @@
 //! except [`read_file`].
 //!
 //! Each entry is an object with `email` and exactly one of `id` (a UUID, for VLESS/VMess) or
-//! `password` (Trojan/Shadowsocks), and optionally `flow` (string), `level` (0..=u32::MAX),
+//! `password` (Trojan/Shadowsocks), and optionally `flow` (`""` or `xtls-rprx-vision`, the only
+//! flows Xray loads), `level` (0..=u32::MAX; at most 255 with a password, as Trojan and
+//! Shadowsocks configs hold it in a byte),
 //! `tunnels` (tunnel ids; absent = every tunnel) and `inbounds` (tags; absent = every inbound
 //! whose protocol takes the credential). Unknown keys are ignored. A bad entry is rejected with
 //! its reason and the others are kept; only a document that is not usable at all is an error.

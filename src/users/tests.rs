@@ -283,3 +283,45 @@ fn emails_with_control_characters_or_too_long_are_rejected_and_held() {
     // Those users are left as they are, wherever they already exist.
     assert_eq!(doc.held_emails().len(), 3);
 }
+
+/// semantics §4, §5, §10: a flow Xray does not load, a password user's level above a byte, and
+/// an email holding the error chain separator are refused with their reason; the rest stays.
+#[test]
+fn flows_levels_and_emails_the_core_cannot_take_are_rejected() {
+    let doc = parse_document(
+        br#"{"users": [
+        {"email": "ok@x", "id": "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f", "flow": "xtls-rprx-vision", "level": 70000},
+        {"email": "direct@x", "id": "1f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f", "flow": "xtls-rprx-direct"},
+        {"email": "trojan@x", "password": "t", "level": 255},
+        {"email": "high@x", "password": "h", "level": 256},
+        {"email": "a > b@x", "password": "c"}
+    ]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        emails(&doc.users.iter().map(|d| d.user.clone()).collect::<Vec<_>>()),
+        ["ok@x", "trojan@x"]
+    );
+    let reasons: Vec<(usize, &str)> = doc
+        .rejected
+        .iter()
+        .map(|r| (r.index, r.reason.as_str()))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons[0].0, 1);
+    assert!(
+        reasons[0]
+            .1
+            .starts_with(r#"flow "xtls-rprx-direct" is not one Xray loads"#),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1].0, 3);
+    assert!(
+        reasons[1].1.starts_with("level 256 is above 255"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[2].0, 4);
+    assert!(reasons[2].1.contains(r#"contains " > ""#), "{reasons:?}");
+    // Rejected, and so held: left as they are wherever they already are.
+    assert!(doc.held_emails().contains("high@x"));
+}

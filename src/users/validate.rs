@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use super::{DesiredUser, Document, Rejection, kind};
-use crate::domain::{Credential, TunnelId, User, canonical_uuid, check_email};
+use crate::domain::{
+    Credential, TunnelId, User, canonical_uuid, check_email, check_flow, check_level,
+};
 
 /// Validates every entry. The first acceptable entry for an email or a credential wins; later
 /// entries repeating it are rejected.
@@ -83,6 +85,7 @@ fn entry_user(entry: &Value) -> Result<DesiredUser, String> {
         Some(Value::String(flow)) => flow.clone(),
         Some(other) => return Err(format!("flow is {}, not a string", kind(other))),
     };
+    check_flow(&flow).map_err(|e| e.to_string())?;
     let level = match field(obj, "level") {
         None => 0,
         Some(v) => v
@@ -90,6 +93,7 @@ fn entry_user(entry: &Value) -> Result<DesiredUser, String> {
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| format!("level {v} is not a whole number from 0 to {}", u32::MAX))?,
     };
+    check_level(&credential, level).map_err(|e| e.to_string())?;
     let tunnels = match strings(obj, "tunnels")? {
         None => None,
         Some(ids) => Some(

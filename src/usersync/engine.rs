@@ -7,22 +7,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::{self, StreamExt};
 use tracing::{info, warn};
 
+use super::apply::{self, Tally};
 use super::clock::CoreClock;
 use super::metrics::SyncMetrics;
-use super::plan::{self, Guard, InboundDiff, Op};
+use super::plan::{self, Guard, InboundDiff};
 use super::record::Record;
 pub use super::target::Target;
-use crate::domain::{Flavour, Protocol, TunnelId, User, loggable};
+use crate::domain::{Flavour, Protocol, TunnelId, User, is_unmanaged};
 use crate::tunnelcfg;
 use crate::users::{self, Document};
 use crate::xray::{ApiClient, ApiError};
-
-/// Attempts per operation when the core answers with a retryable error.
-const ATTEMPTS: u32 = 3;
-const RETRY_BASE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -32,16 +28,6 @@ pub struct Settings {
     /// The configured flavour of each tunnel (`tunnels.flavour` / `tunnels.flavours`).
     pub flavours: crate::config::TunnelsConfig,
     pub state_dir: PathBuf,
-}
-
-/// Emails touched during one sync (a user added to two inbounds is one added user).
-#[derive(Default)]
-struct Tally {
-    added: BTreeSet<String>,
-    removed: BTreeSet<String>,
-    changed: BTreeSet<String>,
-    /// Operations that failed.
-    failed: usize,
 }
 
 /// What a sync of one tunnel did; users are counted once however many inbounds they are on.
@@ -58,6 +44,18 @@ pub struct Outcome {
     /// Users on the tunnel left as they are because their entry in the document is invalid.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub held: usize,
+    /// Users whose changed credential was not applied (the core could not take the new one):
+    /// they keep the old one, live and in the config file.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kept: usize,
+    /// Users whose live state on the core differed from the desired set before this round
+    /// repaired it (cores that list their users: Xray).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drift: usize,
+    /// Tags of inbounds skipped because they cannot hold users (single-user or relay
+    /// Shadowsocks-2022).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cannot_hold: Vec<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -91,6 +89,8 @@ struct Connection {
     core_start_usec: u64,
     client: ApiClient,
     can_list_users: bool,
+    /// Inbounds found unable to hold users (logged once per core process).
+    cannot_hold: HashSet<String>,
 }
 
 pub struct Engine {
@@ -161,32 +161,45 @@ impl Engine {
         };
         let addr = config.api.ok_or(SyncError::NoApi)?;
         let (client, can_list) = self.connection(target, addr).await?;
-        let flavour = client.flavour();
         let held = desired.held_emails();
         let before = record.clone();
+        let mut outcome = Outcome::default();
+        let mut drifted = BTreeSet::new();
 
         // Per inbound: what the core has now and what it should have.
         let mut inbounds = Vec::new();
         for inbound in &config.inbounds {
-            if let Some(reason) = inbound.protocol.user_management_refusal(flavour) {
+            if let Some(reason) = inbound.protocol.user_management_refusal(client.flavour()) {
                 tracing::debug!(tunnel = %target.id, tag = %inbound.tag, reason, "inbound skipped");
                 continue;
             }
             let current = match can_list {
-                true => client
-                    .inbound_users(&inbound.tag)
-                    .await?
-                    .unwrap_or_default(),
+                true => match client.inbound_users(&inbound.tag).await {
+                    Ok(users) => users.unwrap_or_default(),
+                    Err(ApiError::CannotHoldUsers(message)) => {
+                        self.cannot_hold(target, &inbound.tag, &message);
+                        outcome.cannot_hold.push(inbound.tag.clone());
+                        continue;
+                    }
+                    Err(err) => return Err(err.into()),
+                },
                 false => record.users(&inbound.tag).to_vec(),
             };
-            let want = users::desired_for(
+            let mut want = users::desired_for(
                 &desired.users,
                 &target.id,
                 &inbound.tag,
                 &inbound.protocol,
-                flavour,
+                client.flavour(),
             );
+            plan::inherit_flow(&mut want, &inbound.default_flow);
             let diff = plan::diff(&current, &want, &held);
+            if can_list {
+                // The live list against the desired set, before this round repairs it.
+                let users = plan::drift(&diff);
+                self.metrics.set_drift(&target.id, &inbound.tag, users);
+                drifted.extend(diff_emails(&diff));
+            }
             self.metrics
                 .set_users(&target.id, &inbound.tag, want.len(), current.len());
             inbounds.push((inbound.tag.clone(), inbound.protocol.clone(), current, diff));
@@ -205,25 +218,32 @@ impl Engine {
             if diff.ops(with_removals).is_empty() {
                 continue;
             }
-            let applied = self
-                .apply(
-                    target,
-                    &client,
-                    tag,
-                    protocol,
-                    diff,
-                    with_removals,
-                    &mut tally,
-                )
-                .await;
-            record.set(tag, merge(current, &applied));
+            let inbound = apply::Inbound {
+                tunnel: &target.id,
+                client: &client,
+                tag,
+                protocol,
+                current,
+                metrics: &self.metrics,
+            };
+            let concurrency = self.settings.concurrency;
+            let applied =
+                apply::apply(&inbound, diff, with_removals, concurrency, &mut tally).await;
+            // Users the core holds without a real email stay in the file as they are, never
+            // written back under a name the core made up.
+            let managed: Vec<User> = current
+                .iter()
+                .filter(|u| !is_unmanaged(&u.email))
+                .cloned()
+                .collect();
+            record.set(tag, apply::merge(&managed, &applied));
             changed_tags.push(tag.clone());
         }
         if !changed_tags.is_empty() {
-            self.persist(target, &record, &before, &changed_tags, flavour)
+            self.persist(target, &record, &before, &changed_tags, client.flavour())
                 .await?;
         }
-        let outcome = Outcome {
+        outcome = Outcome {
             added: tally.added.len(),
             removed: tally.removed.len(),
             changed: tally.changed.len(),
@@ -231,6 +251,9 @@ impl Engine {
             total: record.total_users(),
             guard_tripped: matches!(guard, Guard::Tripped { .. }) && !force,
             held: held_on(&inbounds, &held),
+            kept: tally.kept.len(),
+            drift: drifted.len(),
+            ..outcome
         };
         if outcome.held > 0 {
             warn!(tunnel = %target.id, held = outcome.held,
@@ -241,10 +264,25 @@ impl Engine {
                 .set_applied(&target.id, tag, record.users(tag).len());
         }
         info!(tunnel = %target.id, added = outcome.added, removed = outcome.removed, changed = outcome.changed,
-            failed = outcome.failed, total = outcome.total,
+            failed = outcome.failed, total = outcome.total, drift = outcome.drift,
             "user sync complete: tunnel={} added={} removed={} total={}",
             target.id, outcome.added + outcome.changed, outcome.removed, outcome.total);
         Ok(outcome)
+    }
+
+    /// Marks an inbound whose proxy cannot hold users (a single-user or relay Shadowsocks-2022
+    /// inbound, semantics §2): skipped, not a failure of the tunnel's sync. Logged once per core
+    /// process, reported by a gauge every round.
+    fn cannot_hold(&mut self, target: &Target, tag: &str, message: &str) {
+        self.metrics.set_cannot_hold(&target.id, tag);
+        let first = self
+            .connections
+            .get_mut(&target.id)
+            .is_some_and(|c| c.cannot_hold.insert(tag.to_owned()));
+        if first {
+            warn!(tunnel = %target.id, %tag, core = %message,
+                "inbound cannot hold users (not a user manager): skipped, its users are not synced");
+        }
     }
 
     /// Writes what was applied to the config file, then to the record, unless the core
@@ -318,113 +356,10 @@ impl Engine {
                 core_start_usec: target.core_start_usec,
                 client: client.clone(),
                 can_list_users: can_list,
+                cannot_hold: HashSet::new(),
             },
         );
         Ok((client, can_list))
-    }
-
-    /// Applies one inbound's diff, `concurrency` emails at a time, each email's ops in order.
-    /// Returns the ops that took effect.
-    #[allow(clippy::too_many_arguments)]
-    async fn apply(
-        &self,
-        target: &Target,
-        client: &ApiClient,
-        tag: &str,
-        protocol: &Protocol,
-        diff: &InboundDiff,
-        with_removals: bool,
-        tally: &mut Tally,
-    ) -> Vec<Op> {
-        let groups = diff.ops(with_removals);
-        let runs: Vec<_> = groups
-            .into_iter()
-            .map(|ops| async move {
-                let mut done = Vec::new();
-                for op in ops {
-                    match run_op(client, tag, protocol, &op).await {
-                        Ok(()) => done.push(op),
-                        Err(err) => return (done, Some((op, err))),
-                    }
-                }
-                (done, None)
-            })
-            .collect();
-        let results: Vec<_> = stream::iter(runs)
-            .buffer_unordered(self.settings.concurrency)
-            .collect()
-            .await;
-        let mut applied = Vec::new();
-        let changes: HashSet<&str> = diff.change.iter().map(|u| u.email.as_str()).collect();
-        let is_change = |email: &str| changes.contains(email);
-        for (done, failure) in results {
-            for op in &done {
-                self.metrics.count_op(&target.id, op.kind(), "ok");
-                match op {
-                    Op::Add(u) if is_change(&u.email) => {
-                        tally.changed.insert(u.email.to_lowercase());
-                    }
-                    Op::Add(u) => {
-                        tally.added.insert(u.email.to_lowercase());
-                        info!(
-                            "added user {} to {}/{} via API (no restart)",
-                            loggable(&u.email),
-                            target.id,
-                            tag
-                        );
-                    }
-                    Op::Remove(e) if is_change(e) => {}
-                    Op::Remove(e) => {
-                        tally.removed.insert(e.to_lowercase());
-                        info!(
-                            "removed user {} from {}/{} via API (no restart)",
-                            loggable(e),
-                            target.id,
-                            tag
-                        );
-                    }
-                }
-            }
-            if let Some((op, err)) = failure {
-                tally.failed += 1;
-                let result = if matches!(err, ApiError::Refused(_)) {
-                    "refused"
-                } else {
-                    "error"
-                };
-                self.metrics.count_op(&target.id, op.kind(), result);
-                warn!(tunnel = %target.id, %tag, op = op.kind(), email = %loggable(op.email()), error = %err, "user operation failed");
-            }
-            applied.extend(done);
-        }
-        applied
-    }
-}
-
-/// Runs one operation with retries; "already exists" on add and "not found" on remove mean the
-/// core is already where we want it.
-async fn run_op(
-    client: &ApiClient,
-    tag: &str,
-    protocol: &Protocol,
-    op: &Op,
-) -> Result<(), ApiError> {
-    let mut attempt = 0;
-    loop {
-        let result = match op {
-            Op::Add(user) => client.add_user(tag, protocol, user).await,
-            Op::Remove(email) => client.remove_user(tag, email).await,
-        };
-        match (op, result) {
-            (_, Ok(()))
-            | (Op::Add(_), Err(ApiError::AlreadyExists))
-            | (Op::Remove(_), Err(ApiError::NotFound)) => return Ok(()),
-            (_, Err(err)) if err.is_retryable() && attempt + 1 < ATTEMPTS => {
-                attempt += 1;
-                tokio::time::sleep(RETRY_BASE * 2u32.pow(attempt)).await;
-            }
-            (_, Err(err)) => return Err(err),
-        }
     }
 }
 
@@ -456,21 +391,12 @@ fn held_on(
     present.len()
 }
 
-/// The users an inbound holds after `applied` ops on `current`.
-fn merge(current: &[User], applied: &[Op]) -> Vec<User> {
-    let mut users: BTreeMap<String, User> = current
+/// The emails of a diff's users (lower-cased).
+fn diff_emails(diff: &InboundDiff) -> impl Iterator<Item = String> + '_ {
+    let added = diff
+        .add
         .iter()
-        .map(|u| (u.email.to_lowercase(), u.clone()))
-        .collect();
-    for op in applied {
-        match op {
-            Op::Add(u) => {
-                users.insert(u.email.to_lowercase(), u.clone());
-            }
-            Op::Remove(e) => {
-                users.remove(&e.to_lowercase());
-            }
-        }
-    }
-    users.into_values().collect()
+        .chain(&diff.change)
+        .map(|u| u.email.to_lowercase());
+    added.chain(diff.remove.iter().map(|e| e.to_lowercase()))
 }

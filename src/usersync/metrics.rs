@@ -15,6 +15,8 @@ use crate::domain::TunnelId;
 pub struct SyncMetrics {
     desired: GaugeVec,
     applied: GaugeVec,
+    drift: GaugeVec,
+    cannot_hold: GaugeVec,
     operations: IntCounterVec,
     duration: Histogram,
     last_success: GaugeVec,
@@ -82,6 +84,18 @@ impl SyncMetrics {
                 "Users the inbound holds after the last sync.",
                 ti,
             ),
+            drift: gauge_vec(
+                registry,
+                "xray_usersync_drift_users",
+                "Users by which the inbound's live users (GetInboundUsers) differed from the desired set before the last sync repaired them: missing, extra or with another credential. Only for cores that list their users (Xray).",
+                ti,
+            ),
+            cannot_hold: gauge_vec(
+                registry,
+                "xray_usersync_inbound_cannot_hold_users",
+                "1 for an inbound the last sync skipped because its proxy cannot hold users (a single-user or relay Shadowsocks-2022 inbound).",
+                ti,
+            ),
             operations,
             duration,
             last_success: gauge_vec(
@@ -137,6 +151,25 @@ impl SyncMetrics {
         known.insert((tunnel.to_string(), inbound.to_owned()));
     }
 
+    pub fn set_drift(&self, tunnel: &TunnelId, inbound: &str, users: usize) {
+        self.drift
+            .with_label_values(&[tunnel.as_str(), inbound])
+            .set(users as f64);
+        self.known(tunnel, inbound);
+    }
+
+    pub fn set_cannot_hold(&self, tunnel: &TunnelId, inbound: &str) {
+        self.cannot_hold
+            .with_label_values(&[tunnel.as_str(), inbound])
+            .set(1.0);
+        self.known(tunnel, inbound);
+    }
+
+    fn known(&self, tunnel: &TunnelId, inbound: &str) {
+        let mut known = self.inbounds.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert((tunnel.to_string(), inbound.to_owned()));
+    }
+
     pub fn count_op(&self, tunnel: &TunnelId, op: &str, result: &str) {
         self.operations
             .with_label_values(&[tunnel.as_str(), op, result])
@@ -184,6 +217,8 @@ impl SyncMetrics {
             if !keep {
                 let _ = self.desired.remove_label_values(&[t, i]);
                 let _ = self.applied.remove_label_values(&[t, i]);
+                let _ = self.drift.remove_label_values(&[t, i]);
+                let _ = self.cannot_hold.remove_label_values(&[t, i]);
             }
             keep
         });

@@ -10,6 +10,7 @@
 //! loop shares two async workers with the API and the watcher, and an fsync or a stuck file
 //! must not stall them.
 
+mod apply;
 pub mod clock;
 pub mod engine;
 pub mod metrics;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::domain::User;
+use crate::domain::{Protocol, User, is_unmanaged};
 
 /// One change to one inbound. Operations on the same email run in the order given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,17 +69,19 @@ fn key(email: &str) -> String {
 
 /// The difference between `current` and `desired` for one inbound. Users whose email is in
 /// `held` (lower-cased: their entry in the document is invalid) are left exactly as they are:
-/// never added, changed or removed.
+/// never added, changed or removed; so are users the core holds without a real email
+/// ([`is_unmanaged`]: a config client with none), unless the desired set names them.
 pub fn diff(current: &[User], desired: &[User], held: &BTreeSet<String>) -> InboundDiff {
     let free = |u: &&User| !held.contains(&key(&u.email));
-    let current: BTreeMap<String, &User> = current
+    let desired: BTreeMap<String, &User> = desired
         .iter()
         .filter(free)
         .map(|u| (key(&u.email), u))
         .collect();
-    let desired: BTreeMap<String, &User> = desired
+    let current: BTreeMap<String, &User> = current
         .iter()
         .filter(free)
+        .filter(|u| !is_unmanaged(&u.email) || desired.contains_key(&key(&u.email)))
         .map(|u| (key(&u.email), u))
         .collect();
     let mut out = InboundDiff::default();
@@ -102,6 +104,35 @@ fn same_login(a: &User, b: &User) -> bool {
     a.credential == b.credential && a.flow == b.flow && a.level == b.level
 }
 
+/// Users of one inbound that differ between the core's live list and the desired set: missing,
+/// extra, or with another credential, flow or level (held and unmanaged users left out). Measured
+/// before the round repairs them: `xray_usersync_drift_users`.
+pub fn drift(diff: &InboundDiff) -> usize {
+    diff.add.len() + diff.remove.len() + diff.change.len()
+}
+
+/// Gives desired VLESS users without a flow the inbound's `settings.flow`, as Xray gives it to
+/// config clients without one and lists them with it (semantics §3). The warden then adds them
+/// with that flow, so the live users match what a restart would load, and a stable config
+/// makes no operation on the next round.
+pub fn inherit_flow(users: &mut [User], default_flow: &str) {
+    for user in users.iter_mut().filter(|u| u.flow.is_empty()) {
+        user.flow = default_flow.to_owned();
+    }
+}
+
+/// Whether a changed credential on a `protocol` inbound can be applied as remove-then-add
+/// without risking the user: the warden sends adds for it, and its core refuses a second user
+/// with an email already there, so the new user's add can be tried first and changes nothing
+/// (VLESS, VMess, Trojan; semantics, exact texts). Not Shadowsocks: the client refuses its adds,
+/// and Xray's AEAD inbound takes a second user with the same email (semantics §1).
+pub fn changes_in_place(protocol: &Protocol) -> bool {
+    matches!(
+        protocol,
+        Protocol::Vless | Protocol::Vmess | Protocol::Trojan
+    )
+}
+
 /// The removal guard's verdict for one tunnel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Guard {
@@ -121,6 +152,7 @@ pub fn guard(current: &[&[User]], diffs: &[&InboundDiff], max_fraction: f64) -> 
     let total: BTreeSet<String> = current
         .iter()
         .flat_map(|users| users.iter().map(|u| key(&u.email)))
+        .filter(|email| !is_unmanaged(email))
         .collect();
     let removing: BTreeSet<String> = diffs
         .iter()
@@ -258,5 +290,53 @@ mod tests {
             guard(&[&current], &[&d], 0.5),
             Guard::Tripped { removing: 6, .. }
         ));
+    }
+
+    #[test]
+    fn users_without_a_real_email_are_never_removed_nor_counted() {
+        let unnamed = "unnamed-user-0-eecb6b1b-a14f-459e-b8ba-50448af50a8a";
+        let current = [user("", "1"), user(unnamed, "2"), user("a@x", "3")];
+        let desired = [user("a@x", "3"), user("b@x", "4")];
+        let d = diff(&current, &desired, &none());
+        assert!(d.remove.is_empty() && d.change.is_empty(), "{d:?}");
+        assert_eq!(d.add, vec![user("b@x", "4")]);
+        // Only a@x counts: removing it alone is all of the tunnel's users.
+        let gone = diff(&current, &[], &none());
+        assert_eq!(gone.remove, vec!["a@x".to_owned()]);
+        assert_eq!(
+            guard(&[&current], &[&gone], 0.5),
+            Guard::Tripped {
+                removing: 1,
+                total: 1
+            }
+        );
+    }
+
+    #[test]
+    fn inherited_flows_make_a_stable_inbound_equal() {
+        let vision = "xtls-rprx-vision";
+        let mut live = user("a@x", "1");
+        live.flow = vision.into();
+        let mut want = vec![user("a@x", "1")];
+        assert_eq!(drift(&diff(&[live.clone()], &want, &none())), 1);
+        inherit_flow(&mut want, vision);
+        assert!(diff(&[live], &want, &none()).is_empty());
+    }
+
+    #[test]
+    fn drift_counts_missing_extra_and_changed_users() {
+        let current = [user("a@x", "1"), user("b@x", "2"), user("c@x", "3")];
+        let desired = [user("a@x", "1"), user("b@x", "9"), user("d@x", "4")];
+        assert_eq!(drift(&diff(&current, &desired, &none())), 3);
+        assert_eq!(drift(&diff(&current, &current, &none())), 0);
+    }
+
+    #[test]
+    fn only_protocols_whose_core_refuses_a_second_email_change_in_place() {
+        assert!(changes_in_place(&Protocol::Vless));
+        assert!(changes_in_place(&Protocol::Vmess));
+        assert!(changes_in_place(&Protocol::Trojan));
+        assert!(!changes_in_place(&Protocol::Shadowsocks));
+        assert!(!changes_in_place(&Protocol::parse("socks")));
     }
 }

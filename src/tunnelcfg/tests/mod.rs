@@ -3,6 +3,7 @@
 mod parse;
 mod persist;
 mod replace;
+mod xray_shapes;
 
 use std::collections::BTreeMap;
 use std::fs;
