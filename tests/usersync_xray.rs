@@ -32,6 +32,8 @@ const C_ID: &str = "2f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
 /// Shadowsocks-2022 keys (16 bytes, base64) for 2022-blake3-aes-128-gcm.
 const SS_KEY: &str = "mv9WcpkziE0g18O3LK2n2g==";
 const SS_USER_KEY: &str = "ArEeA70sG+og/qULmABPFA==";
+/// Another user key of the same length (16 bytes, base64).
+const SS_NEW_USER_KEY: &str = "YWJjZGVmZ2hpamtsbW5vcA==";
 
 /// A core that never restarts during these syncs.
 struct SteadyClock;
@@ -54,6 +56,19 @@ struct Tunnel {
 }
 
 impl Tunnel {
+    /// The users of inbound `tag` as the core's own CLI (`xray api inbounduser`) lists them.
+    fn cli_users(&self, tag: &str) -> Vec<Value> {
+        let out = Command::new(Core::Xray.bin())
+            .args(["api", "inbounduser"])
+            .arg(format!("--server={}", self.api))
+            .args(["-tag", tag])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+        answer["users"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Writes a config with `api.listen` and `inbounds` (a JSON array text, `{port}` placeholders
     /// filled with free ports) and starts Xray on it. `None` when the run excludes Xray.
     fn start(test: &str, inbounds: &str) -> Option<Tunnel> {

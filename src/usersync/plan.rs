@@ -122,14 +122,17 @@ pub fn inherit_flow(users: &mut [User], default_flow: &str) {
 }
 
 /// Whether a changed credential on a `protocol` inbound can be applied as remove-then-add
-/// without risking the user: the warden sends adds for it, and its core refuses a second user
-/// with an email already there, so the new user's add can be tried first and changes nothing
-/// (VLESS, VMess, Trojan; semantics, exact texts). Not Shadowsocks: the client refuses its adds,
-/// and Xray's AEAD inbound takes a second user with the same email (semantics §1).
+/// without risking the user: the new user's add is tried first, while the old one is there, and
+/// must answer "already exists" without changing anything. VLESS, VMess and Trojan cores refuse a
+/// second user with an email already there (semantics, exact texts). Shadowsocks too, through the
+/// client: it sends adds only to a multi-user Shadowsocks-2022 inbound and asks that inbound for
+/// the email first (its own check is case-sensitive), and refuses every add to an AEAD inbound,
+/// which would take a second user with the same email (semantics §1) — so there the trial is
+/// refused and the old credential stays. Anything else takes no users.
 pub fn changes_in_place(protocol: &Protocol) -> bool {
     matches!(
         protocol,
-        Protocol::Vless | Protocol::Vmess | Protocol::Trojan
+        Protocol::Vless | Protocol::Vmess | Protocol::Trojan | Protocol::Shadowsocks
     )
 }
 
@@ -336,7 +339,7 @@ mod tests {
         assert!(changes_in_place(&Protocol::Vless));
         assert!(changes_in_place(&Protocol::Vmess));
         assert!(changes_in_place(&Protocol::Trojan));
-        assert!(!changes_in_place(&Protocol::Shadowsocks));
+        assert!(changes_in_place(&Protocol::Shadowsocks));
         assert!(!changes_in_place(&Protocol::parse("socks")));
     }
 }
