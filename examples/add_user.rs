@@ -1,6 +1,7 @@
 //! Adds ONE VLESS user to a V2Ray core's inbound through the gRPC API, then exits: what a
 //! per-user CLI call costs (process start, runtime, connection, the inbound check, the add).
-//! The usersync benchmark spawns it once per user as its baseline C.
+//! The usersync benchmark spawns it once per user as its baseline C on V2Ray 4.34, which has no
+//! `api adu`; on Xray-core that baseline is the core's own `xray api adu`, one process per user.
 //!
 //! `add_user ADDR TAG EMAIL UUID`, e.g. `add_user 127.0.0.1:10085 vless-in a@x <uuid>`.
 //! Exit status: 0 added, 1 the core refused or could not be reached, 2 bad arguments.
