@@ -143,10 +143,13 @@ async fn restarted_mid_sync(kind: Core) {
     };
     let registry = prometheus::Registry::new();
     let mut engine = Engine::new(settings, SyncMetrics::new(&registry), clock);
-    let doc = xray_warden::users::parse_document(
-        format!(r#"{{"users": [{{"email": "alice@example.com", "id": "{ALICE}"}}]}}"#).as_bytes(),
-    )
-    .unwrap();
+    let doc = Arc::new(
+        xray_warden::users::parse_document(
+            format!(r#"{{"users": [{{"email": "alice@example.com", "id": "{ALICE}"}}]}}"#)
+                .as_bytes(),
+        )
+        .unwrap(),
+    );
     let mut target = Target {
         id: TunnelId::new("edge").unwrap(),
         config_path: config.clone(),

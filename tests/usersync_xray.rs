@@ -20,6 +20,7 @@ use serde_json::Value;
 use support::cores::{Core, free_port};
 use xray_warden::config::Config;
 use xray_warden::domain::{Credential, Flavour, TunnelId, User};
+use xray_warden::users::Document;
 use xray_warden::usersync::clock::CoreClock;
 use xray_warden::usersync::engine::{Engine, Outcome, Settings, Target};
 use xray_warden::usersync::metrics::SyncMetrics;
@@ -53,6 +54,8 @@ struct Tunnel {
     engine: Engine,
     registry: prometheus::Registry,
     target: Target,
+    /// The last document text and its parse.
+    doc: Option<(String, Arc<Document>)>,
 }
 
 impl Tunnel {
@@ -118,12 +121,31 @@ impl Tunnel {
             engine,
             registry,
             target,
+            doc: None,
         })
     }
 
+    /// One round with the document `doc`; the same text gives the same parsed document, as
+    /// the daemon's loop keeps it while its source is unchanged.
     async fn sync(&mut self, doc: &str) -> Outcome {
-        let doc = xray_warden::users::parse_document(doc.as_bytes()).unwrap();
-        let result = self.engine.sync(&self.target, &doc, true, false).await;
+        self.round(doc, false).await
+    }
+
+    /// A forced round (`POST /api/v1/sync {"force": true}`).
+    async fn sync_forced(&mut self, doc: &str) -> Outcome {
+        self.round(doc, true).await
+    }
+
+    async fn round(&mut self, text: &str, force: bool) -> Outcome {
+        let doc = match &self.doc {
+            Some((last, doc)) if last == text => doc.clone(),
+            _ => {
+                let doc = Arc::new(xray_warden::users::parse_document(text.as_bytes()).unwrap());
+                self.doc = Some((text.to_owned(), doc.clone()));
+                doc
+            }
+        };
+        let result = self.engine.sync(&self.target, &doc, true, force).await;
         result.unwrap_or_else(|e| panic!("sync failed: {e}"))
     }
 
@@ -252,5 +274,7 @@ fn emails(users: &[User]) -> Vec<&str> {
 
 #[path = "usersync_xray/changes.rs"]
 mod changes;
+#[path = "usersync_xray/quiet.rs"]
+mod quiet;
 #[path = "usersync_xray/shapes.rs"]
 mod shapes;

@@ -82,7 +82,9 @@ fn main() {
         .build()
         .expect("building the tokio runtime");
     let doc_bytes = users_document(knobs.users);
-    let doc = users::parse_document(&doc_bytes).expect("the generated document parses");
+    let doc = std::sync::Arc::new(
+        users::parse_document(&doc_bytes).expect("the generated document parses"),
+    );
     assert!(doc.rejected.is_empty(), "rejected: {:?}", doc.rejected);
     let input = Input {
         knobs: &knobs,
@@ -135,7 +137,7 @@ struct Input<'a> {
     runtime: &'a Runtime,
     log: &'a Path,
     doc_bytes: &'a [u8],
-    doc: &'a users::Document,
+    doc: &'a std::sync::Arc<users::Document>,
 }
 
 /// One core's part of the run; `Err` holds why it was skipped.

@@ -4,6 +4,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::Registry;
@@ -101,7 +102,7 @@ impl Warden {
         }
     }
 
-    async fn sync(&mut self, doc: &users::Document) -> Result<Outcome, String> {
+    async fn sync(&mut self, doc: &Arc<users::Document>) -> Result<Outcome, String> {
         let synced = self.engine.sync(&self.target, doc, true, false).await;
         synced.map_err(|e| e.to_string())
     }
@@ -110,7 +111,7 @@ impl Warden {
 pub async fn bench_warden(
     kind: Core,
     dir: &Path,
-    doc: &users::Document,
+    doc: &Arc<users::Document>,
     repeats: usize,
 ) -> WardenRun {
     let mut core = LiveCore::start(kind, &dir.join("warden"));
@@ -165,7 +166,7 @@ pub async fn bench_warden(
 async fn no_change(
     warden: &mut Warden,
     core: &LiveCore,
-    doc: &users::Document,
+    doc: &Arc<users::Document>,
     repeats: usize,
 ) -> NoChange {
     let state_dir = warden.state_dir.clone();

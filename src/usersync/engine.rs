@@ -13,6 +13,7 @@ use super::apply::{self, Tally};
 use super::clock::CoreClock;
 use super::metrics::SyncMetrics;
 use super::plan::{self, Guard, InboundDiff};
+use super::quiet::{FileStamp, Quiet};
 use super::record::Record;
 pub use super::target::Target;
 use crate::domain::{Flavour, Protocol, TunnelId, User, is_unmanaged};
@@ -99,6 +100,8 @@ pub struct Engine {
     connections: HashMap<TunnelId, Connection>,
     /// Tells whether a core restarted while it was being synced.
     clock: Arc<dyn CoreClock>,
+    /// Tunnels whose last round found nothing to do (see [`super::quiet`]).
+    quiet: HashMap<TunnelId, Quiet>,
 }
 
 impl Engine {
@@ -108,22 +111,29 @@ impl Engine {
             metrics,
             connections: HashMap::new(),
             clock,
+            quiet: HashMap::new(),
         }
     }
 
     /// Forgets tunnels that no longer exist (and drops their series).
     pub fn retain(&mut self, alive: &[TunnelId]) {
         self.connections.retain(|id, _| alive.contains(id));
+        self.quiet.retain(|id, _| alive.contains(id));
         self.metrics.retain(alive);
     }
 
     /// Brings `target`'s users to `desired`. Removals and credential changes are only applied
     /// when `removals_allowed` (the source is healthy) and the guard allows them or `force`
     /// overrides it. Users whose entry in `desired` is invalid are left as they are.
+    ///
+    /// A round after one that found nothing to do, with the same `desired` (the same `Arc`), the
+    /// same core process and config file, and the same user counts in the core, is quiet: it
+    /// answers the last outcome without reading or listing anything else ([`super::quiet`]).
+    /// `force` always makes a full round.
     pub async fn sync(
         &mut self,
         target: &Target,
-        desired: &Document,
+        desired: &Arc<Document>,
         removals_allowed: bool,
         force: bool,
     ) -> Result<Outcome, SyncError> {
@@ -146,16 +156,24 @@ impl Engine {
     async fn sync_inner(
         &mut self,
         target: &Target,
-        desired: &Document,
+        desired: &Arc<Document>,
         removals_allowed: bool,
         force: bool,
     ) -> Result<Outcome, SyncError> {
-        let (config, mut record) = {
+        if !force && let Some(outcome) = self.quiet_round(target, desired).await {
+            tracing::debug!(tunnel = %target.id, "user sync: nothing changed since the last round");
+            return Ok(outcome);
+        }
+        self.quiet.remove(&target.id);
+        let compared_at = Instant::now();
+        let (stamp, config, mut record) = {
             let (target, state_dir) = (target.clone(), self.settings.state_dir.clone());
             blocking(move || {
+                // Stamped before it is read: a change after this makes the next round full.
+                let stamp = FileStamp::of(&target.config_path);
                 let config = tunnelcfg::read(&target.config_path)?;
                 let record = Record::load_or_start(&state_dir, &target, &config)?;
-                Ok((config, record))
+                Ok((stamp, config, record))
             })
             .await?
         };
@@ -165,6 +183,7 @@ impl Engine {
         let before = record.clone();
         let mut outcome = Outcome::default();
         let mut drifted = BTreeSet::new();
+        let mut counts = Vec::new();
 
         // Per inbound: what the core has now and what it should have.
         let mut inbounds = Vec::new();
@@ -173,12 +192,18 @@ impl Engine {
                 tracing::debug!(tunnel = %target.id, tag = %inbound.tag, reason, "inbound skipped");
                 continue;
             }
+            if can_list {
+                // Counted before it is listed: a user added in between changes the next count.
+                let count = client.inbound_user_count(&inbound.tag).await.ok().flatten();
+                counts.push((inbound.tag.clone(), count));
+            }
             let current = match can_list {
                 true => match client.inbound_users(&inbound.tag).await {
                     Ok(users) => users.unwrap_or_default(),
                     Err(ApiError::CannotHoldUsers(message)) => {
                         self.cannot_hold(target, &inbound.tag, &message);
                         outcome.cannot_hold.push(inbound.tag.clone());
+                        counts.pop();
                         continue;
                     }
                     Err(err) => return Err(err.into()),
@@ -263,11 +288,54 @@ impl Engine {
             self.metrics
                 .set_applied(&target.id, tag, record.users(tag).len());
         }
+        self.metrics.record_full(&target.id);
+        let nothing_to_do = inbounds.iter().all(|(_, _, _, diff)| diff.is_empty());
+        if let (true, Some(config)) = (nothing_to_do, stamp) {
+            let counts: Option<Vec<(String, u64)>> = counts
+                .into_iter()
+                .map(|(tag, count)| count.map(|c| (tag, c)))
+                .collect();
+            if let Some(counts) = counts {
+                let quiet = Quiet {
+                    document: Arc::downgrade(desired),
+                    core_start_usec: target.core_start_usec,
+                    config,
+                    api: addr,
+                    counts,
+                    outcome: outcome.clone(),
+                    compared_at,
+                };
+                self.quiet.insert(target.id.clone(), quiet);
+            }
+        }
         info!(tunnel = %target.id, added = outcome.added, removed = outcome.removed, changed = outcome.changed,
             failed = outcome.failed, total = outcome.total, drift = outcome.drift,
             "user sync complete: tunnel={} added={} removed={} total={}",
             target.id, outcome.added + outcome.changed, outcome.removed, outcome.total);
         Ok(outcome)
+    }
+
+    /// The last outcome again when nothing the last round read has changed; `None` (and a full
+    /// round) when anything did, or when checking fails.
+    async fn quiet_round(&mut self, target: &Target, desired: &Arc<Document>) -> Option<Outcome> {
+        let quiet = self.quiet.get(&target.id)?.clone();
+        if !quiet.still_holds(desired, target.core_start_usec, Instant::now()) {
+            return None;
+        }
+        let path = target.config_path.clone();
+        let stamp = blocking(move || Ok(FileStamp::of(&path))).await.ok()??;
+        if stamp != quiet.config {
+            return None;
+        }
+        if !quiet.counts.is_empty() {
+            let (client, _) = self.connection(target, quiet.api).await.ok()?;
+            for (tag, count) in &quiet.counts {
+                if client.inbound_user_count(tag).await.ok()?? != *count {
+                    return None;
+                }
+            }
+        }
+        Some(quiet.outcome)
     }
 
     /// Marks an inbound whose proxy cannot hold users (a single-user or relay Shadowsocks-2022

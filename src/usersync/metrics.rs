@@ -20,6 +20,7 @@ pub struct SyncMetrics {
     operations: IntCounterVec,
     duration: Histogram,
     last_success: GaugeVec,
+    last_full: GaugeVec,
     guard_tripped: GaugeVec,
     api_up: GaugeVec,
     pub source_up: Gauge,
@@ -102,6 +103,12 @@ impl SyncMetrics {
                 registry,
                 "xray_usersync_last_success_timestamp_seconds",
                 "Unix time of the tunnel's last completed user sync.",
+                t,
+            ),
+            last_full: gauge_vec(
+                registry,
+                "xray_usersync_last_full_round_timestamp_seconds",
+                "Unix time of the tunnel's last full user sync: config and record read and, on cores that list users, every user compared with the desired set. Rounds in between, with nothing changed since, only count the core's users; a full round runs at least every 5 minutes and on every forced sync.",
                 t,
             ),
             guard_tripped: gauge_vec(
@@ -208,6 +215,14 @@ impl SyncMetrics {
             .set(if guard_tripped { 1.0 } else { 0.0 });
     }
 
+    /// A full round of `tunnel` ended (see [`super::quiet`]).
+    pub fn record_full(&self, tunnel: &TunnelId) {
+        let now = UNIX_EPOCH.elapsed().unwrap_or_default().as_secs_f64();
+        self.last_full
+            .with_label_values(&[tunnel.as_str()])
+            .set(now);
+    }
+
     /// Drops every series of tunnels not in `alive`.
     pub fn retain(&self, alive: &[TunnelId]) {
         let is_alive = |t: &str| alive.iter().any(|id| id.as_str() == t);
@@ -226,7 +241,12 @@ impl SyncMetrics {
         tunnels.retain(|t| {
             let keep = is_alive(t);
             if !keep {
-                for vec in [&self.last_success, &self.guard_tripped, &self.api_up] {
+                for vec in [
+                    &self.last_success,
+                    &self.last_full,
+                    &self.guard_tripped,
+                    &self.api_up,
+                ] {
                     let _ = vec.remove_label_values(&[t]);
                 }
                 for op in ["add", "remove"] {

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod metrics;
 mod online;
 pub mod plan;
+mod quiet;
 mod record;
 pub mod source;
 mod target;

@@ -128,6 +128,25 @@ impl ApiClient {
         }
     }
 
+    /// How many users the inbound `tag` holds, users without an email of their own included
+    /// (GetInboundUsersCount: a small answer where the list is large), or `Ok(None)` when the
+    /// core cannot count them (V2Ray, Xray before v24.11.5).
+    pub async fn inbound_user_count(&self, tag: &str) -> Result<Option<u64>, ApiError> {
+        let request = proto::GetInboundUserRequest {
+            tag: tag.to_owned(),
+            email: String::new(),
+        };
+        let path = Method::GetInboundUsersCount.path(self.flavour);
+        match self
+            .call::<_, proto::GetInboundUsersCountResponse>(path, request)
+            .await
+        {
+            Ok(answer) => Ok(Some(u64::try_from(answer.count).unwrap_or(0))),
+            Err(Failure::UnknownService(_) | Failure::UnknownMethod(_)) => Ok(None),
+            Err(failure) => Err(failure.into()),
+        }
+    }
+
     /// Every counter whose name contains `pattern` (a substring, not a glob; "" = all), with
     /// its value in bytes; `reset` zeroes each one as it is read. Counters appear only after
     /// first traffic and outlive removed users (facts P9). Order unspecified.
