@@ -1,5 +1,5 @@
 //! Proof tier for the tunnel policy and the start check, through the REAL warden's HTTP API
-//! in the systemd sandbox with REAL V2Ray cores: a config that forwards to the warden's own
+//! in the systemd sandbox, once per real core (Xray-core and V2Ray 4.34): a config that forwards to the warden's own
 //! API or to the cloud metadata service is refused with 422 and changes nothing; an allowed
 //! target passes; a config whose port is taken answers an error with the core's own complaint
 //! and leaves nothing behind. Needs root: `cargo test --test tunnel_policy_proof`.
@@ -9,9 +9,15 @@ mod support;
 use std::net::TcpListener;
 
 use serde_json::Value;
-use support::cores::free_port;
+use support::cores::{Core, free_port};
 use support::node::Node;
 use xray_warden::contract::{ActionName, ErrorBody, OutcomeView};
+
+per_core!(
+    configs_forwarding_to_the_host_or_metadata_are_refused_with_422,
+    an_allowed_target_passes,
+    a_core_that_cannot_bind_its_port_is_refused_and_leaves_nothing,
+);
 
 /// A VLESS server on `port` plus `extra_inbound` and `outbound` when given.
 fn config(port: u16, extra_inbound: Option<&str>, outbound: Option<&str>) -> String {
@@ -39,9 +45,8 @@ fn error(answer: &Value) -> ErrorBody {
 
 use serde::Deserialize;
 
-#[test]
-fn configs_forwarding_to_the_host_or_metadata_are_refused_with_422() {
-    let node = Node::boot("policy-refuse", "");
+fn configs_forwarding_to_the_host_or_metadata_are_refused_with_422(core: Core) {
+    let node = Node::boot_on("policy-refuse", core, "");
     let warden_port = node.warden.addr.port();
     let (status, answer) = node.put("keep", &config(free_port(), None, None));
     assert_eq!(status, 200, "{answer}");
@@ -104,11 +109,10 @@ fn configs_forwarding_to_the_host_or_metadata_are_refused_with_422() {
     assert_eq!(node.show("fresh", "LoadState"), "not-found");
 }
 
-#[test]
-fn an_allowed_target_passes() {
+fn an_allowed_target_passes(core: Core) {
     let target = free_port();
     let extra = format!("[tunnels.policy]\nallow_targets = [\"127.0.0.1:{target}\"]\n");
-    let node = Node::boot("policy-allow", &extra);
+    let node = Node::boot_on("policy-allow", core, &extra);
     let (status, answer) = node.put(
         "open",
         &config(free_port(), Some(&door("127.0.0.1", target)), None),
@@ -124,9 +128,8 @@ fn an_allowed_target_passes() {
     assert_eq!(status, 422, "{answer}");
 }
 
-#[test]
-fn a_core_that_cannot_bind_its_port_is_refused_and_leaves_nothing() {
-    let node = Node::boot("policy-taken", "");
+fn a_core_that_cannot_bind_its_port_is_refused_and_leaves_nothing(core: Core) {
+    let node = Node::boot_on("policy-taken", core, "");
     let before = node.footprint();
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
