@@ -233,6 +233,12 @@ fn api_listen(text: &str) -> Result<Option<SocketAddr>, String> {
     let port: u16 = port.parse().map_err(|_| bad())?;
     match host {
         "" | "localhost" => Ok(Some(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port))),
+        // Xray resolves a host name here (semantics §9); the warden dials addresses only, so
+        // that what it dials cannot change under it with DNS.
+        _ if !host.contains(':') && !host.is_empty() => Err(format!(
+            "{text:?} names the host {host:?}; the warden does not resolve host names \
+             (write an IP address, or localhost)"
+        )),
         _ => Err(bad()),
     }
 }

@@ -71,6 +71,12 @@ pub enum SyncError {
         "the config names no TCP API address (api.listen, or a dokodemo-door inbound routed to the api tag)"
     )]
     NoApi,
+    /// The core merges several config files (`-confdir`, more than one `-config`): which file
+    /// holds an inbound's users is not known, so they are left alone (semantics §9).
+    #[error(
+        "user sync does not support this tunnel: its core {0}; give it one -config file to have its users synced"
+    )]
+    Unsupported(crate::domain::UnknownReason),
     #[error("cannot reach the core's API: {0}")]
     Api(#[from] ApiError),
     #[error("the warden's record: {0}")]

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use crate::config::{TunnelsConfig, UsersConfig};
 /// What a round did, per tunnel: the API's answer to `POST /api/v1/sync`.
 pub use crate::contract::{SyncSummary, TunnelSyncSummary};
-use crate::domain::{TunnelId, loggable};
+use crate::domain::{ConfigRef, TunnelId, UnknownReason, loggable};
 use crate::state::SharedState;
 use crate::systemd::Client;
 use crate::users::{self, Document, MAX_USERS_BYTES};
@@ -167,6 +167,14 @@ impl Loop {
         };
         let (targets, alive) = self.targets();
         self.engine.retain(&alive);
+        for (id, reason) in self.unsupported() {
+            if only.is_some_and(|only| !only.contains(&id)) {
+                continue;
+            }
+            let error = engine::SyncError::Unsupported(reason);
+            warn!(tunnel = %id, %error, "user sync skipped");
+            summary.tunnels.push(tunnel_summary(&id, Err(error)));
+        }
         for target in targets {
             if only.is_some_and(|only| !only.contains(&target.id)) {
                 continue;
@@ -276,6 +284,21 @@ impl Loop {
         }
     }
 
+    /// Running tunnels whose core merges several config files (`-confdir`, more than one
+    /// `-config`): the warden cannot tell which file holds an inbound's users, so it syncs
+    /// none of them and says why (semantics §9).
+    fn unsupported(&self) -> Vec<(TunnelId, UnknownReason)> {
+        let snapshot = self.state.read();
+        snapshot
+            .tunnels
+            .iter()
+            .filter(|(_, t)| t.status.active_state().is_up())
+            .filter_map(|(id, t)| {
+                merged_configs(&t.status, &self.config_dir).map(|r| (id.clone(), r))
+            })
+            .collect()
+    }
+
     /// Running tunnels to sync, and every tunnel id that exists.
     fn targets(&self) -> (Vec<Target>, Vec<TunnelId>) {
         let snapshot = self.state.read();
@@ -284,6 +307,7 @@ impl Loop {
             .tunnels
             .iter()
             .filter(|(_, t)| t.status.active_state().is_up() && t.status.exec_main_start_usec != 0)
+            .filter(|(_, t)| merged_configs(&t.status, &self.config_dir).is_none())
             .map(|(id, t)| Target {
                 id: id.clone(),
                 config_path: t
@@ -339,6 +363,16 @@ async fn save_last_good(state_dir: &Path, bytes: Vec<u8>) {
     .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())));
     if let Err(err) = saved {
         warn!(path = %path.display(), error = %err, "cannot keep the last good users document");
+    }
+}
+
+/// Why the unit's core runs more than one config file, if it does.
+fn merged_configs(status: &crate::domain::UnitStatus, config_dir: &Path) -> Option<UnknownReason> {
+    match status.config_ref(config_dir) {
+        ConfigRef::Unknown(reason @ (UnknownReason::ConfigDir | UnknownReason::Several)) => {
+            Some(reason)
+        }
+        _ => None,
     }
 }
 
@@ -410,6 +444,40 @@ mod tests {
         assert_eq!(
             std::fs::read(dir.join(LAST_GOOD)).unwrap(),
             b"{\"users\": []}"
+        );
+    }
+
+    #[test]
+    fn cores_that_merge_several_configs_are_not_synced() {
+        let dir = Path::new("/etc/raptor-tunnel");
+        let status = |argv: &[&str]| crate::domain::UnitStatus {
+            exec_start: argv.iter().map(|a| (*a).to_owned()).collect(),
+            ..Default::default()
+        };
+        let confdir = status(&["/usr/bin/xray", "run", "-confdir", "/etc/raptor-tunnel/a.d"]);
+        assert_eq!(
+            merged_configs(&confdir, dir),
+            Some(UnknownReason::ConfigDir)
+        );
+        let two = [
+            "/usr/bin/xray",
+            "run",
+            "-c",
+            "/etc/raptor-tunnel/xray-a.json",
+        ];
+        let two = status(&[&two[..], &["-config", "/etc/raptor-tunnel/b.json"]].concat());
+        assert_eq!(merged_configs(&two, dir), Some(UnknownReason::Several));
+        let one = status(&[
+            "/usr/bin/xray",
+            "run",
+            "-config",
+            "/etc/raptor-tunnel/xray-a.json",
+        ]);
+        assert_eq!(merged_configs(&one, dir), None);
+        let message = engine::SyncError::Unsupported(UnknownReason::ConfigDir).to_string();
+        assert!(
+            message.contains("runs a config directory (-confdir)"),
+            "{message}"
         );
     }
 

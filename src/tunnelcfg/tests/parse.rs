@@ -188,6 +188,12 @@ fn api_listen_is_dialled_on_loopback_and_unix_sockets_are_no_tcp_api() {
         err.to_string(),
         r#"config text: api.listen: "nope" is not host:port"#
     );
+    let err = parse(r#"{"api": {"tag": "api", "listen": "api.internal:10085"}}"#).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("names the host \"api.internal\"; the warden does not resolve host names"),
+        "{err}"
+    );
 }
 
 #[test]
