@@ -16,11 +16,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use support::cores::{Core, Origin, TunnelPorts, VlessClient, fetch_via, tunnel_config};
-use xray_warden::config::Config;
 use xray_warden::domain::TunnelId;
 use xray_warden::usersync::clock::CoreClock;
-use xray_warden::usersync::engine::{Engine, Settings, SyncError, Target};
-use xray_warden::usersync::metrics::SyncMetrics;
+use xray_warden::usersync::engine::{SyncError, Target};
 
 const ALICE: &str = "0f8c7a52-3e7b-4c1e-9d0a-1a2b3c4d5e6f";
 
@@ -132,17 +130,7 @@ async fn restarted_mid_sync(kind: Core) {
         core: core.clone(),
         readings: Mutex::new(0),
     });
-    let mut flavours = Config::default().tunnels;
-    flavours.flavour = None;
-    let settings = Settings {
-        max_remove_fraction: 0.5,
-        concurrency: 4,
-        call_timeout: Duration::from_secs(5),
-        flavours,
-        state_dir: dir.join("state"),
-    };
-    let registry = prometheus::Registry::new();
-    let mut engine = Engine::new(settings, SyncMetrics::new(&registry), clock);
+    let (mut engine, _registry) = support::engine::engine(&dir.join("state"), clock);
     let doc = Arc::new(
         xray_warden::users::parse_document(
             format!(r#"{{"users": [{{"email": "alice@example.com", "id": "{ALICE}"}}]}}"#)

@@ -18,12 +18,10 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
 use support::cores::{Core, free_port};
-use xray_warden::config::Config;
 use xray_warden::domain::{Credential, Flavour, TunnelId, User};
 use xray_warden::users::Document;
 use xray_warden::usersync::clock::CoreClock;
-use xray_warden::usersync::engine::{Engine, Outcome, Settings, Target};
-use xray_warden::usersync::metrics::SyncMetrics;
+use xray_warden::usersync::engine::{Engine, Outcome, Target};
 use xray_warden::xray::ApiClient;
 
 const VISION: &str = "xtls-rprx-vision";
@@ -97,17 +95,7 @@ impl Tunnel {
         std::fs::write(&config, text).unwrap();
         assert_config_loads(&config);
         let core = spawn(&config, api);
-        let mut flavours = Config::default().tunnels;
-        flavours.flavour = None;
-        let settings = Settings {
-            max_remove_fraction: 0.5,
-            concurrency: 4,
-            call_timeout: Duration::from_secs(5),
-            flavours,
-            state_dir: dir.join("state"),
-        };
-        let registry = prometheus::Registry::new();
-        let engine = Engine::new(settings, SyncMetrics::new(&registry), Arc::new(SteadyClock));
+        let (engine, registry) = support::engine::engine(&dir.join("state"), Arc::new(SteadyClock));
         let target = Target {
             id: TunnelId::new("edge").unwrap(),
             config_path: config.clone(),
