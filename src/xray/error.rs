@@ -57,6 +57,11 @@ impl ApiError {
     }
 }
 
+/// A refusal to send: the request would be malformed or could crash the core.
+pub(super) fn refused(why: &str) -> ApiError {
+    ApiError::Refused(why.to_owned())
+}
+
 /// What a failed call's status says. Most of it is an [`ApiError`]; the other variants are
 /// answers that detection and the inbound check read, and become [`ApiError`]s otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,7 @@ mod error;
 mod inbound;
 mod online;
 mod ss2022;
+mod types;
 mod wire;
 
 #[allow(clippy::all, clippy::pedantic)]

@@ -6,8 +6,9 @@ use base64::Engine as _;
 use prost::Message;
 
 use super::error::ApiError;
+use super::error::refused;
 use super::proto;
-use super::wire::{SHADOWSOCKS_2022, SHADOWSOCKS_2022_MULTI, refused, type_prefix};
+use super::types::{SHADOWSOCKS_2022, SHADOWSOCKS_2022_MULTI, type_prefix};
 use crate::domain::{Flavour, canonical_uuid};
 
 /// The user key length of a Shadowsocks-2022 multi-user method (Xray accepts only the aes

@@ -7,9 +7,12 @@
 use prost::Message;
 use tonic::codegen::http::uri::PathAndQuery;
 
-use super::error::ApiError;
+use super::error::{ApiError, refused};
 use super::proto;
 use super::ss2022;
+use super::types::{
+    ADD_USER, REMOVE_USER, SHADOWSOCKS, SHADOWSOCKS_2022, TROJAN, VLESS, VMESS, type_prefix,
+};
 use crate::domain::{Credential, Flavour, Protocol, User, canonical_uuid};
 
 /// The RPCs this client calls.
@@ -66,24 +69,6 @@ impl Method {
         })
     }
 }
-
-/// facts §3.1: every type string is the core's package prefix plus the same suffix, e.g.
-/// `xray.proxy.vless.Account` / `v2ray.core.proxy.vless.Account`.
-pub(super) fn type_prefix(flavour: Flavour) -> &'static str {
-    match flavour {
-        Flavour::Xray => "xray.",
-        Flavour::V2ray => "v2ray.core.",
-    }
-}
-
-const ADD_USER: &str = "app.proxyman.command.AddUserOperation";
-const REMOVE_USER: &str = "app.proxyman.command.RemoveUserOperation";
-const VLESS: &str = "proxy.vless.Account";
-const VMESS: &str = "proxy.vmess.Account";
-const TROJAN: &str = "proxy.trojan.Account";
-const SHADOWSOCKS: &str = "proxy.shadowsocks.Account";
-pub(super) const SHADOWSOCKS_2022: &str = "proxy.shadowsocks_2022.Account";
-pub(super) const SHADOWSOCKS_2022_MULTI: &str = "proxy.shadowsocks_2022.MultiUserServerConfig";
 
 /// The proxy serving an inbound, as the inbound check found it from the core's own answers:
 /// it decides which account an add carries (the wrong one crashes the core, facts P1).
@@ -267,10 +252,6 @@ fn non_empty(password: &str) -> Result<String, ApiError> {
         return Err(refused("empty password"));
     }
     Ok(password.to_owned())
-}
-
-pub(super) fn refused(why: &str) -> ApiError {
-    ApiError::Refused(why.to_owned())
 }
 
 /// Reads the users of a GetInboundUsers answer back into domain users. Xray re-serialises
