@@ -183,10 +183,9 @@ impl Table for SyncSummary {
         );
         for t in &self.tunnels {
             let n = &t.outcome;
-            let note = match (&t.error, n.guard_tripped) {
-                (Some(err), _) => format!("error: {err}"),
-                (None, true) => "removal guard tripped (use --force)".into(),
-                (None, false) => String::new(),
+            let note = match &t.error {
+                Some(err) => format!("error: {err}"),
+                None => sync_notes(n).join("; "),
             };
             let _ = writeln!(
                 out,
@@ -196,4 +195,25 @@ impl Table for SyncSummary {
         }
         out
     }
+}
+
+/// What a tunnel's sync did beyond its counts, worst first.
+fn sync_notes(n: &crate::usersync::engine::Outcome) -> Vec<String> {
+    let mut notes = Vec::new();
+    if n.guard_tripped {
+        notes.push("removal guard tripped (use --force)".to_owned());
+    }
+    if n.drift > 0 {
+        notes.push(format!("{} drifted on the core, repaired", n.drift));
+    }
+    if n.kept > 0 {
+        notes.push(format!("{} credential change(s) not applied, old kept", n.kept));
+    }
+    if n.held > 0 {
+        notes.push(format!("{} held (invalid entry)", n.held));
+    }
+    if !n.cannot_hold.is_empty() {
+        notes.push(format!("cannot hold users: {}", n.cannot_hold.join(", ")));
+    }
+    notes
 }

@@ -158,12 +158,15 @@ fn sync_table() {
     let answer = r#"{"source_up": false, "tunnels": [
       {"tunnel": "edge", "added": 2, "removed": 0, "changed": 1, "failed": 0, "total": 40,
        "guard_tripped": true},
+      {"tunnel": "xr", "added": 1, "removed": 0, "changed": 0, "failed": 0, "total": 9,
+       "guard_tripped": false, "drift": 1, "kept": 2, "held": 1, "cannot_hold": ["ss1", "ss2"]},
       {"tunnel": "dead", "added": 0, "removed": 0, "changed": 0, "failed": 0, "total": 0,
        "guard_tripped": false, "error": "cannot reach the core's API: refused"}]}"#;
     let expected = "\
 source: DOWN (last good set kept, no removals)
 tunnel                    added  removed  changed  failed  total  note
 edge                          2        0        1       0     40  removal guard tripped (use --force)
+xr                            1        0        0       0      9  1 drifted on the core, repaired; 2 credential change(s) not applied, old kept; 1 held (invalid entry); cannot hold users: ss1, ss2
 dead                          0        0        0       0      0  error: cannot reach the core's API: refused
 ";
     assert_eq!(table::<SyncSummary>(answer), expected);
