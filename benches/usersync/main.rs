@@ -4,7 +4,8 @@
 //! core:
 //!
 //! - xray-warden: `Engine::sync` from zero users (auto-detect, 16 calls in flight, persisted to
-//!   the tunnel's config and the warden's record), then the same users again (no change);
+//!   the tunnel's config and the warden's record), then the same users again (no change, both
+//!   kinds of round: see below);
 //! - A: one `ApiClient::add_user` per user, awaited one after another;
 //! - B: the same with 16 calls in flight (`buffer_unordered(16)`);
 //! - C: one process per user, the seed's own method: `xray api adu --server=ADDR FILE` on Xray,
@@ -22,12 +23,23 @@
 //! for every column how many users the core holds afterwards (Xray: its own GetInboundUsers
 //! list; V2Ray, which cannot list users: re-adding each one must answer "already exists").
 //!
-//! The no-change sync's "zero writes" is shown three ways: the engine's operation counter in the
+//! The no-change syncs come in the two kinds the daemon makes ([`nochange`]). After the full
+//! sync, one no-change round (a full one that finds nothing to do) is timed once and set apart;
+//! then XW_BENCH_REPEATS QUIET rounds (same `Arc` document, core process and config file stamp:
+//! the daemon's steady state; one GetInboundUsersCount per inbound on Xray, no call on V2Ray),
+//! with the no-change target (Xray <= 10 ms, V2Ray <= 50 ms); then XW_BENCH_REPEATS FULL rounds,
+//! forced (`force = true`, as every forced sync and at least one round every 5 minutes: config
+//! and record read, 1 count + 1 GetInboundUsers per inbound on Xray, everything diffed), with no
+//! target. On Xray the count and the list calls are also timed alone on a warm connection.
+//!
+//! For each kind, "zero writes" is shown three ways: the engine's operation counter in the
 //! registry it was given; the core's read/write syscalls (/proc/<pid>/io, sockets included: an
-//! idle core makes none, one API call makes several) beside an idle window as long; and the
-//! inode, size, mtime and ctime of every file in the config and state directories. On Xray the
-//! engine lists the inbound's live users at every sync, so there the syscalls must stay within
-//! one GetInboundUsers call per sync rather than equal the idle window.
+//! idle core makes none, one API call makes several) beside an idle window as long, checked
+//! against one probe call on a new connection (V2Ray: equal to the idle window; Xray: one count
+//! per quiet round, one count + one list per full round); and the inode, size, mtime and ctime of
+//! every file in the config and state directories. Which rounds were full is read from the
+//! `xray_usersync_last_full_round_timestamp_seconds` gauge after each round (quiet: 0 of them;
+//! forced: all).
 //!
 //! Everything listens on 127.0.0.1; each core is stopped by its PID; scratch files live in
 //! `target/bench-usersync-<pid>` and are removed at the end (also on panic).
@@ -42,7 +54,9 @@ mod breakdown;
 #[path = "../../tests/support/cores.rs"]
 mod cores;
 mod live;
+mod nochange;
 mod report;
+mod summary;
 mod warden;
 
 use std::fs::{self, File};

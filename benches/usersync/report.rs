@@ -7,13 +7,15 @@ use crate::CONCURRENCY;
 use crate::adds::Adds;
 use crate::breakdown::Costs;
 use crate::cores::Core;
-use crate::warden::{NoChange, WardenRun};
+use crate::live::Io;
+use crate::nochange::{CallCost, NoChange, Rounds};
+use crate::warden::WardenRun;
 use crate::{CoreRun, Knobs, Measured};
 
-const TARGET_FULL_S: f64 = 3.0;
+pub const TARGET_FULL_S: f64 = 3.0;
 
 /// The no-change target: the issue's 10 ms on Xray; 50 ms on V2Ray, as before.
-fn target_no_change_ms(kind: Core) -> f64 {
+pub fn target_no_change_ms(kind: Core) -> f64 {
     match kind {
         Core::Xray => 10.0,
         Core::V2ray => 50.0,
@@ -34,7 +36,7 @@ pub fn print(knobs: &Knobs, runs: &[CoreRun], loads: [String; 2]) {
             Ok(m) => print_core(knobs, run.kind, &run.version, m),
         }
     }
-    print_summary(knobs, runs);
+    crate::summary::print(knobs, runs);
 }
 
 fn print_core(knobs: &Knobs, kind: Core, version: &str, m: &Measured) {
@@ -126,69 +128,138 @@ fn warden_rows(t: &mut Table, kind: Core, w: &WardenRun, n: usize) {
     let hwm = w.self_hwm.map_or("n/a".to_owned(), mib);
     let rss = format!("{} -> peak {hwm}", mib(w.self_rss_before));
     t.warden("  bench process RSS -> VmHWM", rss, String::new());
-    no_change_rows(t, kind, &w.quiet);
+    no_change_rows(t, kind, &w.no_change);
 }
 
-/// The no-change syncs: time, and the three witnesses of "nothing written".
-fn no_change_rows(t: &mut Table, kind: Core, q: &NoChange) {
-    let at = |p: f64| q.ms_at(p);
-    let label = format!("no-change sync, median of {}", q.times.len());
-    let verdict = target(at(0.5), target_no_change_ms(kind), "ms");
-    t.warden(&label, format!("{:.1} ms", at(0.5)), verdict);
-    let spread = format!("{:.1} / {:.1} / {:.1} ms", at(0.0), at(0.9), at(1.0));
+/// The no-change syncs, quiet rounds then forced full ones: time, calls, and the witnesses of
+/// "nothing written".
+fn no_change_rows(t: &mut Table, kind: Core, nc: &NoChange) {
+    let first = format!("{:.1} ms", nc.first_ms);
+    let clean = check(nc.first_clean, "nothing to do");
+    t.warden("first no-change round (full, once)", first, clean);
+    let (q, f) = (&nc.quiet, &nc.forced);
+    let label = format!("no-change, QUIET round, median of {}", q.times.len());
+    let verdict = target(q.ms_at(0.5), target_no_change_ms(kind), "ms");
+    t.warden(&label, format!("{:.2} ms", q.ms_at(0.5)), verdict);
+    spread_row(t, q);
+    let full = format!("{} of {}", q.full, q.times.len());
+    t.warden(
+        "  full rounds among them (gauge)",
+        full,
+        check(q.full == 0, "= 0"),
+    );
+    if let Some(count) = &nc.count {
+        call_rows(t, "GetInboundUsersCount", count, "1 call/inbound");
+    }
+    witness_rows(t, kind, nc, Kind::Quiet);
+    let label = format!(
+        "no-change, FULL round (forced), median of {}",
+        f.times.len()
+    );
+    t.warden(
+        &label,
+        format!("{:.1} ms", f.ms_at(0.5)),
+        "no target".to_owned(),
+    );
+    spread_row(t, f);
+    let full = format!("{} of {}", f.full, f.times.len());
+    let all = check(f.full == f.times.len(), "= all");
+    t.warden("  full rounds among them (gauge)", full, all);
+    if let Some(list) = &nc.list {
+        call_rows(t, "GetInboundUsers", list, "+ 1 count, per inbound");
+    }
+    witness_rows(t, kind, nc, Kind::Full);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Quiet,
+    Full,
+}
+
+pub fn rounds_of(nc: &NoChange, which: Kind) -> &Rounds {
+    match which {
+        Kind::Quiet => &nc.quiet,
+        Kind::Full => &nc.forced,
+    }
+}
+
+fn spread_row(t: &mut Table, r: &Rounds) {
+    let (min, p90, max) = (r.ms_at(0.0), r.ms_at(0.9), r.ms_at(1.0));
+    let spread = format!("{min:.2} / {p90:.2} / {max:.2} ms");
     t.warden("  min / p90 / max", spread, String::new());
-    if let Some([median, fastest]) = q.list_ms {
-        let list = format!("{median:.1} ms (fastest {fastest:.1})");
-        let what = "1 read-only call/inbound".to_owned();
-        t.warden("  of which GetInboundUsers, alone", list, what);
-    }
-    if let Some([core, client]) = q.list_cpu {
-        let cpu = format!("{core:.1} ms in the core, {client:.1} ms here");
-        t.warden("    its CPU per call", cpu, String::new());
-    }
-    let counts = if q.clean { "0 each" } else { "NOT 0" };
-    let clean = check(q.clean, "all 0");
+}
+
+fn call_rows(t: &mut Table, name: &str, c: &CallCost, what: &str) {
+    let [median, fastest] = c.ms;
+    let ms = format!("{median:.2} ms (fastest {fastest:.2})");
+    t.warden(&format!("  of which {name}, alone"), ms, what.to_owned());
+    let [core, client] = c.cpu;
+    let cpu = format!("{core:.1} ms in the core, {client:.1} ms here");
+    t.warden("    its CPU per call", cpu, String::new());
+}
+
+/// The three witnesses of "nothing written" for one kind of round.
+fn witness_rows(t: &mut Table, kind: Core, nc: &NoChange, which: Kind) {
+    let r = rounds_of(nc, which);
+    let counts = if r.clean { "0 each" } else { "NOT 0" };
+    let clean = check(r.clean, "all 0");
     t.warden("  added+removed+changed+failed", counts.to_owned(), clean);
-    let ops = check(q.ops == 0, "= 0");
-    t.warden("  AlterInbound ops (metric)", q.ops.to_string(), ops);
-    let (io, verdict) = io_row(kind, q);
+    let ops = check(r.ops == 0, "= 0");
+    t.warden("  AlterInbound ops (metric)", r.ops.to_string(), ops);
+    let (io, verdict) = io_row(kind, nc, which);
     t.warden(&format!("  {kind} read/write syscalls"), io, verdict);
-    let unchanged = q.stamps_before == q.stamps_after;
-    let files = match unchanged {
-        true => format!("none of {} files", q.stamps_after.len()),
+    let files = match r.files_unchanged() {
+        true => format!("none of {} files", r.stamps_after.len()),
         false => "CHANGED (see notes)".to_owned(),
     };
-    let unchanged = check(unchanged, "none");
+    let unchanged = check(r.files_unchanged(), "none");
     t.warden("  files changed (config + state dir)", files, unchanged);
 }
 
-/// V2Ray: the core's syscalls during the no-change syncs must equal an idle window's. Xray:
-/// each sync lists the inbound's users, so they must stay within one such call per sync.
-fn io_row(kind: Core, q: &NoChange) -> (String, String) {
-    let Some([during, idle, probe]) = q.core_io else {
+/// V2Ray: the core's syscalls during either kind of round must equal an idle window's. Xray:
+/// per quiet round they must be one count call's (more than nothing, at most one such call on a
+/// new connection); per full round one count and one list.
+pub fn io_row(kind: Core, nc: &NoChange, which: Kind) -> (String, String) {
+    let r = rounds_of(nc, which);
+    let (Some([during, idle]), Some([calls, each])) = (r.io, r.io_per_round()) else {
         return ("/proc/<pid>/io unreadable".to_owned(), check(false, "read"));
     };
-    let syncs = q.times.len().max(1) as u64;
-    match kind {
-        Core::V2ray => (
-            format!(
-                "{} calls, {} B (idle: {}, {} B; 1 call: {}, {} B)",
-                during.calls, during.bytes, idle.calls, idle.bytes, probe.calls, probe.bytes
-            ),
-            check(during == idle && probe.bytes > 0, "= idle"),
-        ),
-        Core::Xray => {
-            let each = during.bytes.saturating_sub(idle.bytes) / syncs;
-            let calls = during.calls.saturating_sub(idle.calls) / syncs;
-            let within = each <= probe.bytes + probe.bytes / 2 && probe.bytes > 0;
+    let io_of = |c: &Option<CallCost>| c.as_ref().and_then(|c| c.io);
+    match (kind, io_of(&nc.count), io_of(&nc.list)) {
+        (Core::V2ray, ..) => {
+            let probe = nc.probe.unwrap_or(Io { bytes: 0, calls: 0 });
             (
                 format!(
-                    "{calls} calls, {each} B per sync (idle: {}, {} B; 1 list: {}, {} B)",
-                    idle.calls, idle.bytes, probe.calls, probe.bytes
+                    "{} calls, {} B (idle: {}, {} B; 1 call: {}, {} B)",
+                    during.calls, during.bytes, idle.calls, idle.bytes, probe.calls, probe.bytes
                 ),
-                check(within, "<= 1 list"),
+                check(during == idle && probe.bytes > 0, "= idle"),
             )
         }
+        (Core::Xray, Some(count), Some(list)) => {
+            let (ok, what, shown) = match which {
+                Kind::Quiet => {
+                    let ok = each > 0 && each <= count.bytes + count.bytes / 2;
+                    let shown = format!("1 count: {}, {} B", count.calls, count.bytes);
+                    (ok, "= 1 count", shown)
+                }
+                Kind::Full => {
+                    let most = list.bytes + count.bytes;
+                    let ok = each >= list.bytes / 2 && each <= most + most / 2;
+                    let shown = format!("1 list: {}, {} B", list.calls, list.bytes);
+                    (ok, "= 1 count + 1 list", shown)
+                }
+            };
+            (
+                format!(
+                    "{calls} calls, {each} B per round (idle: {}, {} B; {shown})",
+                    idle.calls, idle.bytes
+                ),
+                check(ok, what),
+            )
+        }
+        (Core::Xray, ..) => ("no probe call".to_owned(), check(false, "probed")),
     }
 }
 
@@ -229,31 +300,50 @@ fn print_notes(knobs: &Knobs, kind: Core, m: &Measured) {
     match kind {
         Core::Xray => println!(
             "  correctness: the core's own list (GetInboundUsers) must name every user tried; \
-             the engine lists the inbound's live users at every sync (Xray can), so a no-change \
-             sync makes exactly one read-only call per inbound and no AlterInbound call"
+             a QUIET round (same document Arc, core process and config file stamp as a round \
+             that found nothing to do) makes 1 GetInboundUsersCount per inbound and reads no \
+             file; a FULL round (forced, or 5 min since the last) reads config + record and makes \
+             1 count + 1 GetInboundUsers per inbound; neither makes an AlterInbound call"
         ),
         Core::V2ray => println!(
             "  correctness: re-adding each user must answer 'already exists' (V2Ray cannot list \
-             users); the no-change sync reads the warden's record and calls nothing"
+             users); a QUIET round stats the config file and calls nothing; a FULL round (forced) \
+             reads config + record, diffs, and calls nothing"
         ),
     }
+    println!(
+        "  rounds: the first no-change round after the full sync is a full one (timed once, in \
+         neither set); 'full rounds among them' counts the rounds after which \
+         xray_usersync_last_full_round_timestamp_seconds moved"
+    );
     println!(
         "  peak RSS: VmHWM of this bench process, reset (clear_refs 5) right before the full sync: \
          a proxy for the engine's peak, holding also the parsed document and the runtime"
     );
     println!("  CPU: utime+stime deltas in 10 ms ticks; 'client' is this whole bench process");
     println!(
-        "  {kind} syscalls: rchar+wchar and syscr+syscw of /proc/<pid>/io across the no-change \
-         syncs, beside an idle window as long and one probe call on a new connection \
-         ('1 call': GetSysStats on V2Ray; '1 list': GetInboundUsers of every user on Xray)"
+        "  {kind} syscalls: rchar+wchar and syscr+syscw of /proc/<pid>/io across each set of \
+         rounds, beside an idle window as long after it, and one probe call on a new connection \
+         ('1 call': GetSysStats on V2Ray; '1 count': GetInboundUsersCount, '1 list': \
+         GetInboundUsers of every user on Xray)"
     );
+    if kind == Core::Xray {
+        println!(
+            "  calls alone: on one warm connection after one on a new connection; {} \
+             GetInboundUsersCount calls (CPU ticks are 10 ms), {} GetInboundUsers calls",
+            knobs.repeats * crate::nochange::COUNT_CALLS_PER_REPEAT,
+            knobs.repeats
+        );
+    }
     if kind == Core::V2ray {
         println!("  facts appendix A measured on 4.34: 6.59 s sequential, 3.60 s 16-way");
     }
-    let q = &m.warden.quiet;
-    if q.stamps_before != q.stamps_after {
-        println!("  files before: {:#?}", q.stamps_before);
-        println!("  files after: {:#?}", q.stamps_after);
+    let nc = &m.warden.no_change;
+    for (name, r) in [("quiet", &nc.quiet), ("full", &nc.forced)] {
+        if !r.files_unchanged() {
+            println!("  files before the {name} rounds: {:#?}", r.stamps_before);
+            println!("  files after them: {:#?}", r.stamps_after);
+        }
     }
 }
 
@@ -287,96 +377,37 @@ fn print_breakdown(kind: Core, m: &Measured) {
         "plan::diff",
     ];
     let steps: f64 = steps.iter().map(|s| cost(s)).sum();
-    let median = w.quiet.ms_at(0.5);
-    let list = match w.quiet.list_ms {
-        Some([list, _]) => format!(" + GetInboundUsers {list:.1} ms = {:.1} ms", steps + list),
+    let nc = &w.no_change;
+    let median = nc.forced.ms_at(0.5);
+    let list = match &nc.list {
+        Some(list) => {
+            let sum = steps + list.ms[0];
+            format!(" + GetInboundUsers {:.1} ms = {sum:.1} ms", list.ms[0])
+        }
         None => String::new(),
     };
     println!(
-        "  no-change sync {median:.1} ms (median); read + record + desired_for + diff alone: \
-         {steps:.1} ms{list}"
+        "  no-change FULL round {median:.1} ms (median); read + record + desired_for + diff \
+         alone: {steps:.1} ms{list}"
     );
-}
-
-/// Both cores side by side: the headline figures of each column.
-fn print_summary(knobs: &Knobs, runs: &[CoreRun]) {
-    let n = knobs.users;
-    println!("\nsummary, {n} users, both cores in this run:");
-    let mut t = Table::default();
-    let mut head = [""; 6];
-    for (i, run) in runs.iter().take(2).enumerate() {
-        head[1 + 2 * i] = run.kind.name();
-        head[2 + 2 * i] = "target";
-    }
-    t.line(&head);
-    let mut row = |label: &str, cell: &dyn Fn(Core, &Measured) -> (String, String)| {
-        let mut cells: [String; 6] = Default::default();
-        cells[0] = label.to_owned();
-        for (i, run) in runs.iter().take(2).enumerate() {
-            let (value, target) = match &run.result {
-                Ok(m) => cell(run.kind, m),
-                Err(_) => ("SKIPPED".to_owned(), String::new()),
-            };
-            cells[1 + 2 * i] = value;
-            cells[2 + 2 * i] = target;
-        }
-        t.lines.push(cells);
+    let count = match &nc.count {
+        Some(count) => format!(" + GetInboundUsersCount (alone: {:.2} ms)", count.ms[0]),
+        None => ", no call".to_owned(),
     };
-    let wall = |a: &Adds| match &a.skipped {
-        Some(_) => "skipped".to_owned(),
-        None => format!(
-            "{}{:.2} s{} ({}/{} held)",
-            a.mark("~"),
-            a.took_all(),
-            a.mark(" extrapolated"),
-            a.held,
-            a.tried
-        ),
-    };
-    row("xray-warden, full sync", &|_, m| {
-        let took = m.warden.adds.took.as_secs_f64();
-        (wall(&m.warden.adds), target(took, TARGET_FULL_S, "s"))
-    });
-    let names = [
-        "A: 1 call at a time",
-        &format!("B: {CONCURRENCY} in flight"),
-        "C: 1 process/user",
-    ];
-    for (i, name) in names.iter().enumerate() {
-        row(name, &|_, m| (wall(&m.baselines[i]), String::new()));
-    }
-    row("no-change sync, median", &|kind, m| {
-        let median = m.warden.quiet.ms_at(0.5);
-        let limit = target_no_change_ms(kind);
-        (format!("{median:.1} ms"), target(median, limit, "ms"))
-    });
-    row("  AlterInbound ops / files changed", &|_, m| {
-        let q = &m.warden.quiet;
-        let files = usize::from(q.stamps_before != q.stamps_after);
-        let ok = q.ops == 0 && files == 0 && q.clean;
-        (format!("{} / {files}", q.ops), check(ok, "0 / 0"))
-    });
-    row("  calls to the core per sync", &|kind, m| match kind {
-        Core::Xray => {
-            let list = m.warden.quiet.list_ms.map_or(0.0, |[median, _]| median);
-            (
-                format!("1 GetInboundUsers ({list:.1} ms)"),
-                "read-only".to_owned(),
-            )
-        }
-        Core::V2ray => ("none".to_owned(), String::new()),
-    });
-    t.print();
+    println!(
+        "  no-change QUIET round {:.2} ms (median): a stat of the config file{count}",
+        nc.quiet.ms_at(0.5)
+    );
 }
 
 /// Rows of label, warden figure, target, and the three baselines.
 #[derive(Default)]
-struct Table {
-    lines: Vec<[String; 6]>,
+pub struct Table {
+    pub lines: Vec<[String; 6]>,
 }
 
 impl Table {
-    fn line(&mut self, cells: &[&str; 6]) {
+    pub fn line(&mut self, cells: &[&str; 6]) {
         self.lines.push(cells.map(str::to_owned));
     }
 
@@ -404,7 +435,7 @@ impl Table {
         self.lines.push(cells);
     }
 
-    fn print(&self) {
+    pub fn print(&self) {
         let width = |i: usize| {
             let cells = self.lines.iter().map(|r| r[i].chars().count());
             cells.max().unwrap_or(0) + 3
@@ -421,11 +452,11 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-fn target(value: f64, limit: f64, unit: &str) -> String {
+pub fn target(value: f64, limit: f64, unit: &str) -> String {
     let mark = if value <= limit { "PASS" } else { "MISS" };
     format!("<= {limit} {unit} {mark}")
 }
 
-fn check(ok: bool, what: &str) -> String {
+pub fn check(ok: bool, what: &str) -> String {
     format!("{what} {}", if ok { "PASS" } else { "MISS" })
 }

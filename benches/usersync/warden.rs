@@ -1,11 +1,11 @@
-//! The warden's column: `Engine::sync` from zero users, then the same users again (no change),
-//! with the witnesses of "nothing written".
+//! The warden's column: `Engine::sync` from zero users, then the same users again (no change,
+//! both kinds of round: [`crate::nochange`]).
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prometheus::Registry;
 use xray_warden::config::Config;
@@ -14,11 +14,11 @@ use xray_warden::tunnelcfg;
 use xray_warden::users;
 use xray_warden::usersync::engine::{Engine, Outcome, Settings, Target};
 use xray_warden::usersync::metrics::SyncMetrics;
-use xray_warden::xray::ApiClient;
 
 use crate::adds::{Adds, held};
 use crate::cores::Core;
-use crate::live::{CpuMark, Io, LiveCore, reset_peak_rss, status_kib};
+use crate::live::{CpuMark, LiveCore, reset_peak_rss, status_kib};
+use crate::nochange::{NoChange, no_change};
 use crate::{CALL_TIMEOUT, CONCURRENCY, RSS_SETTLE, TAG, TUNNEL};
 
 /// The warden's sync, from zero users and then with nothing to do.
@@ -31,45 +31,15 @@ pub struct WardenRun {
     pub invalid_in_file: usize,
     pub self_rss_before: u64,
     pub self_hwm: Option<u64>,
-    pub quiet: NoChange,
-}
-
-/// The no-change syncs.
-pub struct NoChange {
-    /// Sorted.
-    pub times: Vec<Duration>,
-    /// Every outcome was Ok with nothing added, removed, changed or failed.
-    pub clean: bool,
-    /// Operations counted by the engine during them.
-    pub ops: u64,
-    /// The core's I/O syscalls (/proc/<pid>/io) during the syncs, over an idle window as long
-    /// just before them, and for one probe call after them on a new connection: GetSysStats on
-    /// V2Ray (to show the witness sees a call), GetInboundUsers on Xray (the one call each
-    /// no-change sync makes there).
-    pub core_io: Option<[Io; 3]>,
-    /// Xray only: one GetInboundUsers of every user, on a warm connection, [median, fastest] ms.
-    pub list_ms: Option<[f64; 2]>,
-    /// Xray only: CPU per GetInboundUsers call, [core, this process] in ms.
-    pub list_cpu: Option<[f64; 2]>,
-    pub stamps_before: Vec<Stamp>,
-    pub stamps_after: Vec<Stamp>,
-}
-
-impl NoChange {
-    /// Nearest-rank percentile (0.0 = the fastest), in ms.
-    pub fn ms_at(&self, p: f64) -> f64 {
-        let reps = self.times.len();
-        let rank = ((p * reps as f64).ceil() as usize).clamp(1, reps);
-        self.times[rank - 1].as_secs_f64() * 1e3
-    }
+    pub no_change: NoChange,
 }
 
 /// The engine as the daemon runs it for one tunnel, with its own registry.
-struct Warden {
+pub struct Warden {
     engine: Engine,
-    registry: Registry,
+    pub registry: Registry,
     target: Target,
-    state_dir: PathBuf,
+    pub state_dir: PathBuf,
 }
 
 impl Warden {
@@ -102,8 +72,13 @@ impl Warden {
         }
     }
 
-    async fn sync(&mut self, doc: &Arc<users::Document>) -> Result<Outcome, String> {
-        let synced = self.engine.sync(&self.target, doc, true, false).await;
+    /// One round, removals allowed, as the daemon's loop makes it (`force`: as a forced sync).
+    pub async fn sync(
+        &mut self,
+        doc: &Arc<users::Document>,
+        force: bool,
+    ) -> Result<Outcome, String> {
+        let synced = self.engine.sync(&self.target, doc, true, force).await;
         synced.map_err(|e| e.to_string())
     }
 }
@@ -121,7 +96,7 @@ pub async fn bench_warden(
     let hwm_reset = reset_peak_rss();
     let mark = CpuMark::now(core.pid());
     let started = Instant::now();
-    let outcome = warden.sync(doc).await;
+    let outcome = warden.sync(doc, false).await;
     let took = started.elapsed();
     let cpu = mark.since();
     let self_hwm = hwm_reset.then(|| status_kib("self", "VmHWM:")).flatten();
@@ -134,7 +109,7 @@ pub async fn bench_warden(
         .expect("the VLESS inbound");
     tokio::time::sleep(RSS_SETTLE).await;
     let core_rss_after = core.rss_kib();
-    let quiet = no_change(&mut warden, &core, doc, repeats).await;
+    let no_change = no_change(&mut warden, &core, doc, repeats).await;
     core.assert_alive();
     let list: Vec<User> = doc.users.iter().map(|d| d.user.clone()).collect();
     let adds = Adds {
@@ -158,96 +133,8 @@ pub async fn bench_warden(
         invalid_in_file: inbound.invalid_clients.len(),
         self_rss_before,
         self_hwm,
-        quiet,
+        no_change,
     }
-}
-
-/// `repeats` syncs of the same users, with the three witnesses of "nothing written" around them.
-async fn no_change(
-    warden: &mut Warden,
-    core: &LiveCore,
-    doc: &Arc<users::Document>,
-    repeats: usize,
-) -> NoChange {
-    let state_dir = warden.state_dir.clone();
-    let dirs = [core.config.parent().expect("the tunnel dir"), &state_dir];
-    let stamps_before = stamps(&dirs);
-    let ops_before = counter_sum(&warden.registry);
-    let mut times = Vec::with_capacity(repeats);
-    let mut clean = true;
-    let io_before = Io::of(core.pid());
-    for _ in 0..repeats {
-        let started = Instant::now();
-        let again = warden.sync(doc).await;
-        times.push(started.elapsed());
-        clean &= again.is_ok_and(|o| o.added + o.removed + o.changed + o.failed == 0);
-    }
-    let io_during = Io::of(core.pid()).and_then(|io| io.since(io_before));
-    let ops = counter_sum(&warden.registry) - ops_before;
-    let stamps_after = stamps(&dirs);
-    let io_idle = idle_io(core, times.iter().sum()).await;
-    let io_probe = probe_io(core).await;
-    let (list_ms, list_cpu) = match core.kind {
-        Core::Xray => {
-            let (ms, cpu) = list_ms(core, repeats).await;
-            (Some(ms), Some(cpu))
-        }
-        Core::V2ray => (None, None),
-    };
-    times.sort();
-    let core_io = match (io_during, io_idle, io_probe) {
-        (Some(d), Some(i), Some(p)) => Some([d, i, p]),
-        _ => None,
-    };
-    NoChange {
-        times,
-        clean,
-        ops,
-        core_io,
-        list_ms,
-        list_cpu,
-        stamps_before,
-        stamps_after,
-    }
-}
-
-/// The core's I/O over `window` with nobody calling it.
-async fn idle_io(core: &LiveCore, window: Duration) -> Option<Io> {
-    let before = Io::of(core.pid());
-    tokio::time::sleep(window).await;
-    Io::of(core.pid())?.since(before)
-}
-
-/// The core's I/O for one call on a new connection: GetSysStats on V2Ray, GetInboundUsers on
-/// Xray (what a no-change sync sends there).
-async fn probe_io(core: &LiveCore) -> Option<Io> {
-    let before = Io::of(core.pid());
-    let client = ApiClient::new(core.api, core.kind.flavour(), CALL_TIMEOUT);
-    match core.kind {
-        Core::V2ray => client.uptime().await.map(drop).ok()?,
-        Core::Xray => client.inbound_users(TAG).await.map(drop).ok()?,
-    }
-    Io::of(core.pid())?.since(before)
-}
-
-/// [median, fastest] of `repeats` GetInboundUsers calls on one warm connection, in ms, and the
-/// CPU per call of [the core, this process] in ms.
-async fn list_ms(core: &LiveCore, repeats: usize) -> ([f64; 2], [f64; 2]) {
-    let client = ApiClient::new(core.api, core.kind.flavour(), CALL_TIMEOUT);
-    let _ = client.inbound_users(TAG).await;
-    let mark = CpuMark::now(core.pid());
-    let mut times = Vec::with_capacity(repeats);
-    for _ in 0..repeats.max(1) {
-        let started = Instant::now();
-        let listed = client.inbound_users(TAG).await;
-        times.push(started.elapsed().as_secs_f64() * 1e3);
-        assert!(listed.is_ok(), "GetInboundUsers failed: {listed:?}");
-    }
-    let cpu = mark.since();
-    let calls = times.len() as f64;
-    times.sort_by(f64::total_cmp);
-    let ms = [times[times.len() / 2], times[0]];
-    (ms, [cpu.core_ms / calls, cpu.client_ms / calls])
 }
 
 /// `xray_usersync_operations_total` for one op and result, over every tunnel.
@@ -261,7 +148,7 @@ fn counter(registry: &Registry, op: &str, result: &str) -> u64 {
 }
 
 /// `xray_usersync_operations_total` summed over every label.
-fn counter_sum(registry: &Registry) -> u64 {
+pub fn counter_sum(registry: &Registry) -> u64 {
     operations(registry).map(value).sum()
 }
 
@@ -287,7 +174,7 @@ pub struct Stamp {
 }
 
 /// Every file of `dirs`, sorted by path.
-fn stamps(dirs: &[&Path]) -> Vec<Stamp> {
+pub fn stamps(dirs: &[&Path]) -> Vec<Stamp> {
     let mut all = Vec::new();
     for dir in dirs {
         let entries = fs::read_dir(dir).expect("listing a scratch dir");
