@@ -207,7 +207,10 @@ fn sync_notes(n: &crate::usersync::engine::Outcome) -> Vec<String> {
         notes.push(format!("{} drifted on the core, repaired", n.drift));
     }
     if n.kept > 0 {
-        notes.push(format!("{} credential change(s) not applied, old kept", n.kept));
+        notes.push(format!(
+            "{} credential change(s) not applied, old kept",
+            n.kept
+        ));
     }
     if n.held > 0 {
         notes.push(format!("{} held (invalid entry)", n.held));
