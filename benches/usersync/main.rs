@@ -53,6 +53,7 @@ mod breakdown;
 #[allow(dead_code)]
 #[path = "../../tests/support/cores.rs"]
 mod cores;
+mod engine;
 mod live;
 mod nochange;
 mod report;
@@ -127,6 +128,7 @@ fn main() {
         })
         .collect();
     report::print(&knobs, &runs, [load_start, live::loadavg()]);
+    summary::print(&knobs, &runs);
 }
 
 /// Why `kind` cannot run here, if it cannot.

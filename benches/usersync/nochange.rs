@@ -19,8 +19,8 @@ use xray_warden::users;
 use xray_warden::xray::ApiClient;
 
 use crate::cores::Core;
+use crate::engine::{Stamp, Warden, counter_sum, stamps};
 use crate::live::{CpuMark, Io, LiveCore};
-use crate::warden::{Stamp, Warden, counter_sum, stamps};
 use crate::{CALL_TIMEOUT, TAG};
 
 /// Both kinds of no-change round, and what their calls cost alone.

@@ -36,7 +36,6 @@ pub fn print(knobs: &Knobs, runs: &[CoreRun], loads: [String; 2]) {
             Ok(m) => print_core(knobs, run.kind, &run.version, m),
         }
     }
-    crate::summary::print(knobs, runs);
 }
 
 fn print_core(knobs: &Knobs, kind: Core, version: &str, m: &Measured) {

@@ -22,7 +22,7 @@ pub use cleanup::{CleanupItem, CleanupResults, CleanupStep, CleanupVerdict};
 pub use legacy::{ResourceUsage, UsageList};
 pub use operation::{ActionName, BulkFailure, BulkItem, BulkResults, LogsView, OutcomeView};
 pub use orphan::{OrphanList, OrphanView};
-pub use sync::{SyncSummary, TunnelSyncSummary};
+pub use sync::{Outcome, SyncSummary, TunnelSyncSummary};
 pub use tunnel::{
     CheckView, HealthReport, ObservedRestarts, ResourcesView, TunnelHealth, TunnelList, TunnelView,
 };

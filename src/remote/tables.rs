@@ -198,7 +198,7 @@ impl Table for SyncSummary {
 }
 
 /// What a tunnel's sync did beyond its counts, worst first.
-fn sync_notes(n: &crate::usersync::engine::Outcome) -> Vec<String> {
+fn sync_notes(n: &crate::contract::Outcome) -> Vec<String> {
     let mut notes = Vec::new();
     if n.guard_tripped {
         notes.push("removal guard tripped (use --force)".to_owned());

@@ -15,7 +15,6 @@ pub mod clock;
 pub mod engine;
 pub mod metrics;
 mod online;
-mod outcome;
 pub mod plan;
 mod quiet;
 mod record;

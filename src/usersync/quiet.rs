@@ -64,7 +64,7 @@ pub struct Quiet {
     /// Per inbound whose users the core listed: how many users it holds, as its count call
     /// counts them (users without an email of their own included).
     pub counts: Vec<(String, u64)>,
-    pub outcome: super::outcome::Outcome,
+    pub outcome: crate::contract::Outcome,
     /// When the core's users were last compared in full with the desired set.
     pub compared_at: Instant,
 }
