@@ -148,4 +148,15 @@ pub struct RunArgs {
     /// Only validate the configuration, print the effective values and exit.
     #[arg(long)]
     pub check: bool,
+
+    /// Log line format on stderr: `text` adapts to a terminal (colour), journald (`<N>`
+    /// priority prefix, no timestamp) or a pipe (plain); `json` is one object per line.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t,
+        env = "XRAY_WARDEN_LOG_FORMAT"
+    )]
+    pub log_format: crate::logging::LogFormat,
 }

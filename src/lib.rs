@@ -41,6 +41,7 @@ pub mod domain;
 pub mod health;
 pub mod http;
 pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod procfs;

@@ -80,7 +80,7 @@ fn run(args: RunArgs) -> ExitCode {
         println!("configuration is valid:\n{config:#?}");
         return ExitCode::SUCCESS;
     }
-    init_logging(&config.log_filter);
+    xray_warden::logging::init(&config.log_filter, args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -114,13 +114,4 @@ async fn serve(config: Config, secrets: Secrets) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }
