@@ -17,27 +17,27 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::fs::{self, File};
-use std::net::{SocketAddr, TcpListener};
+mod shared;
+
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use shared::fleet::{dbus_daemon_of, start_units};
+use shared::node_exporter::{NODE_EXPORTER, NodeExporter};
+use shared::procstat::{Cpu, HostCpu, rss_kib};
+use shared::{ms, target};
 use support::sandbox::Sandbox;
 use support::warden::{Scrape, Warden, http_get};
 
-const NODE_EXPORTER: &str = "/usr/bin/prometheus-node-exporter";
 /// The warden's default sampler period; the config below keeps every default.
 const SAMPLER_INTERVAL: Duration = Duration::from_secs(5);
 const WARDEN_CONFIG: &str = "# every default: sampler interval 5s, resync 300s, concurrency 16\n";
 const WARMUP: usize = 5;
 const LAST_REFRESH: &str = "xray_warden_last_refresh_timestamp_seconds";
-/// The kernel's USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
-const TICK_MS: f64 = 10.0;
 const RSS_SETTLE: Duration = Duration::from_secs(2);
 const WAIT: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(50);
 
 const TARGET_MEDIAN_MS: f64 = 2.0;
 const TARGET_CPU_MS: f64 = 1.0;
@@ -56,7 +56,7 @@ fn main() {
     let sandbox = Sandbox::boot("bench-scrape");
     let systemd = sandbox.systemctl(&["--version"]);
     let systemd = systemd.lines().next().unwrap_or("systemd ?").to_owned();
-    start_units(&sandbox, settings.units);
+    start_units(&sandbox, 0..settings.units);
     let dbus = dbus_daemon_of(&sandbox);
     let warden = bench_warden(&sandbox, dbus, &settings);
     let node = bench_node_exporter(&sandbox, dbus, &settings);
@@ -86,47 +86,6 @@ impl Settings {
             idle: Duration::from_secs(get("XW_BENCH_IDLE_SECS", 10).max(1)),
         }
     }
-}
-
-/// Writes every unit, reloads once, starts them all with one call and waits until all are active.
-fn start_units(sandbox: &Sandbox, count: usize) {
-    let names: Vec<String> = (0..count)
-        .map(|i| format!("xray-tunnel-b{i:03}.service"))
-        .collect();
-    for (i, name) in names.iter().enumerate() {
-        let unit = format!(
-            "[Unit]\nDescription=bench tunnel {i}\n[Service]\nExecStart=/bin/sleep infinity\n"
-        );
-        sandbox.write_unit(name, &unit);
-    }
-    sandbox.systemctl(&["daemon-reload"]);
-    let mut start = vec!["start", "--no-block"];
-    start.extend(names.iter().map(String::as_str));
-    sandbox.systemctl(&start);
-    let list = [
-        "list-units",
-        "--no-legend",
-        "--plain",
-        "--state=active",
-        "xray-tunnel-*",
-    ];
-    sandbox.wait_for("every unit active", WAIT, || {
-        sandbox.systemctl(&list).lines().count() == count
-    });
-}
-
-/// Host PID of the sandbox's dbus-daemon: the one whose PID namespace is that of its systemd.
-/// Read-only discovery; nothing is ever signalled by name.
-fn dbus_daemon_of(sandbox: &Sandbox) -> u32 {
-    let ns_of = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
-    let ours = ns_of(&sandbox.systemd_pid().to_string()).expect("the sandbox's pid namespace");
-    let entries = fs::read_dir("/proc").expect("reading /proc");
-    let pids = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok());
-    let mut found = pids.filter(|pid| {
-        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        comm.trim_end() == "dbus-daemon" && ns_of(&pid.to_string()) == Some(ours.clone())
-    });
-    found.next().expect("the sandbox's dbus-daemon is running")
 }
 
 /// Everything measured of one exporter.
@@ -307,217 +266,6 @@ fn idle_cpu(pids: [u32; 3], window: Duration) -> [Cpu; 3] {
     [0, 1, 2].map(|i| after[i].since(before[i]))
 }
 
-/// CPU used by one process: USER_HZ ticks (all threads, dead ones included) and the run time of
-/// its live threads in ns.
-#[derive(Debug, Clone, Copy, Default)]
-struct Cpu {
-    ticks: u64,
-    run_ns: u64,
-}
-
-impl Cpu {
-    fn of(pid: u32) -> Cpu {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_else(|e| panic!("process {pid} is gone: {e}"));
-        // The command name in parentheses may hold spaces; utime and stime are fields 14 and 15.
-        let after_comm = &stat[stat.rfind(')').expect("a stat line") + 2..];
-        let fields: Vec<u64> = after_comm
-            .split(' ')
-            .skip(11)
-            .take(2)
-            .map(|f| f.parse().expect("utime/stime"))
-            .collect();
-        Cpu {
-            ticks: fields.iter().sum(),
-            run_ns: run_ns_of(pid),
-        }
-    }
-
-    fn since(self, before: Cpu) -> Cpu {
-        Cpu {
-            ticks: self.ticks.saturating_sub(before.ticks),
-            run_ns: self.run_ns.saturating_sub(before.run_ns),
-        }
-    }
-
-    fn ms(self) -> f64 {
-        self.ticks as f64 * TICK_MS
-    }
-
-    fn run_ms(self) -> f64 {
-        self.run_ns as f64 / 1e6
-    }
-}
-
-/// The machine's CPU time from the first line of /proc/stat, in USER_HZ ticks.
-#[derive(Debug, Clone, Copy)]
-struct HostCpu {
-    /// user + nice + system + irq + softirq.
-    busy: u64,
-    steal: u64,
-    total: u64,
-}
-
-impl HostCpu {
-    fn now() -> HostCpu {
-        let stat = fs::read_to_string("/proc/stat").expect("reading /proc/stat");
-        let line = stat.lines().next().expect("the cpu line");
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .take(8)
-            .flat_map(str::parse)
-            .collect();
-        let busy = v[0] + v[1] + v[2] + v[5] + v[6];
-        HostCpu {
-            busy,
-            steal: v[7],
-            total: v.iter().sum(),
-        }
-    }
-
-    fn since(self, before: HostCpu) -> HostCpu {
-        HostCpu {
-            busy: self.busy - before.busy,
-            steal: self.steal - before.steal,
-            total: self.total - before.total,
-        }
-    }
-
-    fn describe(self) -> String {
-        let pct = |part: u64| 100.0 * part as f64 / self.total.max(1) as f64;
-        format!(
-            "all CPUs {:.0}% busy, {:.1}% stolen",
-            pct(self.busy),
-            pct(self.steal)
-        )
-    }
-}
-
-/// Sum of the first field of /proc/<pid>/task/*/schedstat (time on CPU, ns).
-fn run_ns_of(pid: u32) -> u64 {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    let stats = tasks.filter_map(|t| fs::read_to_string(t.ok()?.path().join("schedstat")).ok());
-    stats
-        .filter_map(|s| s.split(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"));
-    let kib = line.and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
-    kib.expect("a VmRSS line")
-}
-
-/// node_exporter run inside the sandbox's namespaces; dropping it stops it by PID.
-struct NodeExporter {
-    /// nsenter forks to enter the PID namespace: the exporter is its child.
-    nsenter: Child,
-    pid: Option<u32>,
-    addr: SocketAddr,
-}
-
-impl NodeExporter {
-    fn start(sandbox: &Sandbox) -> NodeExporter {
-        let addr = free_addr();
-        let log_path = sandbox.state_dir().join("node-exporter.log");
-        let log = File::create(&log_path).expect("creating the node_exporter log");
-        let nsenter = sandbox
-            .command(NODE_EXPORTER)
-            .arg(format!("--web.listen-address={addr}"))
-            .args(["--collector.disable-defaults", "--collector.systemd"])
-            .arg("--collector.systemd.unit-include=xray-tunnel-.*")
-            .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting node_exporter under nsenter");
-        // The guard exists before anything can fail, so a panic below still stops the exporter.
-        let mut exporter = NodeExporter {
-            nsenter,
-            pid: None,
-            addr,
-        };
-        exporter.pid = Some(child_of(exporter.nsenter.id()));
-        exporter.wait_until_it_answers(&log_path);
-        exporter
-    }
-
-    fn pid(&self) -> u32 {
-        self.pid.expect("the exporter's PID is known once started")
-    }
-
-    fn wait_until_it_answers(&mut self, log: &Path) {
-        let deadline = Instant::now() + WAIT;
-        while !http_get(self.addr, "/").is_ok_and(|(status, _)| status == 200) {
-            let exited = self.nsenter.try_wait().ok().flatten();
-            let log = || fs::read_to_string(log).unwrap_or_default();
-            assert!(
-                exited.is_none(),
-                "node_exporter exited: {:?}\n{}",
-                exited,
-                log()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "node_exporter never answered\n{}",
-                log()
-            );
-            thread::sleep(POLL);
-        }
-    }
-}
-
-impl Drop for NodeExporter {
-    fn drop(&mut self) {
-        let Some(pid) = self.pid else {
-            // nsenter never forked: stop nsenter itself, by its PID.
-            let _ = self.nsenter.kill();
-            let _ = self.nsenter.wait();
-            return;
-        };
-        let _ = kill(pid, "TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(self.nsenter.try_wait(), Ok(None)) && Instant::now() < deadline {
-            thread::sleep(POLL);
-        }
-        if matches!(self.nsenter.try_wait(), Ok(None)) {
-            let _ = kill(pid, "KILL");
-        }
-        let _ = self.nsenter.wait();
-    }
-}
-
-fn kill(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .status()
-}
-
-/// The PID of nsenter's forked child, from /proc/<nsenter>/task/<nsenter>/children.
-fn child_of(nsenter: u32) -> u32 {
-    let path = format!("/proc/{nsenter}/task/{nsenter}/children");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let children = fs::read_to_string(&path).unwrap_or_default();
-        if let Some(pid) = children.split_whitespace().next() {
-            return pid.parse().expect("a PID");
-        }
-        assert!(Instant::now() < deadline, "nsenter {nsenter} never forked");
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// A loopback address with a port that was free a moment ago.
-fn free_addr() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binding a probe port");
-    listener.local_addr().expect("the probe port's address")
-}
-
 fn print_report(settings: &Settings, systemd: &str, w: &Figures, n: &Figures) {
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     let units = settings.units;
@@ -629,19 +377,6 @@ fn split(values: [f64; 3]) -> String {
     format!("{:.2} / {:.2} / {:.2}", values[0], values[1], values[2])
 }
 
-fn ms(value: f64) -> String {
-    if value >= 10.0 {
-        format!("{value:.1} ms")
-    } else {
-        format!("{value:.3} ms")
-    }
-}
-
 fn kib(bytes: usize) -> String {
     format!("{:.1} KiB", bytes as f64 / 1024.0)
-}
-
-fn target(value: f64, limit: f64, unit: &str) -> String {
-    let mark = if value <= limit { "PASS" } else { "MISS" };
-    format!("<= {limit} {unit} {mark}")
 }

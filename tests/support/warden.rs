@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::sandbox::Sandbox;
 
-const BIN: &str = env!("CARGO_BIN_EXE_xray-warden");
+pub const BIN: &str = env!("CARGO_BIN_EXE_xray-warden");
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A running warden; dropping it kills it (by PID) if [`Warden::stop`] was not called.
@@ -28,13 +28,28 @@ pub struct Warden {
 impl Warden {
     /// Starts the warden in `sandbox` with `config` (TOML) and waits until it listens.
     pub fn start(sandbox: &Sandbox, config: &str) -> Warden {
+        Self::start_with(sandbox, config, &[BIN], &[])
+    }
+
+    /// [`Warden::start`] with another command line before the warden's own arguments (another
+    /// build, or a profiler wrapping it: its PID must become the warden's, as valgrind's does)
+    /// and more environment, applied last (benches set `RUST_LOG=info`, the production level).
+    pub fn start_with(
+        sandbox: &Sandbox,
+        config: &str,
+        program: &[&str],
+        env: &[(&str, &str)],
+    ) -> Warden {
         let path = sandbox.state_dir().join("warden.toml");
         std::fs::write(&path, config).expect("writing the warden config");
+        let (program, args) = program.split_first().expect("a program to run");
         let mut nsenter = sandbox
-            .command(BIN)
+            .command(program)
+            .args(args)
             .args(["run", "--listen", "127.0.0.1:0", "--config"])
             .arg(&path)
             .env("RUST_LOG", "xray_warden=debug,info")
+            .envs(env.iter().copied())
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -148,8 +163,8 @@ impl Drop for Warden {
     }
 }
 
-/// The PID of nsenter's forked child (the warden), read from /proc/<nsenter>/task/*/children.
-fn child_pid(nsenter: u32) -> u32 {
+/// The PID of nsenter's forked child (the warden, or another program), read from /proc/<nsenter>/task/*/children.
+pub fn child_pid(nsenter: u32) -> u32 {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let children = std::fs::read_to_string(format!("/proc/{nsenter}/task/{nsenter}/children"))

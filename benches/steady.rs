@@ -1,0 +1,268 @@
+//! Steady-state benchmark: what xray-warden costs per second, against node_exporter's systemd
+//! collector, both serving the same `xray-tunnel-*` units of a REAL systemd booted in a
+//! namespace sandbox, each scraped every 15 s like a default Prometheus job.
+//!
+//! In one run, for each fleet size (200, 1,000 and 2,000 units; the sandbox keeps the units of
+//! the size before and starts the rest), one column after another on the same units: the
+//! baseline warden build (if there is one, see below), this tree's warden (release build, an
+//! empty config: every feature on at its default period, no user sync since no source is
+//! configured) and node_exporter. Each column runs alone: start, wait until it serves every
+//! unit, a warm-up, then a measured window with a scrape every 15 s. Per column it prints the
+//! total CPU per second (utime+stime of the exporter, the sandbox's systemd and its dbus-daemon
+//! over the window), the median scrape latency, and the RSS at the end of the window (measured
+//! from the exporter's start). The targets are marked PASS/MISS beside the warden's
+//! figures; the bench never fails on a figure.
+//!
+//! Run it with `cargo bench --bench steady` (root, Debian's prometheus-node-exporter). Without
+//! `--bench` on the command line (`cargo test --all-targets` runs bench binaries that way) it
+//! only says so, and boots nothing.
+//!
+//! Environment: XW_STEADY_UNITS (`200,1000,2000`), XW_STEADY_SECS (the window, 300),
+//! XW_STEADY_WARMUP_SECS (20), XW_STEADY_SCRAPE_SECS (15), XW_STEADY_BASELINE (a warden binary
+//! to measure beside this tree's; default `<target>/steady-baseline/xray-warden` when that exists,
+//! `none` to skip), XW_STEADY_WRAP (a command line the warden columns run under, for profiling:
+//! `valgrind --tool=callgrind --callgrind-out-file=<dir>/cg.%p`; their figures are then the
+//! profiler's). A smoke run: `XW_STEADY_UNITS=50 XW_STEADY_SECS=15 XW_STEADY_WARMUP_SECS=5`.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+#[path = "steady/report.rs"]
+mod report;
+mod shared;
+
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use shared::fleet::{dbus_daemon_of, start_units};
+use shared::node_exporter::{NODE_EXPORTER, NodeExporter};
+use shared::procstat::{Cpu, HostCpu, rss_kib};
+use support::sandbox::Sandbox;
+use support::warden::{BIN, Warden, http_get};
+
+/// An empty config: every default (sampler 5 s, health 15 s, resync 300 s).
+const WARDEN_CONFIG: &str = "# every default\n";
+/// The production log level (the test helper's default is debug).
+const WARDEN_LOG: (&str, &str) = ("RUST_LOG", "info");
+/// The shipped unit: its `Environment=` lines apply to this tree's warden.
+const SHIPPED_UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/xray-warden.service");
+const WAIT: Duration = Duration::from_secs(180);
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("steady benchmark: run it with `cargo bench --bench steady` (needs root)");
+        return;
+    }
+    let settings = Settings::from_env();
+    assert!(
+        Path::new(NODE_EXPORTER).exists(),
+        "{NODE_EXPORTER} is missing: apt-get install prometheus-node-exporter"
+    );
+    let sandbox = Sandbox::boot("bench-steady");
+    let systemd = sandbox.systemctl(&["--version"]);
+    let systemd = systemd.lines().next().unwrap_or("systemd ?").to_owned();
+    let columns = settings.columns();
+    report::header(&settings, &systemd, &columns);
+    let mut sizes = Vec::new();
+    let mut running = 0;
+    for &units in &settings.sizes {
+        start_units(&sandbox, running..units.max(running));
+        running = units.max(running);
+        let dbus = dbus_daemon_of(&sandbox);
+        let load_before = report::loadavg();
+        let figures = columns
+            .iter()
+            .map(|c| measure(&sandbox, dbus, c, units, &settings))
+            .collect();
+        let size = report::Size {
+            units,
+            figures,
+            load: [load_before, report::loadavg()],
+        };
+        report::size(&size, &columns);
+        sizes.push(size);
+    }
+    report::summary(&sizes, &columns);
+}
+
+/// Knobs, read from the environment.
+pub struct Settings {
+    pub sizes: Vec<usize>,
+    pub window: Duration,
+    pub warmup: Duration,
+    pub scrape_every: Duration,
+    pub baseline: Option<PathBuf>,
+    pub wrap: Vec<String>,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok();
+        let secs = |name: &str, default: u64| {
+            let v = var(name).map_or(default, |v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name}={v:?}: not a number"))
+            });
+            Duration::from_secs(v.max(1))
+        };
+        let sizes = var("XW_STEADY_UNITS").unwrap_or_else(|| "200,1000,2000".into());
+        let sizes = sizes.split(',').map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("XW_STEADY_UNITS={sizes:?}: a list of numbers"))
+        });
+        let default_baseline = Path::new(BIN).with_file_name("../steady-baseline/xray-warden");
+        let baseline = match var("XW_STEADY_BASELINE") {
+            Some(v) if v == "none" => None,
+            Some(v) => Some(PathBuf::from(v)),
+            None => default_baseline.exists().then_some(default_baseline),
+        };
+        Self {
+            sizes: sizes.collect(),
+            window: secs("XW_STEADY_SECS", 300),
+            warmup: secs("XW_STEADY_WARMUP_SECS", 20),
+            scrape_every: secs("XW_STEADY_SCRAPE_SECS", 15),
+            baseline,
+            wrap: var("XW_STEADY_WRAP")
+                .map(|w| w.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        let baseline = self.baseline.iter().map(|bin| {
+            let commit = bin.with_file_name("COMMIT");
+            let commit = std::fs::read_to_string(commit).unwrap_or_default();
+            let label = match commit.trim() {
+                "" => "baseline".to_owned(),
+                c => format!("baseline {}", &c[..c.len().min(7)]),
+            };
+            Column::Warden {
+                label,
+                bin: bin.display().to_string(),
+                env: Vec::new(),
+            }
+        });
+        let this = Column::Warden {
+            label: "xray-warden".into(),
+            bin: BIN.into(),
+            env: shipped_environment(),
+        };
+        baseline.chain([this, Column::Node]).collect()
+    }
+}
+
+/// The `Environment=KEY=VALUE` lines of the shipped unit file.
+fn shipped_environment() -> Vec<(String, String)> {
+    let unit = std::fs::read_to_string(SHIPPED_UNIT).expect("reading the shipped unit");
+    let lines = unit.lines().filter_map(|l| l.strip_prefix("Environment="));
+    let pairs = lines.filter_map(|l| l.split_once('='));
+    pairs.map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// One exporter measured at each size.
+pub enum Column {
+    /// A warden build, with environment of its own beside `RUST_LOG=info`.
+    Warden {
+        label: String,
+        bin: String,
+        env: Vec<(String, String)>,
+    },
+    Node,
+}
+
+impl Column {
+    pub fn label(&self) -> &str {
+        match self {
+            Column::Warden { label, .. } => label,
+            Column::Node => "node_exporter(systemd)",
+        }
+    }
+}
+
+/// What one column measured at one size.
+pub struct Figures {
+    /// Over the window: the exporter, systemd, dbus-daemon.
+    pub cpu: [Cpu; 3],
+    pub window: Duration,
+    /// The window's scrapes, sorted.
+    pub latencies: Vec<Duration>,
+    pub rss_kib: u64,
+    /// From the exporter's start to the RSS reading.
+    pub rss_at: Duration,
+    /// The machine over the window, for context.
+    pub host: HostCpu,
+}
+
+/// The running exporter of a column; dropping it stops it.
+enum Running {
+    Warden(Warden),
+    Node(NodeExporter),
+}
+
+fn measure(sandbox: &Sandbox, dbus: u32, column: &Column, units: usize, s: &Settings) -> Figures {
+    eprintln!("bench: {units} units, starting {}", column.label());
+    let started = Instant::now();
+    let running = match column {
+        Column::Warden { bin, env, .. } => {
+            let env: Vec<(&str, &str)> = std::iter::once(WARDEN_LOG)
+                .chain(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .collect();
+            let program: Vec<&str> = s
+                .wrap
+                .iter()
+                .map(String::as_str)
+                .chain([bin.as_str()])
+                .collect();
+            let warden = Warden::start_with(sandbox, WARDEN_CONFIG, &program, &env);
+            // No `wait_ready` (15 s): listing a large fleet may take longer on a busy machine.
+            let cpu_prefix = "xray_tunnel_cpu_seconds_total{";
+            warden.wait_for("CPU series of every unit", WAIT, |s| {
+                s.0.lines().filter(|l| l.starts_with(cpu_prefix)).count() == units
+            });
+            Running::Warden(warden)
+        }
+        Column::Node => Running::Node(NodeExporter::start(sandbox)),
+    };
+    let (pid, addr) = match &running {
+        Running::Warden(w) => (w.pid(), w.addr),
+        Running::Node(n) => (n.pid(), n.addr),
+    };
+    let pids = [pid, sandbox.systemd_pid(), dbus];
+    // Scrapes keep their 15 s rhythm from the start, warm-up included, like a Prometheus job.
+    let mut next = Instant::now();
+    let mut scrape = |until: Instant, latencies: &mut Vec<Duration>| {
+        while next < until {
+            thread::sleep(next.saturating_duration_since(Instant::now()));
+            let at = Instant::now();
+            let (status, body) = http_get(addr, "/metrics").expect("GET /metrics");
+            assert_eq!(status, 200, "{body:.300}");
+            latencies.push(at.elapsed());
+            next += s.scrape_every;
+        }
+        thread::sleep(until.saturating_duration_since(Instant::now()));
+    };
+    scrape(Instant::now() + s.warmup, &mut Vec::new());
+    let (before, host_before, from) = (pids.map(Cpu::of), HostCpu::now(), Instant::now());
+    let mut latencies = Vec::new();
+    scrape(from + s.window, &mut latencies);
+    let after = pids.map(Cpu::of);
+    let window = from.elapsed();
+    let host = HostCpu::now().since(host_before);
+    let rss_kib = rss_kib(pid);
+    let rss_at = started.elapsed();
+    match running {
+        Running::Warden(w) => eprintln!("bench: warden stopped: {}", w.stop()),
+        Running::Node(n) => drop(n),
+    }
+    latencies.sort();
+    Figures {
+        cpu: [0, 1, 2].map(|i| after[i].since(before[i])),
+        window,
+        latencies,
+        rss_kib,
+        rss_at,
+        host,
+    }
+}
