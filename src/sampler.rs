@@ -1,8 +1,11 @@
 //! The resource sampler: every `sampler.interval`, CPU, memory, tasks and fds of each tunnel.
 //!
-//! systemd's accounting (`CPUUsageNSec`, `MemoryCurrent`, `TasksCurrent`) is used where it is
-//! set; procfs over every process of the unit's cgroup fills in the rest, and always provides
-//! RSS and open fds, which systemd does not track. Scrapes read the last pass from the snapshot.
+//! The cgroup's accounting (what systemd publishes as `CPUUsageNSec`, `MemoryCurrent`,
+//! `TasksCurrent`) is read from the cgroup's own files ([`ProcfsReader::accounting`]) and used
+//! where the kernel keeps it; systemd is asked over D-Bus only for a unit whose cgroup is not
+//! found below the cgroup root. procfs over every process of the unit's cgroup fills in the
+//! rest, and always provides RSS and open fds, which systemd does not track. Scrapes read the
+//! last pass from the snapshot.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -14,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::config::SamplerConfig;
-use crate::domain::{CpuAccount, Resources, TunnelId};
+use crate::domain::{Accounting, CpuAccount, Resources, TunnelId};
 use crate::procfs::{CgroupSample, ProcfsError, ProcfsReader};
 use crate::state::{COLLECTOR_SAMPLER, CollectorRun, SharedState};
-use crate::systemd::{Accounting, Client};
+use crate::systemd::Client;
 
 /// How many units are asked for their accounting at once.
 const ACCOUNTING_CONCURRENCY: usize = 16;
@@ -67,42 +70,55 @@ struct Target {
     control_group: String,
 }
 
+/// One target's readings from its cgroup: the processes and the accounting files, or why not.
+type Read = Result<(CgroupSample, Accounting), ProcfsError>;
+
 impl Sampler {
     async fn pass(&mut self) {
         let started = Instant::now();
         let targets = self.targets();
-        let accounting = self.accounting(&targets).await;
         let reader = self.reader.clone();
         let cgroups: Vec<_> = targets.iter().map(|t| t.control_group.clone()).collect();
-        let sampled = tokio::task::spawn_blocking(move || {
-            cgroups
-                .iter()
-                .map(|cg| reader.sample_cgroup(cg))
-                .collect::<Vec<_>>()
+        let read = tokio::task::spawn_blocking(move || {
+            let read =
+                |cg: &String| -> Read { Ok((reader.sample_cgroup(cg)?, reader.accounting(cg)?)) };
+            cgroups.iter().map(read).collect::<Vec<_>>()
         })
         .await;
-        let Ok(sampled) = sampled else {
+        let Ok(read) = read else {
             warn!("procfs sampling task failed");
             return;
         };
+        // Only where the cgroup is not found below the cgroup root (another mount namespace, a
+        // unit that just stopped) is systemd asked: three `Get`s per unit cost far more than
+        // the files.
+        let unseen: Vec<&Target> = targets
+            .iter()
+            .zip(&read)
+            .filter(|(_, r)| matches!(r, Err(ProcfsError::CgroupNotFound(_))))
+            .map(|(t, _)| t)
+            .collect();
+        let mut asked = self.accounting(&unseen).await;
 
         let mut resources = HashMap::new();
         let (mut vanished, mut failures) = (0, 0);
-        for (target, sample) in targets.iter().zip(sampled) {
-            let sample = match sample {
-                Ok(sample) => sample,
+        for (target, read) in targets.iter().zip(read) {
+            let (sample, accounting) = match read {
+                Ok(read) => read,
                 // The unit stopped between the listing and this read: nothing runs, all is well.
-                Err(ProcfsError::CgroupNotFound(_)) => CgroupSample::default(),
+                Err(ProcfsError::CgroupNotFound(_)) => (
+                    CgroupSample::default(),
+                    asked.remove(&target.id).unwrap_or_default(),
+                ),
                 Err(err) => {
                     warn!(tunnel = %target.id, error = %err, "cannot sample the tunnel's processes");
                     failures += 1;
-                    CgroupSample::default()
+                    Default::default()
                 }
             };
             vanished += sample.vanished;
             let account = self.accounts.entry(target.id.clone()).or_default();
-            let systemd = accounting.get(&target.id).copied().unwrap_or_default();
-            resources.insert(target.id.clone(), combine(&sample, systemd, account));
+            resources.insert(target.id.clone(), combine(&sample, accounting, account));
         }
         self.publish(resources, vanished, failures, started);
     }
@@ -124,7 +140,10 @@ impl Sampler {
     }
 
     /// systemd's own accounting per target; empty while the bus is down.
-    async fn accounting(&self, targets: &[Target]) -> HashMap<TunnelId, Accounting> {
+    async fn accounting(&self, targets: &[&Target]) -> HashMap<TunnelId, Accounting> {
+        if targets.is_empty() {
+            return HashMap::new();
+        }
         let Some(client) = self.client.borrow().clone() else {
             return HashMap::new();
         };
@@ -180,7 +199,8 @@ impl Sampler {
     }
 }
 
-/// Merges systemd's accounting with a procfs sample, preferring systemd where it has a value.
+/// Merges the cgroup's accounting with a procfs sample, preferring the cgroup where it has a
+/// value.
 fn combine(sample: &CgroupSample, systemd: Accounting, account: &mut CpuAccount) -> Resources {
     let procfs_cpu = account.update(sample.processes.iter().map(|p| (p.key, p.cpu_seconds)));
     let (cpu_seconds, cpu_from_systemd) = match systemd.cpu_usage_nsec {

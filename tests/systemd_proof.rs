@@ -201,6 +201,16 @@ fn metrics_equal_ground_truth() {
         .unwrap();
     let truth = proc_rss_bytes(&sandbox, pid);
     assert!((rss - truth).abs() <= truth * 0.2, "rss {rss} vs {truth}");
+    // memory.usage_in_bytes, read from the cgroup by the warden, is what systemd reports as
+    // MemoryCurrent: the same file (a perl loop's memory hardly moves within a second).
+    let memory = scrape
+        .tunnel("xray_tunnel_memory_current_bytes", "steady")
+        .unwrap();
+    let truth = show_u64(&sandbox, "steady", "MemoryCurrent") as f64;
+    assert!(
+        (memory - truth).abs() <= truth * 0.1,
+        "memory {memory} vs MemoryCurrent {truth}"
+    );
     assert_eq!(
         scrape.tunnel("xray_tunnel_open_fds", "steady"),
         Some(proc_fds(&sandbox, pid) as f64)

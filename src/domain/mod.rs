@@ -31,7 +31,7 @@ pub use traffic::{
 pub use tunnel::{
     CONFIG_SUFFIX, FILE_PREFIX, LOG_SUFFIX, TunnelId, TunnelIdError, UNIT_PREFIX, UNIT_SUFFIX,
 };
-pub use unit::{ActiveState, Resources, RestartCounts, RestartReason, UnitStatus};
+pub use unit::{Accounting, ActiveState, Resources, RestartCounts, RestartReason, UnitStatus};
 pub use user_rules::{
     LoginError, MAX_BYTE_LEVEL, XTLS_VISION, check_flow, check_level, check_login, is_unmanaged,
 };

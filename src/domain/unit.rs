@@ -135,6 +135,16 @@ impl UnitStatus {
     }
 }
 
+/// A unit's cgroup accounting: the figures systemd publishes as `CPUUsageNSec`, `MemoryCurrent`
+/// and `TasksCurrent`, whether asked over D-Bus or read from the cgroup's own files; `None`
+/// where the kernel keeps no such figure for the unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accounting {
+    pub cpu_usage_nsec: Option<u64>,
+    pub memory_current: Option<u64>,
+    pub tasks_current: Option<u64>,
+}
+
 /// Per-tunnel resource usage from one sampling pass.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Resources {

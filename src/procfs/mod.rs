@@ -11,10 +11,13 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use procfs::ProcError;
-use procfs::process::Process;
+use procfs::process::Stat;
+use procfs::{FromRead, ProcError};
 
 use crate::domain::ProcessKey;
+
+mod accounting;
+pub use accounting::CgroupLayout;
 
 /// Errors that make a whole cgroup unreadable (one vanished process is not one of them).
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,11 @@ impl CgroupSample {
 pub struct ProcfsReader {
     proc_root: PathBuf,
     cgroup_root: PathBuf,
+    /// Found once: the root's layout does not change while the warden runs.
+    layout: CgroupLayout,
+    /// Whether the proc root is the kernel's procfs, whose `<pid>/fd` directory reports the
+    /// count of open fds as its size (Linux >= 6.2; 0 before).
+    fd_dir_counts: bool,
     ticks_per_second: f64,
     page_size: u64,
 }
@@ -94,9 +102,14 @@ impl ProcfsReader {
         ticks_per_second: u64,
         page_size: u64,
     ) -> Self {
+        let (proc_root, cgroup_root) = (proc_root.into(), cgroup_root.into());
+        let is_procfs = rustix::fs::statfs(&proc_root)
+            .is_ok_and(|fs| fs.f_type == rustix::fs::PROC_SUPER_MAGIC);
         Self {
-            proc_root: proc_root.into(),
-            cgroup_root: cgroup_root.into(),
+            fd_dir_counts: is_procfs,
+            proc_root,
+            layout: CgroupLayout::of(&cgroup_root),
+            cgroup_root,
             ticks_per_second: ticks_per_second.max(1) as f64,
             page_size,
         }
@@ -106,20 +119,36 @@ impl ProcfsReader {
     /// `/system.slice/xray-tunnel-a.service`) in the first hierarchy that has it.
     pub fn cgroup_dir(&self, control_group: &str) -> Result<PathBuf, ProcfsError> {
         let relative = control_group.trim_start_matches('/');
-        HIERARCHIES
-            .iter()
+        self.hierarchies()
             .map(|h| self.cgroup_root.join(h).join(relative))
             .find(|dir| dir.join("cgroup.procs").is_file())
             .ok_or_else(|| ProcfsError::CgroupNotFound(control_group.to_owned()))
     }
 
     /// PIDs in `control_group` and every cgroup below it (a unit may delegate sub-cgroups).
+    ///
+    /// Reads `cgroup.procs` in each hierarchy that may hold the unit until one has it, rather
+    /// than testing for the file first: one path walk less per unit and pass.
     pub fn cgroup_pids(&self, control_group: &str) -> Result<Vec<u32>, ProcfsError> {
-        let mut pids = Vec::new();
-        collect_pids(&self.cgroup_dir(control_group)?, &mut pids)?;
-        pids.sort_unstable();
-        pids.dedup();
-        Ok(pids)
+        let relative = control_group.trim_start_matches('/');
+        for hierarchy in self.hierarchies() {
+            let mut pids = Vec::new();
+            if collect_pids(&self.cgroup_root.join(hierarchy).join(relative), &mut pids)? {
+                pids.sort_unstable();
+                pids.dedup();
+                return Ok(pids);
+            }
+        }
+        Err(ProcfsError::CgroupNotFound(control_group.to_owned()))
+    }
+
+    /// The hierarchies that may hold a unit's cgroup: the root itself only when it is a cgroup
+    /// v2 mount.
+    fn hierarchies(&self) -> impl Iterator<Item = &'static str> + use<> {
+        let unified = self.layout == CgroupLayout::Unified;
+        HIERARCHIES
+            .into_iter()
+            .filter(move |h| unified || !h.is_empty())
     }
 
     /// Samples every process of `control_group`.
@@ -140,8 +169,9 @@ impl ProcfsReader {
     /// Samples one process.
     pub fn process(&self, pid: u32) -> Result<ProcessSample, ProcfsError> {
         let wrap = |source| ProcfsError::Process { pid, source };
-        let process = Process::new_with_root(self.proc_root.join(pid.to_string())).map_err(wrap)?;
-        let stat = process.stat().map_err(wrap)?;
+        // Straight from the file: `Process::new_with_root` would open the directory first.
+        let path = self.proc_root.join(pid.to_string()).join("stat");
+        let stat = Stat::from_file(path).map_err(wrap)?;
         let open_fds = self.count_fds(pid)?;
         Ok(ProcessSample {
             key: ProcessKey {
@@ -157,12 +187,19 @@ impl ProcfsReader {
 }
 
 impl ProcfsReader {
-    /// Counts the entries of `/proc/<pid>/fd`.
+    /// Counts the entries of `/proc/<pid>/fd`: one `stat` where the kernel's procfs reports the
+    /// count as the directory's size, else by listing it.
     ///
-    /// Not `procfs::Process::fd_count`: its fast path trusts the directory's `st_size`, which
-    /// only procfs on Linux >= 6.2 fills with the fd count, so it answers 4096 on a fixture tree.
+    /// Not `procfs::Process::fd_count`: its fast path trusts `st_size` on any filesystem, so it
+    /// answers 4096 on a fixture tree.
     fn count_fds(&self, pid: u32) -> Result<u64, ProcfsError> {
         let dir = self.proc_root.join(pid.to_string()).join("fd");
+        if self.fd_dir_counts
+            && let Ok(meta) = std::fs::metadata(&dir)
+            && meta.len() > 0
+        {
+            return Ok(meta.len());
+        }
         let entries = std::fs::read_dir(&dir).map_err(|err| {
             let source = if err.kind() == io::ErrorKind::NotFound {
                 ProcError::NotFound(Some(dir.clone()))
@@ -175,12 +212,14 @@ impl ProcfsReader {
     }
 }
 
-fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> Result<(), ProcfsError> {
+/// Adds the PIDs of the cgroup `dir` and of every cgroup below it; `false` when `dir` has no
+/// `cgroup.procs` (no such cgroup in this hierarchy, or removed while we walk, which is as
+/// normal as an exited process).
+fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> Result<bool, ProcfsError> {
     let procs = dir.join("cgroup.procs");
     let text = match std::fs::read_to_string(&procs) {
         Ok(text) => text,
-        // A sub-cgroup removed while we walk is as normal as an exited process.
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(source) => {
             return Err(ProcfsError::Io {
                 path: procs,
@@ -194,7 +233,7 @@ fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> Result<(), ProcfsError> {
     })?);
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(true),
         Err(source) => {
             return Err(ProcfsError::Io {
                 path: dir.into(),
@@ -207,7 +246,7 @@ fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> Result<(), ProcfsError> {
             collect_pids(&entry.path(), pids)?;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Parses the contents of a `cgroup.procs` file: one PID per line.

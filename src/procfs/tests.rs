@@ -1,4 +1,5 @@
 use super::*;
+use crate::domain::Accounting;
 
 fn fixture() -> ProcfsReader {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/procfs");
@@ -82,4 +83,27 @@ fn reads_the_real_procfs() {
     assert!(me.threads >= 1);
     assert!(me.open_fds >= 3);
     assert!(me.rss_bytes > 0);
+}
+
+#[test]
+fn reads_the_accounting_files_of_each_layout() {
+    // Hybrid: v1 controllers beside `unified/`; no cpuacct hierarchy, so no CPU figure.
+    let a = "/system.slice/xray-tunnel-a.service";
+    let hybrid = fixture().accounting(a).unwrap();
+    assert_eq!(hybrid.memory_current, Some(8_388_608));
+    assert_eq!(hybrid.tasks_current, Some(4));
+    assert_eq!(hybrid.cpu_usage_nsec, None);
+    // A unit without the controllers enabled has no figures, and that is no error.
+    let b = fixture()
+        .accounting("/system.slice/xray-tunnel-b.service")
+        .unwrap();
+    assert_eq!(b, Accounting::default());
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/procfs");
+    let v2 = ProcfsReader::with_units(root.join("proc"), root.join("cgroup2"), 100, 4096);
+    let unified = v2.accounting(a).unwrap();
+    assert_eq!(unified.cpu_usage_nsec, Some(2_500_000_000));
+    assert_eq!(unified.memory_current, Some(1_048_576));
+    assert_eq!(unified.tasks_current, Some(3));
+    assert_eq!(v2.cgroup_pids(a).unwrap(), vec![100]);
 }

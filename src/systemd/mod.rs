@@ -75,13 +75,8 @@ pub enum Event {
     Lost,
 }
 
-/// Readings of systemd's own accounting for one service; `None` where systemd has none.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Accounting {
-    pub cpu_usage_nsec: Option<u64>,
-    pub memory_current: Option<u64>,
-    pub tasks_current: Option<u64>,
-}
+/// What [`Client::accounting`] answers: systemd's own accounting of one service.
+pub use crate::domain::Accounting;
 
 /// One connection to systemd's bus.
 #[derive(Debug, Clone)]
