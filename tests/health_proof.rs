@@ -23,6 +23,7 @@ per_core!(
     crash_loops_and_long_failures_are_seen,
     the_api_cleanup_spares_what_is_not_orphaned,
     orphans_are_cleaned_up_and_nothing_else_is,
+    an_edited_config_is_read_again_within_one_interval,
 );
 
 const CHECKS: [&str; 5] = [
@@ -178,8 +179,13 @@ fn wait_listening(port: u16) {
 }
 
 fn wait_log(warden: &Warden, needle: &str) {
+    wait_log_after(warden, 0, needle);
+}
+
+/// Waits until the log says `needle` after its first `from` bytes; returns where it ends now.
+fn wait_log_after(warden: &Warden, from: usize, needle: &str) -> usize {
     let deadline = Instant::now() + WAIT;
-    while !warden.log().contains(needle) {
+    while !warden.log()[from..].contains(needle) {
         assert!(
             Instant::now() < deadline,
             "log never said {needle:?}:\n{}",
@@ -187,6 +193,7 @@ fn wait_log(warden: &Warden, needle: &str) {
         );
         std::thread::sleep(Duration::from_millis(25));
     }
+    warden.log().len()
 }
 
 /// Perl (perl-base is essential) holding 127.0.0.1:`port` until killed.
@@ -246,6 +253,41 @@ fn a_healthy_tunnel_passes_and_a_taken_port_is_named(core: Core) {
         before,
         "the healthy tunnel was never restarted"
     );
+    assert!(warden.stop().success());
+}
+
+/// Between full reads, quiet passes reuse the last one (nothing they depend on changed); an
+/// edited config is an input that changed, so the next pass reads everything again (not the
+/// slower safety net) and names a port the edit points at that another process holds.
+fn an_edited_config_is_read_again_within_one_interval(core: Core) {
+    const QUIET: &str = "the last full read stands";
+    let node = Node::boot("health-edit", core);
+    let ports = node.tunnel("edited");
+    let warden = node.warden("");
+    warden.wait_for("edited healthy", WAIT, |s| all_pass(s, "edited"));
+    let taken = TunnelPorts::free().vless;
+    let _holder = hold_port(&node.sandbox, taken);
+    // The holder is a new process (a full read); wait until passes are quiet again.
+    let mark = wait_log_after(&warden, warden.log().len(), QUIET);
+
+    let edited = TunnelPorts {
+        vless: taken,
+        ..ports
+    };
+    let written = Instant::now();
+    std::fs::write(node.etc.join("xray-edited.json"), tunnel_config(edited)).unwrap();
+    let scrape = warden.wait_for("the edit's port seen taken", WAIT, |s| {
+        check(s, "edited", "ports_owned") == Some(0.0)
+    });
+    let seen = written.elapsed();
+    let log = warden.log();
+    let first_full = log[mark..]
+        .lines()
+        .find(|l| l.contains("health: full read"))
+        .expect("a full read after the edit");
+    assert!(first_full.contains("inputs changed"), "{first_full}");
+    assert_eq!(check(&scrape, "edited", "config_valid"), Some(1.0));
+    eprintln!("the edit was caught after {seen:?} (health interval 300 ms)");
     assert!(warden.stop().success());
 }
 

@@ -11,6 +11,7 @@ pub mod config_policy;
 mod config_ref;
 mod cpu;
 mod health;
+pub mod health_trigger;
 pub mod orphans;
 mod policy_target;
 pub mod remediation;

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::crash::CrashVerdict;
+use super::ports;
 use crate::domain::{ActiveState, Check, UnknownReason};
+use crate::tunnelcfg::TunnelConfig;
 
 /// Check names, in the order a tunnel's checks are listed.
 pub const ACTIVE: &str = "active";
@@ -114,6 +116,36 @@ pub fn api(active: bool, verdict: &ApiVerdict) -> Check {
         }
         ApiVerdict::Unreachable { addr, error } => check(API, false, format!("{addr}: {error}")),
         ApiVerdict::Unknown(why) => check(API, false, why.clone()),
+    }
+}
+
+/// `ports_owned`: from who holds each configured port; "not checked" where the config is
+/// unknown.
+pub fn ports(
+    active: bool,
+    config: Option<&Result<TunnelConfig, String>>,
+    held: &[(u16, ports::PortHolders)],
+) -> Check {
+    match config {
+        None => unchecked(PORTS_OWNED, active),
+        Some(Ok(_)) => ports::check(active, held),
+        Some(Err(why)) => Check {
+            name: PORTS_OWNED,
+            ok: false,
+            detail: if active {
+                format!("cannot read the config: {why}")
+            } else {
+                NOT_RUNNING.into()
+            },
+        },
+    }
+}
+
+/// `api`, or "not checked" where the config is unknown (`None`).
+pub fn api_of(active: bool, verdict: Option<&ApiVerdict>) -> Check {
+    match verdict {
+        Some(verdict) => api(active, verdict),
+        None => unchecked(API, active),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::procfs::ProcfsReader;
 use crate::tunnelcfg::{self, TunnelConfig};
 
 /// The facts read on the blocking pool, per target in target order where per target.
+#[derive(Clone)]
 pub struct Gathered {
     /// Each tunnel's config; `None` where its path is unknown.
     pub configs: Vec<Option<Result<TunnelConfig, String>>>,

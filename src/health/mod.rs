@@ -32,8 +32,10 @@ pub mod crash;
 mod gather;
 pub mod inventory;
 pub mod ports;
+mod probe;
 pub mod scan;
 mod task;
+mod trigger;
 pub mod verdicts;
 
 use std::path::PathBuf;

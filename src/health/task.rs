@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use futures_util::stream::{self, StreamExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::checks::{self, API, ApiVerdict, ConfigVerdict, NOT_RUNNING};
+use super::checks::{self, ApiVerdict, ConfigVerdict};
 use super::crash::RestartHistory;
 use super::gather::{Gathered, UnitPaths, gather_blocking};
-use super::ports::{self, PORTS_OWNED};
+use super::probe;
 use super::scan::ProcScan;
+use super::trigger::{self, Trigger, UnitInput};
 use super::verdicts::VerdictCache;
 use super::{Ledger, Settings, inventory};
 use crate::domain::orphans::{self, Facts, UnitFacts};
@@ -23,10 +23,6 @@ use crate::domain::{
 use crate::procfs::ProcfsReader;
 use crate::state::{COLLECTOR_HEALTH, CollectorRun, SharedState};
 use crate::tunnelcfg::TunnelConfig;
-use crate::xray::ApiClient;
-
-/// API probes in flight at once.
-const PROBES_AT_ONCE: usize = 16;
 
 /// The health task's state across passes.
 pub struct HealthTask {
@@ -37,6 +33,9 @@ pub struct HealthTask {
     cgroups: ProcfsReader,
     histories: HashMap<TunnelId, RestartHistory>,
     verdicts: VerdictCache,
+    /// The last full read of procfs and the config files, reused while nothing it depends on
+    /// changed.
+    trigger: Trigger,
     /// The checks last published, to log changes rather than every pass.
     shown: HashMap<TunnelId, Vec<Check>>,
     /// The inventory's last read error, to log it once.
@@ -79,6 +78,7 @@ impl HealthTask {
             ledger,
             histories: HashMap::new(),
             verdicts: VerdictCache::default(),
+            trigger: Trigger::default(),
             shown: HashMap::new(),
             inventory_error: None,
             guard_tripped: false,
@@ -116,8 +116,8 @@ impl HealthTask {
                 checks::active(st.active_state(), &st.sub_state, &st.result),
                 self.crash_check(now, t),
                 config,
-                ports_check(active, gathered.configs[i].as_ref(), &gathered.ports[i]),
-                api_check(active, apis[i].as_ref()),
+                checks::ports(active, gathered.configs[i].as_ref(), &gathered.ports[i]),
+                checks::api_of(active, apis[i].as_ref()),
             ];
             report.checks.insert(t.id.clone(), list);
         }
@@ -226,9 +226,41 @@ impl HealthTask {
         Some(targets.collect())
     }
 
+    /// The facts of the last full read while none of their inputs changed (and the safety net
+    /// is not due), else a full read ([`crate::domain::health_trigger`]).
+    async fn gather(&mut self, targets: &[Target]) -> Gathered {
+        let scan = self.scan.clone();
+        let (proc_root, config_dir) = (
+            self.settings.proc_root.clone(),
+            self.settings.config_dir.clone(),
+        );
+        let units: Vec<UnitInput> = targets
+            .iter()
+            .map(|t| {
+                let path = t.config.known().map(Path::to_owned);
+                (t.id.clone(), t.status.clone(), path)
+            })
+            .collect();
+        let read = move || trigger::read_inputs(&scan, &proc_root, &config_dir, units);
+        let inputs = tokio::task::spawn_blocking(read).await.unwrap_or_default();
+        match self
+            .trigger
+            .reusable(&inputs, self.settings.health.interval)
+        {
+            Ok(gathered) => {
+                debug!("health: no input changed, the last full read stands");
+                return gathered;
+            }
+            Err(why) => debug!(reason = why.as_str(), "health: full read"),
+        }
+        let gathered = self.read_all(targets).await;
+        self.trigger.remember(inputs, &gathered);
+        gathered
+    }
+
     /// Reads the configs, the listening sockets and who holds them, the core processes and
     /// the config directory, on the blocking pool.
-    async fn gather(&self, targets: &[Target]) -> Gathered {
+    async fn read_all(&self, targets: &[Target]) -> Gathered {
         let (scan, cgroups) = (self.scan.clone(), self.cgroups.clone());
         let config_dir = self.settings.config_dir.clone();
         let core_binary = self.settings.core_binary.clone();
@@ -261,48 +293,13 @@ impl HealthTask {
         targets: &[Target],
         configs: &[Option<Result<TunnelConfig, String>>],
     ) -> Vec<Option<ApiVerdict>> {
-        let timeout = self.settings.api_timeout;
-        // Collected first: a lazy `map` over borrowed targets trips rustc's Send inference.
-        let probes: Vec<_> = targets
-            .iter()
-            .zip(configs)
-            .map(|(t, config)| {
-                let active = t.status.active_state().is_up();
-                let target = config
-                    .as_ref()
-                    .map(|c| c.as_ref().map(|c| c.api).map_err(Clone::clone));
-                async move {
-                    let target = target?;
-                    Some(match target {
-                        Err(why) => ApiVerdict::Unknown(format!("cannot read the config: {why}")),
-                        Ok(None) => ApiVerdict::NotConfigured,
-                        Ok(Some(addr)) if !active => ApiVerdict::Unreachable {
-                            addr,
-                            error: NOT_RUNNING.into(),
-                        },
-                        Ok(Some(addr)) => match ApiClient::detect(addr, timeout).await {
-                            Ok(found) => ApiVerdict::Reachable {
-                                addr,
-                                core: found.flavour.to_string(),
-                            },
-                            // It answers; what it serves is the user sync's concern.
-                            Err(crate::xray::ApiError::NoServices(_)) => ApiVerdict::Reachable {
-                                addr,
-                                core: "unknown (serves no HandlerService or StatsService)".into(),
-                            },
-                            Err(e) => ApiVerdict::Unreachable {
-                                addr,
-                                error: e.to_string(),
-                            },
-                        },
-                    })
-                }
-            })
-            .collect();
-        stream::iter(probes)
-            .buffered(PROBES_AT_ONCE)
-            .collect()
-            .await
+        let apis = targets.iter().zip(configs).map(|(t, config)| {
+            let api = config
+                .as_ref()
+                .map(|c| c.as_ref().map(|c| c.api).map_err(Clone::clone));
+            (t.status.active_state().is_up(), api)
+        });
+        probe::probe_all(self.settings.api_timeout, apis.collect()).await
     }
 
     fn forget_the_gone(&mut self, targets: &[Target]) {
@@ -357,33 +354,6 @@ fn unit_facts(targets: &[Target], verdicts: &[Judged]) -> Vec<UnitFacts> {
             state_change_usec: t.status.state_change_usec,
         })
         .collect()
-}
-
-fn ports_check(
-    active: bool,
-    config: Option<&Result<TunnelConfig, String>>,
-    held: &[(u16, ports::PortHolders)],
-) -> Check {
-    match config {
-        None => checks::unchecked(PORTS_OWNED, active),
-        Some(Ok(_)) => ports::check(active, held),
-        Some(Err(why)) => Check {
-            name: PORTS_OWNED,
-            ok: false,
-            detail: if active {
-                format!("cannot read the config: {why}")
-            } else {
-                NOT_RUNNING.into()
-            },
-        },
-    }
-}
-
-fn api_check(active: bool, verdict: Option<&ApiVerdict>) -> Check {
-    match verdict {
-        Some(verdict) => checks::api(active, verdict),
-        None => checks::unchecked(API, active),
-    }
 }
 
 fn log_changes(id: &TunnelId, before: Option<&[Check]>, now: &[Check]) {

@@ -78,26 +78,33 @@ impl Session<'_> {
 }
 
 /// What stat says about a config file: when any part changes, the verdict is stale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FileStamp {
-    pub mtime_sec: i64,
-    pub mtime_nsec: i64,
-    pub size: u64,
-    pub inode: u64,
-}
+pub use crate::domain::health_trigger::FileStamp;
 
 impl FileStamp {
     /// Stats `path` (following symlinks); `None` when it does not exist.
     pub async fn read(path: &Path) -> io::Result<Option<FileStamp>> {
         match tokio::fs::metadata(path).await {
-            Ok(m) => Ok(Some(FileStamp {
-                mtime_sec: m.mtime(),
-                mtime_nsec: m.mtime_nsec(),
-                size: m.len(),
-                inode: m.ino(),
-            })),
+            Ok(m) => Ok(Some(FileStamp::of(&m))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// [`FileStamp::read`] on the blocking pool's side.
+    pub fn stat(path: &Path) -> io::Result<Option<FileStamp>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(FileStamp::of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn of(m: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            mtime_sec: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            size: m.len(),
+            inode: m.ino(),
         }
     }
 }

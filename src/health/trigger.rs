@@ -1,0 +1,93 @@
+//! The I/O side of the change-driven health pass: reads the cheap inputs a full read depends on
+//! and keeps the facts of the last full read while they hold. The rule itself is
+//! [`crate::domain::health_trigger`].
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::gather::Gathered;
+use super::scan::ProcScan;
+use super::verdicts::FileStamp;
+use crate::domain::health_trigger::{FullRead, HealthInputs, full_read_due};
+use crate::domain::{TunnelId, UnitStatus};
+
+/// One target's part of the inputs: its id, status and known config path.
+pub type UnitInput = (TunnelId, UnitStatus, Option<PathBuf>);
+
+/// The last full read and the inputs it was made on.
+#[derive(Default)]
+pub struct Trigger {
+    last: Option<(HealthInputs, Instant, Gathered)>,
+}
+
+impl Trigger {
+    /// The last full read's facts, if none of `now` changed since and the safety net is not
+    /// due; else why a full read is due.
+    pub fn reusable(&self, now: &HealthInputs, interval: Duration) -> Result<Gathered, FullRead> {
+        let before = self
+            .last
+            .as_ref()
+            .map(|(inputs, at, _)| (inputs, at.elapsed()));
+        match (full_read_due(before, now, interval), &self.last) {
+            (None, Some((_, _, gathered))) => Ok(gathered.clone()),
+            (why, _) => Err(why.unwrap_or(FullRead::First)),
+        }
+    }
+
+    /// Records a full read made on `inputs` (read just before it, so that a change during the
+    /// read shows as a change next time).
+    pub fn remember(&mut self, inputs: HealthInputs, gathered: &Gathered) {
+        self.last = Some((inputs, Instant::now(), gathered.clone()));
+    }
+}
+
+/// Reads the inputs: a `stat` per known config and of the config directory, the listening
+/// socket tables and `/proc/loadavg`. Blocking.
+pub fn read_inputs(
+    scan: &ProcScan,
+    proc_root: &Path,
+    config_dir: &Path,
+    units: Vec<UnitInput>,
+) -> HealthInputs {
+    let units = units
+        .into_iter()
+        .map(|(id, status, path)| {
+            let stamp = path.and_then(|p| FileStamp::stat(&p).ok().flatten());
+            (id, status, stamp)
+        })
+        .collect();
+    let config_dir = match FileStamp::stat(config_dir) {
+        Ok(Some(stamp)) => Some(stamp),
+        // A missing directory holds no configs: a readable state, stamped as all zeroes.
+        Ok(None) => Some(FileStamp::default()),
+        Err(_) => None,
+    };
+    let listeners = scan.listeners().ok().map(|found| {
+        let mut pairs: Vec<(u16, u64)> = found.iter().map(|l| (l.port, l.inode)).collect();
+        pairs.sort_unstable();
+        pairs
+    });
+    let loadavg = std::fs::read_to_string(proc_root.join("loadavg")).ok();
+    HealthInputs {
+        units,
+        config_dir,
+        listeners,
+        last_pid: loadavg.as_deref().and_then(last_pid),
+    }
+}
+
+/// The last PID allocated, the fifth field of `/proc/loadavg` (`0.00 0.01 0.05 1/123 4567`).
+fn last_pid(loadavg: &str) -> Option<u32> {
+    loadavg.split_whitespace().nth(4)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_last_pid() {
+        assert_eq!(last_pid("0.11 0.20 0.30 2/345 6789\n"), Some(6789));
+        assert_eq!(last_pid("0.11 0.20"), None);
+    }
+}
