@@ -22,6 +22,14 @@
 //! cleanup acts on none. [`cleanup`] plans and carries out their removal, re-checking each one
 //! first against fresh facts.
 //!
+//! Each pass is driven by change: it reads procfs (every unit's sockets, every process for stray
+//! cores) and the configs again only when a cheap input differs from the last full read (a unit's
+//! state, main PID or restarts, a config's inode, mtime or size, the config directory, the
+//! listening sockets, the last PID allocated) or at least every
+//! [`SAFETY_NET_PASSES`](crate::domain::health_trigger::SAFETY_NET_PASSES) intervals; otherwise
+//! it re-judges the last full read's facts ([`crate::domain::health_trigger`]). API probes and
+//! the config verdicts (cached by file stamp) run every pass.
+//!
 //! The rules are pure functions ([`crash`], [`ports`], [`checks`], and the orphan, plan and
 //! guard rules in [`crate::domain::orphans`] and [`crate::domain::cleanup`]); the I/O is in
 //! [`scan`] (procfs), [`verdicts`] (the core's config test), [`inventory`] and the pass itself.
