@@ -26,6 +26,17 @@ case $status in
   *) exit "$status" ;;
 esac
 
+# grafana/dashboard-linter, pinned, for tests/dashboards.rs (scripts/install-dashboard-linter.sh).
+set +e
+linter="$(scripts/install-dashboard-linter.sh)"
+status=$?
+set -e
+case $status in
+  0) export DASHBOARD_LINTER="$linter" ;;
+  3 | 4) echo "SKIPPED: grafana/dashboard-linter (see above); tests/dashboards.rs runs its rules as a port" >&2 ;;
+  *) exit "$status" ;;
+esac
+
 echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
