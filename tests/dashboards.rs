@@ -287,6 +287,9 @@ fn the_empty_by_design_marker_is_exact() {
     assert_eq!(dash::check_marker(&sloppy).len(), 1);
 }
 
+/// A change to a dashboard's JSON.
+type Mutation = Box<dyn Fn(&mut Value)>;
+
 /// The findings of the linter port that dashboards/.lint does not exclude.
 fn unexcluded(d: &Dashboard, exclusions: &Exclusions) -> Vec<String> {
     lint::lint(d)
@@ -321,7 +324,7 @@ fn each_dashboard_linter_rule_can_fail() {
         r.dedup();
         r
     };
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "uneditable-dashboard-rule",
             Box::new(|j| j["editable"] = json!(true)),
@@ -436,4 +439,30 @@ fn live_against_a_demo_prometheus() {
     let url =
         std::env::var("XW_DEMO_PROMETHEUS").expect("XW_DEMO_PROMETHEUS=http://127.0.0.1:PORT");
     dash::assert_every_panel_returns_data(&url);
+    // The check can fail: a metric typo returns no series, a broken query errors even on a panel
+    // empty by design, and the marker excuses only the empty answer.
+    let addr = dash::live::address(&url);
+    let typo =
+        mutated(|j| memory_panel(j)["targets"][0]["expr"] = json!("xray_tunnel_memroy_rss_bytes"));
+    let report = dash::live::check(addr, &[typo]);
+    assert!(
+        report.failures.len() == 1 && report.failures[0].contains("no series"),
+        "{report:?}"
+    );
+    let excused = mutated(|j| {
+        let p = memory_panel(j);
+        p["targets"][0]["expr"] = json!("xray_tunnel_memroy_rss_bytes");
+        p["description"] = json!(format!("{}a test says so.", dash::EMPTY_BY_DESIGN));
+    });
+    assert!(dash::live::check(addr, &[excused]).failures.is_empty());
+    let broken = mutated(|j| {
+        let p = memory_panel(j);
+        p["targets"][0]["expr"] = json!("sum by (job (x)");
+        p["description"] = json!(format!("{}a test says so.", dash::EMPTY_BY_DESIGN));
+    });
+    let report = dash::live::check(addr, &[broken]);
+    assert!(
+        report.failures.len() == 1 && report.failures[0].contains("query error"),
+        "{report:?}"
+    );
 }

@@ -1,6 +1,6 @@
 //! Every panel query of dashboards/, run as Grafana would run it against a live Prometheus.
 
-use super::{load_all, promql};
+use super::{Dashboard, load_all, promql};
 use crate::support::warden::http_get;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -44,7 +44,55 @@ pub fn range_query(prometheus: SocketAddr, expr: &str) -> Answer {
     Answer::Series(json["data"]["result"].as_array().map_or(0, Vec::len))
 }
 
-fn address(base: &str) -> SocketAddr {
+/// What the live check found: the panels and queries it ran, and what failed.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub panels: usize,
+    pub queries: usize,
+    pub by_design: usize,
+    /// Panels empty by design that returned no series this time.
+    pub by_design_empty: Vec<String>,
+    pub failures: Vec<String>,
+}
+
+/// Runs every query of `dashboards` against the Prometheus at `prometheus` (see
+/// [`assert_every_panel_returns_data`]).
+pub fn check(prometheus: SocketAddr, dashboards: &[Dashboard]) -> Report {
+    let mut r = Report::default();
+    for d in dashboards {
+        for p in d.query_panels() {
+            r.panels += 1;
+            r.by_design += usize::from(p.empty_by_design());
+            let mut empty = false;
+            for t in p.json["targets"].as_array().into_iter().flatten() {
+                r.queries += 1;
+                let expr = t["expr"].as_str().unwrap_or("");
+                let place = format!(
+                    "{} / {} [{}]",
+                    d.title(),
+                    p.title(),
+                    t["refId"].as_str().unwrap_or("?")
+                );
+                match range_query(prometheus, expr) {
+                    Answer::Error(e) => r
+                        .failures
+                        .push(format!("{place}: query error: {e}\n    {expr}")),
+                    Answer::Series(0) if p.empty_by_design() => empty = true,
+                    Answer::Series(0) => r.failures.push(format!("{place}: no series\n    {expr}")),
+                    Answer::Series(_) => {}
+                }
+            }
+            if empty {
+                r.by_design_empty
+                    .push(format!("{} / {}", d.title(), p.title()));
+            }
+        }
+    }
+    r
+}
+
+/// `http://IP:PORT` as an address.
+pub fn address(base: &str) -> SocketAddr {
     let host = base.trim_start_matches("http://").trim_end_matches('/');
     host.parse()
         .unwrap_or_else(|e| panic!("{base}: not http://IP:PORT ({e})"))
@@ -56,48 +104,20 @@ fn address(base: &str) -> SocketAddr {
 /// returns no series unless the panel's description starts with [`super::EMPTY_BY_DESIGN`] (its
 /// query must still be valid). Prints a one-line summary.
 pub fn assert_every_panel_returns_data(prometheus: &str) {
-    let addr = address(prometheus);
-    let (mut panels, mut queries, mut by_design, mut by_design_empty) = (0, 0, 0, Vec::new());
-    let mut failures = Vec::new();
-    for d in load_all() {
-        for p in d.query_panels() {
-            panels += 1;
-            by_design += usize::from(p.empty_by_design());
-            let mut empty = false;
-            for t in p.json["targets"].as_array().into_iter().flatten() {
-                queries += 1;
-                let expr = t["expr"].as_str().unwrap_or("");
-                let place = format!(
-                    "{} / {} [{}]",
-                    d.title(),
-                    p.title(),
-                    t["refId"].as_str().unwrap_or("?")
-                );
-                match range_query(addr, expr) {
-                    Answer::Error(e) => {
-                        failures.push(format!("{place}: query error: {e}\n    {expr}"))
-                    }
-                    Answer::Series(0) if p.empty_by_design() => empty = true,
-                    Answer::Series(0) => failures.push(format!("{place}: no series\n    {expr}")),
-                    Answer::Series(_) => {}
-                }
-            }
-            if empty {
-                by_design_empty.push(format!("{} / {}", d.title(), p.title()));
-            }
-        }
-    }
+    let r = check(address(prometheus), &load_all());
     println!(
-        "dashboards live check: {panels} panels, {queries} queries, {by_design} empty by design \
-         ({} of them empty now: {}), {} failing",
-        by_design_empty.len(),
-        by_design_empty.join("; "),
-        failures.len()
+        "dashboards live check: {} panels, {} queries, {} empty by design ({} of them empty now: {}), {} failing",
+        r.panels,
+        r.queries,
+        r.by_design,
+        r.by_design_empty.len(),
+        r.by_design_empty.join("; "),
+        r.failures.len()
     );
     assert!(
-        failures.is_empty(),
+        r.failures.is_empty(),
         "{} dashboard queries failed against {prometheus}:\n  {}",
-        failures.len(),
-        failures.join("\n  ")
+        r.failures.len(),
+        r.failures.join("\n  ")
     );
 }
