@@ -37,15 +37,13 @@ if [[ -x "$bin" ]] && "$bin" --help >/dev/null 2>&1; then
   exit 0
 fi
 
-if ! command -v go >/dev/null; then
-  for candidate in /usr/local/go/bin/go /usr/lib/go/bin/go; do
-    [[ -x "$candidate" ]] && PATH="$(dirname "$candidate"):$PATH" && break
-  done
-fi
-if ! command -v go >/dev/null; then
+# Go from PATH, else where Debian's golang or the upstream tarball puts it.
+go="$(command -v go || ls /usr/local/go/bin/go /usr/lib/go/bin/go 2>/dev/null | head -n1 || true)"
+if [[ -z "$go" ]]; then
   echo "no Go toolchain: cannot build $module; the real dashboard linter is skipped" >&2
   exit 3
 fi
+PATH="$(dirname "$go"):$PATH"
 
 echo "fetching $module@${pin:0:12} from the Go module proxy to build it into $cache (once)" >&2
 started=$SECONDS
