@@ -58,7 +58,10 @@ fn main() -> ExitCode {
     fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let node = write_stack(dir, warden, alertmanager, &token);
     println!("node={node}");
-    println!("crash_window={}", derive::fast(&example_setting("crash_window")));
+    println!(
+        "crash_window={}",
+        derive::fast(&example_setting("crash_window"))
+    );
     ExitCode::SUCCESS
 }
 
@@ -75,7 +78,11 @@ fn write_stack(dir: &Path, warden: SocketAddr, alertmanager: SocketAddr, token: 
         addrs.insert(t.target.clone(), alertmanager);
     }
     derive::write_fast_rules(dir);
-    write(dir, "prometheus.yml", &derive::prometheus_config_for(&addrs));
+    write(
+        dir,
+        "prometheus.yml",
+        &derive::prometheus_config_for(&addrs),
+    );
 
     // The node's webhook is the one at the address it is scraped at (as in the loop proof).
     let urls: BTreeMap<String, SocketAddr> = derive::example_webhook_authorities()
@@ -83,7 +90,12 @@ fn write_stack(dir: &Path, warden: SocketAddr, alertmanager: SocketAddr, token: 
         .filter(|a| *a == node.target)
         .map(|a| (a, warden))
         .collect();
-    assert_eq!(urls.len(), 1, "no webhook of the example is {}", node.target);
+    assert_eq!(
+        urls.len(),
+        1,
+        "no webhook of the example is {}",
+        node.target
+    );
     write(
         dir,
         "alertmanager.yml",

@@ -25,10 +25,10 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use node::{Node, TOKEN, delta, unit};
-use support::prom::derive;
 use payload::{Alert, body, fingerprint, orphan_labels};
 use serde_json::Value;
 use stack::{Seen, Stack};
+use support::prom::derive;
 use support::prom::{
     Alertmanager, Prometheus, Received, Scratch, Sink, amtool, format_duration, parse_duration,
     promtool, speed_up_rules,
@@ -122,9 +122,15 @@ fn a_stack_for_one_node_leaves_the_others_out() {
     let dir = Scratch::new("derive-one");
     let here: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
     let targets = derive::example_targets();
-    let first = &targets.iter().find(|t| t.section == "scrape_configs").unwrap();
+    let first = &targets
+        .iter()
+        .find(|t| t.section == "scrape_configs")
+        .unwrap();
     let alerting = targets.iter().find(|t| t.section == "alerting").unwrap();
-    let addrs = [(first.target.clone(), here), (alerting.target.clone(), here)];
+    let addrs = [
+        (first.target.clone(), here),
+        (alerting.target.clone(), here),
+    ];
     let prometheus = derive::prometheus_config_for(&addrs.into_iter().collect());
     for other in targets.iter().filter(|t| t.node != first.node) {
         assert!(!prometheus.contains(&other.target), "{prometheus}");
