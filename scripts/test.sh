@@ -41,6 +41,8 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 
 echo "== unit + proof tiers"
+# tests/demo.rs runs scripts/demo.sh with the debug build of examples/demo_stack.rs.
+cargo build --locked --examples
 # Not --all-targets: that would also run benches/scrape.rs, a benchmark, not a test.
 cargo test --locked --lib --bins --tests
 
