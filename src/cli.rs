@@ -1,4 +1,7 @@
 //! Command-line interface: raw flags, parsed by clap, before any validation.
+//!
+//! Self-contained (clap and humantime only): build.rs compiles this file on its own to generate
+//! the man pages and shell completions from the same definition.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -158,5 +161,15 @@ pub struct RunArgs {
         default_value_t,
         env = "XRAY_WARDEN_LOG_FORMAT"
     )]
-    pub log_format: crate::logging::LogFormat,
+    pub log_format: LogFormat,
+}
+
+/// The `--log-format` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, shaped for where stderr goes (terminal, journald, pipe).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
