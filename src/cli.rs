@@ -75,9 +75,7 @@ pub enum TunnelsAction {
     /// Every tunnel with its state, restarts and resources.
     List,
     /// One tunnel in full.
-    Show {
-        id: String,
-    },
+    Show { id: String },
     /// Create or replace a tunnel from a core config file (tested by the core first).
     Create {
         id: String,
@@ -85,19 +83,14 @@ pub enum TunnelsAction {
         #[arg(value_name = "CONFIG_JSON")]
         file: PathBuf,
     },
-    Start {
-        id: String,
-    },
-    Stop {
-        id: String,
-    },
-    Restart {
-        id: String,
-    },
+    /// Start the tunnel's unit.
+    Start { id: String },
+    /// Stop the tunnel's unit.
+    Stop { id: String },
+    /// Restart the tunnel's unit.
+    Restart { id: String },
     /// Stop, disable and remove the tunnel's unit and config.
-    Delete {
-        id: String,
-    },
+    Delete { id: String },
     /// The last lines of the tunnel's log.
     Logs {
         id: String,
@@ -108,6 +101,7 @@ pub enum TunnelsAction {
 
 #[derive(Debug, Subcommand)]
 pub enum OrphansAction {
+    /// List the orphans.
     List,
     /// Remove orphans (stray processes are stopped); re-checked at the moment of acting.
     Cleanup {
