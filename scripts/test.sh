@@ -2,7 +2,8 @@
 # The whole test command: installs what the tests need, then runs every tier.
 #   1. lint   cargo fmt --check, cargo clippy --all-targets -D warnings
 #   2. unit   pure logic beside the code, in-process HTTP on port 0 (cargo test --lib)
-#   3. proof  the real binary against a REAL systemd booted in namespaces (tests/*.rs; needs root)
+#   3. proof  the real binary against a REAL systemd booted in namespaces (tests/*.rs; needs root);
+#             tests/package.rs builds the .deb and installs it into a cached Debian 12 root
 #   4. fuzz   a bounded run of every cargo-fuzz target (FUZZ_SECONDS each, default 25; nightly)
 # Usage (as root, from anywhere): scripts/test.sh
 set -euo pipefail

@@ -54,7 +54,7 @@ fn fresh_host(sandbox: &Sandbox, layers: &Path) {
 
 /// The shipped unit with the binary and config paths of this test, listening on `port`.
 fn unit_text(config: &Path, port: u16) -> String {
-    let exec = "ExecStart=/usr/local/bin/xray-warden run --config /etc/xray-warden/config.toml";
+    let exec = "ExecStart=/usr/bin/xray-warden run --config /etc/xray-warden/config.toml";
     assert!(UNIT.contains(exec), "the shipped ExecStart changed");
     let ours = format!(
         "ExecStart={BIN} run --config {} --listen 127.0.0.1:{port}",
@@ -155,6 +155,23 @@ fn the_shipped_unit_creates_its_dirs_and_the_first_put_works() {
         assert!(Instant::now() < deadline, "status: {status:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
+    // ProtectProc=invisible leaves the tunnel's /proc entries readable: its fds and memory are
+    // sampled (every 5 s) although the core runs as another user.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let scrape = http_get(addr, "/metrics").map(|(_, body)| body);
+        let scrape = scrape.unwrap_or_default();
+        let fds = sample(&scrape, "xray_tunnel_open_fds{tunnel=\"fresh\"}");
+        let rss = sample(&scrape, "xray_tunnel_memory_rss_bytes{tunnel=\"fresh\"}");
+        if fds.is_some_and(|v| v > 0.0) && rss.is_some_and(|v| v > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no procfs samples: {fds:?} {rss:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     sandbox.systemctl(&["stop", "xray-warden.service", "xray-tunnel-fresh.service"]);
 }
 
@@ -166,4 +183,11 @@ fn journal(sandbox: &Sandbox) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of the sample SERIES (name and labels, exactly as rendered) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
