@@ -361,4 +361,5 @@ fn demo_check_every_dashboard_panel_returns_data() {
         std::thread::sleep(Duration::from_secs(1));
     }
     support::dashboards::assert_every_panel_returns_data(&url);
+    support::dashboards::live::assert_the_check_can_fail(&url);
 }

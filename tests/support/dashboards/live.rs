@@ -121,3 +121,41 @@ pub fn assert_every_panel_returns_data(prometheus: &str) {
         r.failures.join("\n  ")
     );
 }
+
+/// The live check can fail, shown on the tunnel detail dashboard's memory panel against the same
+/// Prometheus: a metric typo returns no series; the empty-by-design marker excuses only an empty
+/// answer; a broken query fails even on a panel marked empty by design.
+pub fn assert_the_check_can_fail(prometheus: &str) {
+    let addr = address(prometheus);
+    let marked = format!("{}a test says so.", super::EMPTY_BY_DESIGN);
+    let memory = |expr: &str, description: Option<&str>| {
+        let mut d = load_all()
+            .into_iter()
+            .find(|d| d.file == "tunnel-detail.json")
+            .expect("tunnel-detail.json");
+        let panel = d.json["panels"]
+            .as_array_mut()
+            .and_then(|ps| ps.iter_mut().find(|p| p["title"] == "Memory"))
+            .expect("the tunnel detail's Memory panel");
+        panel["targets"][0]["expr"] = Value::from(expr);
+        if let Some(text) = description {
+            panel["description"] = Value::from(text);
+        }
+        d
+    };
+    let typo = check(addr, &[memory("xray_tunnel_memroy_rss_bytes", None)]);
+    assert!(
+        typo.failures.len() == 1 && typo.failures[0].contains("no series"),
+        "a typo passed: {typo:?}"
+    );
+    let excused = check(
+        addr,
+        &[memory("xray_tunnel_memroy_rss_bytes", Some(&marked))],
+    );
+    assert!(excused.failures.is_empty(), "{excused:?}");
+    let broken = check(addr, &[memory("sum by (job (x)", Some(&marked))]);
+    assert!(
+        broken.failures.len() == 1 && broken.failures[0].contains("query error"),
+        "a broken query passed: {broken:?}"
+    );
+}
