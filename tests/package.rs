@@ -291,18 +291,26 @@ fn docs_and_completions_work(sandbox: &Sandbox) {
     );
 }
 
-/// Every alert rule file and dashboard of the checkout is under /usr/share/xray-warden.
+/// Every alert rule file and dashboard of the checkout (with their READMEs) is under
+/// /usr/share/xray-warden.
 fn shared_files_are_installed(sandbox: &Sandbox) {
     let mut expected = Vec::new();
     for dir in ["alerts", "dashboards"] {
-        let Ok(entries) = fs::read_dir(Path::new(MANIFEST_DIR).join(dir)) else {
-            continue;
-        };
+        let entries = fs::read_dir(Path::new(MANIFEST_DIR).join(dir)).unwrap();
         for entry in entries.map(Result::unwrap).filter(|e| e.path().is_file()) {
-            expected.push(format!("{dir}/{}", entry.file_name().to_string_lossy()));
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // dashboards/.lint is the linter's exclusions file, of no use on a node.
+            if !name.starts_with('.') {
+                expected.push(format!("{dir}/{name}"));
+            }
         }
     }
     assert!(expected.iter().any(|f| f.ends_with(".rules.yml")));
+    assert!(
+        expected
+            .iter()
+            .any(|f| f.starts_with("dashboards/") && f.ends_with(".json"))
+    );
     for file in expected {
         let path = format!("/usr/share/xray-warden/{file}");
         assert!(sandbox_path(sandbox, &path).is_file(), "{path} is missing");
