@@ -10,11 +10,14 @@
 #   v2ray                a real core for the demo's tunnels
 #   curl                 the demo prints a sample scrape with it
 #   g++                  libfuzzer-sys compiles libFuzzer (C++) for the fuzz stage
+#   debootstrap          the Debian 12 root tests/package.rs installs the .deb into (cached)
+#   lintian              checks the .deb (tests/package.rs)
 # and, from crates.io, cargo-fuzz at a pinned version, which the fuzz stage runs on the nightly
-# toolchain (rustup's `nightly`, which this script checks for but cannot download).
+# toolchain (rustup's `nightly`, which this script checks for but cannot download), and cargo-deb
+# at a pinned version, which builds the Debian package (docs/packaging.md).
 set -euo pipefail
 
-readonly PACKAGES=(systemd dbus util-linux perl-base prometheus prometheus-alertmanager prometheus-node-exporter v2ray curl ca-certificates g++)
+readonly PACKAGES=(systemd dbus util-linux perl-base prometheus prometheus-alertmanager prometheus-node-exporter v2ray curl ca-certificates g++ debootstrap lintian)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -40,4 +43,12 @@ fi
 if [[ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]]; then
   echo "installing cargo-fuzz $CARGO_FUZZ_VERSION"
   cargo install --locked "cargo-fuzz@$CARGO_FUZZ_VERSION"
+fi
+
+# The Debian package (docs/packaging.md); build.rs's generated assets rely on how this version
+# resolves `target/release/` asset paths.
+readonly CARGO_DEB_VERSION=3.8.0
+if [[ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]]; then
+  echo "installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install --locked "cargo-deb@$CARGO_DEB_VERSION"
 fi

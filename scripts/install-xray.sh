@@ -14,6 +14,13 @@ if [[ ! "$pin" =~ ^v1\.([0-9]{2})([0-9]{2})([0-9]{2})\.0$ ]]; then
   echo "scripts/xray-core.pin: $pin is not a v1.YYMMDD.0 module version" >&2
   exit 1
 fi
+# The first line of `BIN version`, read whole: `| head -n1` would end the binary with SIGPIPE,
+# which pipefail reports as a failure, so a good cached binary looked stale and was rebuilt.
+first_line() {
+  local out
+  out=$("$1" version 2>/dev/null) || return 0
+  echo "${out%%$'\n'*}"
+}
 release="${BASH_REMATCH[1]}.$((10#${BASH_REMATCH[2]})).$((10#${BASH_REMATCH[3]}))"
 
 if [[ -n "${XRAY_BIN:-}" ]]; then
@@ -21,14 +28,14 @@ if [[ -n "${XRAY_BIN:-}" ]]; then
     echo "XRAY_BIN=$XRAY_BIN does not run (\`$XRAY_BIN version\` failed)" >&2
     exit 1
   fi
-  echo "using XRAY_BIN: $("$XRAY_BIN" version | head -n1)" >&2
+  echo "using XRAY_BIN: $(first_line "$XRAY_BIN")" >&2
   echo "$XRAY_BIN"
   exit 0
 fi
 
 cache="${XRAY_CACHE:-/var/cache/xray-warden-tests}/xray-core-$pin"
 bin="$cache/xray"
-if [[ -x "$bin" ]] && "$bin" version 2>/dev/null | head -n1 | grep -q "^Xray $release "; then
+if [[ -x "$bin" ]] && [[ $(first_line "$bin") == "Xray $release "* ]]; then
   echo "$bin"
   exit 0
 fi
@@ -53,8 +60,8 @@ mkdir -p "$work"
 GOBIN="$work" GOFLAGS=-trimpath go install -v "github.com/xtls/xray-core/main@$pin" 2>&1 \
   | awk -v start="$(date +%s)" '{ n++; if (n % 25 == 0) { printf "  %4d packages, %ds\n", n, systime() - start > "/dev/stderr"; fflush("/dev/stderr") } }'
 mv "$work/main" "$work/xray"
-if ! "$work/xray" version | head -n1 | grep -q "^Xray $release "; then
-  echo "the built binary does not report Xray $release: $("$work/xray" version | head -n1)" >&2
+if [[ $(first_line "$work/xray") != "Xray $release "* ]]; then
+  echo "the built binary does not report Xray $release: $(first_line "$work/xray")" >&2
   exit 1
 fi
 rm -rf "$cache"

@@ -4,6 +4,7 @@
 #
 # Usage (as root):
 #   sandbox-boot.sh STATE_DIR [--cgroup-v2]   boot; runs in the foreground until the sandbox halts
+#   sandbox-boot.sh STATE_DIR --root ROOT     boot the systemd of another root (see below)
 #   sandbox-boot.sh --cleanup STATE_DIR       after the halt: remove the sandbox's emptied cgroups
 #
 # STATE_DIR (created if missing) holds everything the host needs to reach the sandbox:
@@ -21,6 +22,15 @@
 # mode. On this hybrid host every controller is bound to a v1 hierarchy, so that systemd gets no
 # controllers: CPUUsageNSec is filled (cpu.stat exists in every cgroup2 group) but MemoryCurrent
 # and TasksCurrent are not.
+#
+# --root ROOT boots ROOT's own systemd on ROOT's files (a debootstrapped Debian, for installing a
+# package into), in a network namespace of its own (just loopback), so that whatever it starts
+# binds no port of the host's. ROOT is never written to: it is the read-only lower layer of an
+# overlay whose upper layer is STATE_DIR/upper (everything the sandbox changed, whiteouts for what
+# it deleted); the merged root is mounted in the sandbox's mount namespace only, at its "/". Its
+# /run is STATE_DIR/run as above; the masks and the target go to its /run/systemd/system, so ROOT's
+# own /etc/systemd/system stays its own (a package's enablement links land there). Run commands in
+# it with `nsenter -t <systemd pid> -m -p -C -n -r -w`.
 #
 # Host safety (see the team notes, systemd-sandbox.md): the root filesystem is SHARED with the host,
 # so everything systemd would write at boot is redirected (/tmp, /run, /etc/systemd/system,
@@ -67,7 +77,7 @@ die() {
 }
 
 usage() {
-  die "usage: $0 STATE_DIR [--cgroup-v2] | $0 --cleanup STATE_DIR"
+  die "usage: $0 STATE_DIR [--cgroup-v2 | --root ROOT] | $0 --cleanup STATE_DIR"
 }
 
 # The cgroup name of a sandbox: the prefix plus STATE_DIR's basename, so that sandboxes with
@@ -151,6 +161,7 @@ mount_hierarchy() {
 # ---------------------------------------------------------------------------------------------
 outer() {
   local state=$1 v2=$2 name mountpoint opts dir
+  # With --root, $3 is ROOT.
   mkdir -p "$state/run" "$state/units"
   : >"$state/console"
   state=$(readlink -f "$state")
@@ -169,6 +180,10 @@ outer() {
   done < <(cgroup_hierarchies)
 
   # --uts: systemd sets the hostname at boot; it must not rename the host.
+  if [ "$v2" = --root ]; then
+    exec unshare --pid --fork --mount --mount-proc --cgroup --uts --net --kill-child=SIGKILL \
+      -- "$SELF" --inner-root "$state" "$3"
+  fi
   exec unshare --pid --fork --mount --mount-proc --cgroup --uts --kill-child=SIGKILL \
     -- "$SELF" --inner "$state" "$v2"
 }
@@ -208,6 +223,40 @@ inner() {
   cd /
   # A clean environment: nothing of the caller's (NOTIFY_SOCKET, LISTEN_FDS, ...) reaches systemd.
   exec env -i container=xray-warden-sandbox PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    /lib/systemd/systemd --unit="$TARGET"
+}
+
+# Inner part of --root: the same redirections and masks as inner, then ROOT's systemd on an overlay
+# of ROOT, moved to "/" (as switch_root does) so that systemd and everything it runs see only ROOT.
+inner_root() {
+  local state=$1 lower=$2 new=$1/rootfs
+  mount --make-rprivate /
+  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+  mount --bind /proc/sys /proc/sys
+  mount -o bind,remount,ro /proc/sys
+  mount -o bind,remount,ro /sys
+  mount_hybrid_cgroups "$(cgroup_name "$state")"
+
+  mkdir -p "$state/upper" "$state/work" "$new"
+  mount -t overlay overlay -o "lowerdir=$lower,upperdir=$state/upper,workdir=$state/work" "$new"
+  # The API file systems prepared above (this PID namespace's /proc, the read-only /sys with the
+  # sandbox's own cgroups), the host's /dev as in the default mode, and the sandbox's own /run,
+  # /tmp and console.
+  mount --rbind /proc "$new/proc"
+  mount --rbind /sys "$new/sys"
+  mount --rbind /dev "$new/dev"
+  mount --bind "$state/console" "$new/dev/console"
+  mount --bind "$state/run" "$new/run"
+  mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$new/tmp"
+
+  mkdir -p "$new/run/systemd/system" "$new/run/systemd/journald.conf.d"
+  write_units "$new/run/systemd/system"
+  # Volatile: ROOT's /var/log/journal exists, and the journal must not reach the overlay.
+  printf '[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\nReadKMsg=no\n' \
+    >"$new/run/systemd/journald.conf.d/sandbox.conf"
+  cd "$new"
+  mount --move . /
+  exec chroot . env -i container=xray-warden-sandbox PATH=/usr/sbin:/usr/bin:/sbin:/bin \
     /lib/systemd/systemd --unit="$TARGET"
 }
 
@@ -301,11 +350,21 @@ main() {
       [ $# -eq 3 ] || usage
       inner "$2" "$3"
       ;;
+    --inner-root)
+      [ $# -eq 3 ] || usage
+      inner_root "$2" "$3"
+      ;;
     -*) usage ;;
     *)
-      [ $# -le 2 ] || usage
       case ${2-} in
-        '' | --cgroup-v2) outer "$1" "${2-}" ;;
+        --root)
+          [ $# -eq 3 ] && [ -d "$3" ] || usage
+          outer "$1" --root "$(readlink -f "$3")"
+          ;;
+        '' | --cgroup-v2)
+          [ $# -le 2 ] || usage
+          outer "$1" "${2-}"
+          ;;
         *) usage ;;
       esac
       ;;

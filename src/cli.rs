@@ -1,4 +1,7 @@
 //! Command-line interface: raw flags, parsed by clap, before any validation.
+//!
+//! Self-contained (clap and humantime only): build.rs compiles this file on its own to generate
+//! the man pages and shell completions from the same definition.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,9 +75,7 @@ pub enum TunnelsAction {
     /// Every tunnel with its state, restarts and resources.
     List,
     /// One tunnel in full.
-    Show {
-        id: String,
-    },
+    Show { id: String },
     /// Create or replace a tunnel from a core config file (tested by the core first).
     Create {
         id: String,
@@ -82,19 +83,14 @@ pub enum TunnelsAction {
         #[arg(value_name = "CONFIG_JSON")]
         file: PathBuf,
     },
-    Start {
-        id: String,
-    },
-    Stop {
-        id: String,
-    },
-    Restart {
-        id: String,
-    },
+    /// Start the tunnel's unit.
+    Start { id: String },
+    /// Stop the tunnel's unit.
+    Stop { id: String },
+    /// Restart the tunnel's unit.
+    Restart { id: String },
     /// Stop, disable and remove the tunnel's unit and config.
-    Delete {
-        id: String,
-    },
+    Delete { id: String },
     /// The last lines of the tunnel's log.
     Logs {
         id: String,
@@ -105,6 +101,7 @@ pub enum TunnelsAction {
 
 #[derive(Debug, Subcommand)]
 pub enum OrphansAction {
+    /// List the orphans.
     List,
     /// Remove orphans (stray processes are stopped); re-checked at the moment of acting.
     Cleanup {
@@ -158,5 +155,15 @@ pub struct RunArgs {
         default_value_t,
         env = "XRAY_WARDEN_LOG_FORMAT"
     )]
-    pub log_format: crate::logging::LogFormat,
+    pub log_format: LogFormat,
+}
+
+/// The `--log-format` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, shaped for where stderr goes (terminal, journald, pipe).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }

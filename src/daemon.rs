@@ -18,6 +18,7 @@ use crate::health;
 use crate::http::api::ApiState;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
+use crate::notify;
 use crate::ops::remediate::Worker;
 use crate::ops::{Audit, OpLock, Operations, Parts};
 use crate::sampler;
@@ -151,6 +152,7 @@ pub async fn run(
         ops,
         alerts,
     });
+    let notify_state = state.clone();
     let app = AppState {
         metrics,
         state,
@@ -167,6 +169,12 @@ pub async fn run(
         }
         .instrument(info_span!("http")),
     );
+    if notify::wanted() {
+        tasks.spawn(
+            "notify",
+            notify::run(notify_state, shutdown.clone()).instrument(info_span!("notify")),
+        );
+    }
     tracker.close();
     finish(&tracker, &tasks, config.shutdown_grace, &stop).await
 }

@@ -43,6 +43,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod ops;
 pub mod procfs;
 pub mod readfile;

@@ -20,15 +20,9 @@ use tracing_subscriber::fmt::format::{Format, Full, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The `--log-format` flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines, shaped for where stderr goes (terminal, journald, pipe).
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+/// The `--log-format` flag; defined with the other flags (src/cli.rs builds without this
+/// module, for the man page and completions build.rs generates).
+pub use crate::cli::LogFormat;
 
 /// The shape of text lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

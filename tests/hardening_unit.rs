@@ -54,7 +54,7 @@ fn fresh_host(sandbox: &Sandbox, layers: &Path) {
 
 /// The shipped unit with the binary and config paths of this test, listening on `port`.
 fn unit_text(config: &Path, port: u16) -> String {
-    let exec = "ExecStart=/usr/local/bin/xray-warden run --config /etc/xray-warden/config.toml";
+    let exec = "ExecStart=/usr/bin/xray-warden run --config /etc/xray-warden/config.toml";
     assert!(UNIT.contains(exec), "the shipped ExecStart changed");
     let ours = format!(
         "ExecStart={BIN} run --config {} --listen 127.0.0.1:{port}",
@@ -98,24 +98,25 @@ fn the_shipped_unit_creates_its_dirs_and_the_first_put_works() {
     let port = free_port();
     sandbox.write_unit("xray-warden.service", &unit_text(&config, port));
     sandbox.systemctl(&["daemon-reload"]);
+    // Type=notify: `systemctl start` returns once the daemon sent READY=1, which it does only
+    // after its first listing of units, so /ready answers 200 at once (with Type=exec the
+    // start returned as soon as the process ran, long before).
     sandbox.systemctl(&["start", "xray-warden.service"]);
-
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !matches!(http_get(addr, "/ready"), Ok((200, _))) {
-        if Instant::now() > deadline {
-            let journal = sandbox
-                .command("journalctl")
-                .args(["-u", "xray-warden.service", "--no-pager"])
-                .output()
-                .unwrap();
-            panic!(
-                "the warden unit never got ready:\n{}",
-                String::from_utf8_lossy(&journal.stdout)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ready = http_get(addr, "/ready");
+    assert!(
+        matches!(ready, Ok((200, _))),
+        "active before ready: {ready:?}\n{}",
+        journal(&sandbox)
+    );
+    let shown = sandbox.show(
+        "xray-warden.service",
+        &["ActiveState", "StatusText", "WatchdogUSec", "Type"],
+    );
+    assert_eq!(shown["Type"], "notify");
+    assert_eq!(shown["ActiveState"], "active");
+    assert_eq!(shown["WatchdogUSec"], "30s");
+    assert_eq!(shown["StatusText"], "0 tunnels: 0 active, 0 failed");
 
     let tunnel_port = free_port();
     let tunnel = format!(
@@ -144,5 +145,49 @@ fn the_shipped_unit_creates_its_dirs_and_the_first_put_works() {
     assert_eq!(stat_inside(&sandbox, "/var/lib/xray-warden"), (0, 0, 0o700));
     let limits = sandbox.show("xray-warden.service", &["LimitNOFILE"]);
     assert_eq!(limits["LimitNOFILE"], "65536");
+    // The STATUS= line follows the tunnels within its 15 s period.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = sandbox.show("xray-warden.service", &["StatusText"]);
+        if status["StatusText"] == "1 tunnels: 1 active, 0 failed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "status: {status:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // ProtectProc=invisible leaves the tunnel's /proc entries readable: its fds and memory are
+    // sampled (every 5 s) although the core runs as another user.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let scrape = http_get(addr, "/metrics").map(|(_, body)| body);
+        let scrape = scrape.unwrap_or_default();
+        let fds = sample(&scrape, "xray_tunnel_open_fds{tunnel=\"fresh\"}");
+        let rss = sample(&scrape, "xray_tunnel_memory_rss_bytes{tunnel=\"fresh\"}");
+        if fds.is_some_and(|v| v > 0.0) && rss.is_some_and(|v| v > 0.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no procfs samples: {fds:?} {rss:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     sandbox.systemctl(&["stop", "xray-warden.service", "xray-tunnel-fresh.service"]);
+}
+
+/// The warden's journal inside the sandbox, for a failure message.
+fn journal(sandbox: &Sandbox) -> String {
+    let out = sandbox
+        .command("journalctl")
+        .args(["-u", "xray-warden.service", "--no-pager"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of the sample SERIES (name and labels, exactly as rendered) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }

@@ -4,7 +4,7 @@
 //! loopback: Debian's Prometheus 2.42 and Alertmanager 0.25, two sandboxed systemds (one per
 //! node), the real warden binary in each, real V2Ray cores. Prometheus evaluates a fast variant
 //! of alerts/*.yml and both servers run configs derived from deploy/*.example.yml, mechanically
-//! (tests/loop_proof/derive.rs); nothing is a hand-kept copy.
+//! (tests/support/prom/derive.rs, shared with the demo's examples/demo_stack.rs); nothing is a hand-kept copy.
 //!
 //! What each test reads back comes from the peers: systemd (`systemctl show`, the unit dir), the
 //! sandbox's /proc, Prometheus's API, what Alertmanager delivered, the warden's /metrics and its
@@ -13,8 +13,6 @@
 
 mod support;
 
-#[path = "loop_proof/derive.rs"]
-mod derive;
 #[path = "loop_proof/node.rs"]
 mod node;
 #[path = "loop_proof/payload.rs"]
@@ -30,6 +28,7 @@ use node::{Node, TOKEN, delta, unit};
 use payload::{Alert, body, fingerprint, orphan_labels};
 use serde_json::Value;
 use stack::{Seen, Stack};
+use support::prom::derive;
 use support::prom::{
     Alertmanager, Prometheus, Received, Scratch, Sink, amtool, format_duration, parse_duration,
     promtool, speed_up_rules,
@@ -114,6 +113,44 @@ fn the_shipped_files_derive_into_a_valid_fast_stack() {
         std::fs::write(dir.path.join("alertmanager.yml"), &am).unwrap();
         amtool(&dir.path, &["check-config", "alertmanager.yml"]);
     }
+}
+
+/// The demo's stack plays one node of the examples: the others' scrape targets and webhooks, and
+/// the people's webhook, are left out with their settings, and both servers still accept it.
+#[test]
+fn a_stack_for_one_node_leaves_the_others_out() {
+    let dir = Scratch::new("derive-one");
+    let here: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let targets = derive::example_targets();
+    let first = &targets
+        .iter()
+        .find(|t| t.section == "scrape_configs")
+        .unwrap();
+    let alerting = targets.iter().find(|t| t.section == "alerting").unwrap();
+    let addrs = [
+        (first.target.clone(), here),
+        (alerting.target.clone(), here),
+    ];
+    let prometheus = derive::prometheus_config_for(&addrs.into_iter().collect());
+    for other in targets.iter().filter(|t| t.node != first.node) {
+        assert!(!prometheus.contains(&other.target), "{prometheus}");
+        if !other.node.is_empty() {
+            assert!(!prometheus.contains(&format!("node: {}", other.node)));
+        }
+    }
+    assert!(prometheus.contains(&format!("node: {}", first.node)));
+    assert_eq!(prometheus.matches("- targets:").count(), 2, "{prometheus}");
+    std::fs::write(dir.path.join("prometheus.yml"), &prometheus).unwrap();
+    promtool(&dir.path, &["check", "config", "prometheus.yml"]);
+
+    let urls = [(first.target.clone(), here)].into_iter().collect();
+    std::fs::write(dir.path.join("xray-warden.token"), TOKEN).unwrap();
+    let am = derive::alertmanager_config_for(&urls, Path::new("xray-warden.token"), true);
+    assert_eq!(am.matches("- url:").count(), 1, "{am}");
+    assert_eq!(am.matches("credentials_file:").count(), 1, "{am}");
+    assert!(am.contains(&format!("url: http://{here}/")), "{am}");
+    std::fs::write(dir.path.join("alertmanager.yml"), &am).unwrap();
+    amtool(&dir.path, &["check-config", "alertmanager.yml"]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -402,7 +402,7 @@ fn the_shipped_unit_works_under_its_hardening() {
     std::fs::write(&config, format!("listen = \"127.0.0.1:{port}\"\n{CONFIG}")).unwrap();
     let shipped = include_str!("../deploy/xray-warden.service")
         .replace(
-            "ExecStart=/usr/local/bin/xray-warden run --config /etc/xray-warden/config.toml",
+            "ExecStart=/usr/bin/xray-warden run --config /etc/xray-warden/config.toml",
             &format!(
                 "ExecStart={} run --config {}",
                 env!("CARGO_BIN_EXE_xray-warden"),

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cores;
+pub mod dashboards;
 pub mod engine;
 pub mod manual;
 pub mod node;

@@ -9,6 +9,7 @@
 //! fires when the spawning THREAD exits, so start servers in the thread that uses them. The next
 //! start sweeps directories left by dead test processes.
 
+pub mod derive;
 mod sink;
 mod speedup;
 

@@ -49,9 +49,21 @@ pub struct BootOptions {
     pub cgroup_v2: bool,
 }
 
+/// What the sandbox's systemd boots on.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// The host's own systemd on the host's files, with its /run, /tmp and unit dir redirected.
+    Host(BootOptions),
+    /// Another root's systemd on an overlay of that root (left untouched), in a network namespace
+    /// of its own: `sandbox-boot.sh --root`.
+    Root(PathBuf),
+}
+
 /// A booted sandbox; dropping it halts it and removes everything it left on the host.
 pub struct Sandbox {
     state_dir: PathBuf,
+    /// Whether it runs another root's systemd ([`Sandbox::boot_root`]).
+    in_root: bool,
     /// `setpriv` exec'd into the script, which exec'd into `unshare`: one process.
     unshare: Child,
     /// Host PID of the sandbox's systemd; known once boot found it.
@@ -67,13 +79,35 @@ impl Sandbox {
 
     /// [`Sandbox::boot`] with options.
     pub fn boot_with(name: &str, opts: BootOptions) -> Sandbox {
+        Self::boot_mode(name, Mode::Host(opts))
+    }
+
+    /// Boots the systemd of ROOT (a whole Debian tree, e.g. from debootstrap) on an overlay of it,
+    /// in network, PID, mount, cgroup and UTS namespaces of its own. ROOT is never written to:
+    /// the sandbox's changes land in [`Sandbox::upper_dir`]. [`Sandbox::command`] then runs
+    /// ROOT's programs, and [`Sandbox::read_file`] reads ROOT's view; `write_unit` does not
+    /// apply (install units the way a package does, inside).
+    pub fn boot_root(name: &str, root: &Path) -> Sandbox {
+        Self::boot_mode(name, Mode::Root(root.to_path_buf()))
+    }
+
+    /// The overlay's upper layer of a [`Sandbox::boot_root`] sandbox: what it changed in ROOT.
+    pub fn upper_dir(&self) -> PathBuf {
+        assert!(
+            self.in_root,
+            "only a sandbox booted on a root has an upper layer"
+        );
+        self.state_dir.join("upper")
+    }
+
+    fn boot_mode(name: &str, mode: Mode) -> Sandbox {
         assert_root();
         sweep_stale();
         let state_dir = new_state_dir(name);
         if let Err(e) = clear_reused_name(&state_dir) {
             panic!("cannot clear {}: {e}", state_dir.display());
         }
-        let unshare = match spawn(&state_dir, &opts) {
+        let unshare = match spawn(&state_dir, &mode) {
             Ok(child) => child,
             Err(e) => {
                 let _ = fs::remove_dir_all(&state_dir);
@@ -82,6 +116,7 @@ impl Sandbox {
         };
         let mut sandbox = Sandbox {
             state_dir,
+            in_root: matches!(mode, Mode::Root(_)),
             unshare,
             systemd_pid: None,
         };
@@ -165,11 +200,19 @@ impl Sandbox {
     }
 
     /// A command that runs PROGRAM inside the sandbox's mount, PID and cgroup namespaces. Its
-    /// process stays in the test's cgroups but dies with the sandbox.
+    /// process stays in the test's cgroups but dies with the sandbox. In a sandbox booted on a
+    /// root, also in its network namespace and chrooted to the root, with a clean environment.
     pub fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new("nsenter");
         let pid = self.systemd_pid().to_string();
-        cmd.args(["-t", &pid, "-m", "-p", "-C", "--", program]);
+        cmd.args(["-t", &pid, "-m", "-p", "-C"]);
+        if self.in_root {
+            cmd.args(["-n", "-r", "-w", "--", "env", "-i"]);
+            cmd.args(["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]);
+            cmd.arg(program);
+        } else {
+            cmd.args(["--", program]);
+        }
         cmd
     }
 
@@ -215,6 +258,10 @@ impl Sandbox {
     }
 
     fn unit_path(&self, name: &str) -> PathBuf {
+        assert!(
+            !self.in_root,
+            "a sandbox on a root has no unit dir of the host's"
+        );
         assert!(
             !name.is_empty() && !name.contains('/'),
             "bad unit name {name:?}"
@@ -393,13 +440,21 @@ fn new_state_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn spawn(state_dir: &Path, opts: &BootOptions) -> io::Result<Child> {
+fn spawn(state_dir: &Path, mode: &Mode) -> io::Result<Child> {
     fs::create_dir_all(state_dir)?;
     let log = File::create(state_dir.join("boot.log"))?;
+    let mode_args: Vec<&std::ffi::OsStr> = match mode {
+        Mode::Host(opts) => opts
+            .cgroup_v2
+            .then_some("--cgroup-v2".as_ref())
+            .into_iter()
+            .collect(),
+        Mode::Root(root) => vec!["--root".as_ref(), root.as_os_str()],
+    };
     Command::new("setpriv")
         .args(["--pdeathsig", "KILL", "--", SCRIPT])
         .arg(state_dir)
-        .args(opts.cgroup_v2.then_some("--cgroup-v2"))
+        .args(mode_args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

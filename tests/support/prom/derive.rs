@@ -1,4 +1,4 @@
-//! The monitoring stack of the loop proofs, derived MECHANICALLY from the files the repository
+//! The monitoring stack of the loop proofs and of the demo (examples/demo_stack.rs), derived MECHANICALLY from the files the repository
 //! ships: the rules of `alerts/*.yml` with every duration divided by [`SPEEDUP`], and the configs
 //! of Prometheus and Alertmanager from `deploy/prometheus.example.yml` and
 //! `deploy/alertmanager.example.yml` with their hosts, ports and paths replaced by the test's
@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::prom::{
-    FastRules, format_duration, parse_duration, replace_key, speed_up_rules,
-};
+// `super` is tests/support/prom.rs in the tests and the crate root in examples/demo_stack.rs,
+// which both declare `mod speedup` beside this module.
+use super::speedup::{FastRules, format_duration, parse_duration, replace_key, speed_up_rules};
 
 /// Every duration of the shipped rules is divided by this: `for: 5m` becomes `for: 10s`.
 pub const SPEEDUP: u64 = 30;
@@ -136,7 +136,19 @@ fn list_of_targets(line: &str) -> Option<&str> {
 /// wardens). Its `rule_files` glob, job, labels and relabelling stay as shipped. Panics if an
 /// address has no replacement or a key the derivation needs is missing.
 pub fn prometheus_config(addrs: &BTreeMap<String, SocketAddr>) -> String {
-    let mut text = read(PROMETHEUS_EXAMPLE);
+    prometheus_config_from(read(PROMETHEUS_EXAMPLE), addrs)
+}
+
+/// [`prometheus_config`] for a stack that plays only some of the example's nodes: the
+/// `targets:` entries (with their labels) that `addrs` has no address for are left out.
+pub fn prometheus_config_for(addrs: &BTreeMap<String, SocketAddr>) -> String {
+    let text = drop_list_items(&read(PROMETHEUS_EXAMPLE), |item| {
+        list_of_targets(item).is_some_and(|old| !addrs.contains_key(old))
+    });
+    prometheus_config_from(text, addrs)
+}
+
+fn prometheus_config_from(mut text: String, addrs: &BTreeMap<String, SocketAddr>) -> String {
     for key in ["scrape_interval", "evaluation_interval", "scrape_timeout"] {
         let (t, n) = replace_key(&text, key, |_| INTERVAL.to_owned());
         assert!(n > 0, "{PROMETHEUS_EXAMPLE} has no {key}");
@@ -185,7 +197,34 @@ pub fn alertmanager_config(
     fast: bool,
 ) -> String {
     let text = read(ALERTMANAGER_EXAMPLE);
-    let (text, n) = replace_key(&text, "url", |old| {
+    let config = alertmanager_config_from(&text, urls, token_file, fast);
+    let (_, n) = replace_key(&text, "url", |old| old.to_owned());
+    assert_eq!(n, urls.len(), "URLs of {ALERTMANAGER_EXAMPLE}");
+    config
+}
+
+/// [`alertmanager_config`] for a stack that plays only some of the example's receivers: the
+/// webhooks (`- url:` entries with their settings) whose `host:port` `urls` has no address for
+/// are left out, so a receiver may end up with none (Alertmanager then only shows its alerts).
+pub fn alertmanager_config_for(
+    urls: &BTreeMap<String, SocketAddr>,
+    token_file: &Path,
+    fast: bool,
+) -> String {
+    let text = drop_list_items(&read(ALERTMANAGER_EXAMPLE), |item| {
+        let url = item.strip_prefix("url:").map(str::trim);
+        url.is_some_and(|u| !urls.contains_key(&authority(u)))
+    });
+    alertmanager_config_from(&text, urls, token_file, fast)
+}
+
+fn alertmanager_config_from(
+    text: &str,
+    urls: &BTreeMap<String, SocketAddr>,
+    token_file: &Path,
+    fast: bool,
+) -> String {
+    let (text, _) = replace_key(text, "url", |old| {
         let rest = old
             .strip_prefix("http://")
             .expect("http:// URLs in the example");
@@ -195,7 +234,6 @@ pub fn alertmanager_config(
             .unwrap_or_else(|| panic!("no replacement for the example's URL {old}"));
         format!("http://{addr}{path}")
     });
-    assert_eq!(n, urls.len(), "URLs of {ALERTMANAGER_EXAMPLE}");
     let (mut text, n) = replace_key(&text, "credentials_file", |_| {
         token_file.display().to_string()
     });
@@ -220,11 +258,37 @@ pub fn alertmanager_config(
 pub fn example_webhook_authorities() -> Vec<String> {
     let mut found = Vec::new();
     replace_key(&read(ALERTMANAGER_EXAMPLE), "url", |old| {
-        let rest = old.strip_prefix("http://").unwrap_or(old);
-        found.push(rest.split('/').next().unwrap_or_default().to_owned());
+        found.push(authority(old));
         old.to_owned()
     });
     found
+}
+
+/// The `host:port` of a URL `scheme://host:port/path`.
+fn authority(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split('/').next().unwrap_or_default().to_owned()
+}
+
+/// `yaml` without the list items whose text after `- ` satisfies `drop`: the item's line and
+/// every following line indented deeper than its dash (the item's own keys and comments).
+pub fn drop_list_items(yaml: &str, drop: impl Fn(&str) -> bool) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    let mut dropping: Option<usize> = None;
+    for line in yaml.split_inclusive('\n') {
+        let indent = line.len() - line.trim_start().len();
+        if let Some(dash) = dropping {
+            if indent > dash && !line.trim().is_empty() {
+                continue;
+            }
+            dropping = None;
+        }
+        match line.trim_start().strip_prefix("- ") {
+            Some(item) if drop(item.trim_end()) => dropping = Some(indent),
+            _ => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// A duration of the shipped files, e.g. the example's `group_wait: 10s`, in the fast variant.
