@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use xray_warden::cli::{Cli, Command, RemoteArgs, RunArgs};
 use xray_warden::config::{Config, Overrides, Secrets};
 use xray_warden::daemon::{self, Stop};
@@ -93,6 +93,7 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 async fn serve(config: Config, secrets: Secrets) -> ExitCode {
+    raise_open_file_limit();
     let listener = match xray_warden::http::bind(config.listen) {
         Ok(listener) => listener,
         Err(err) => {
@@ -113,5 +114,25 @@ async fn serve(config: Config, secrets: Secrets) -> ExitCode {
             error!(error = %err, "unclean shutdown");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, as Go programs (the cores among them) do at
+/// start: the sampler holds three cgroup files open per running tunnel, HTTP connections and
+/// gRPC channels need the rest. The shipped unit sets both with `LimitNOFILE=`; elsewhere the
+/// soft limit is often 1,024 while the hard one is far higher.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(to = ?limit.maximum, "raised the soft open-file limit"),
+        Err(err) => warn!(error = %err, "cannot raise the soft open-file limit"),
     }
 }

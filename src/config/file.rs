@@ -106,6 +106,7 @@ struct FileSystemd {
 #[serde(default)]
 struct FileSampler {
     interval: Option<Lenient<String>>,
+    process_interval: Option<Lenient<String>>,
     proc_root: Option<Lenient<String>>,
     cgroup_root: Option<Lenient<String>>,
 }
@@ -318,6 +319,11 @@ impl FileSampler {
     fn validate(self, c: &mut Checker, d: super::SamplerConfig) -> super::SamplerConfig {
         super::SamplerConfig {
             interval: c.duration("sampler.interval", self.interval, d.interval),
+            process_interval: c.duration(
+                "sampler.process_interval",
+                self.process_interval,
+                d.process_interval,
+            ),
             proc_root: c.abs_path("sampler.proc_root", self.proc_root, d.proc_root),
             cgroup_root: c.abs_path("sampler.cgroup_root", self.cgroup_root, d.cgroup_root),
         }

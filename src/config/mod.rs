@@ -235,6 +235,9 @@ pub struct SystemdConfig {
 pub struct SamplerConfig {
     /// Period of a resource sampling pass over every running tunnel.
     pub interval: Duration,
+    /// How old a reading of a tunnel's processes (RSS, open fds, process count) may get before
+    /// a pass reads them again; a change of main PID or task count reads them at once.
+    pub process_interval: Duration,
     /// Where procfs is mounted.
     pub proc_root: PathBuf,
     /// Where the cgroup hierarchies are mounted.
@@ -257,6 +260,7 @@ impl Default for Config {
             },
             sampler: SamplerConfig {
                 interval: Duration::from_secs(5),
+                process_interval: Duration::from_secs(60),
                 proc_root: "/proc".into(),
                 cgroup_root: "/sys/fs/cgroup".into(),
             },

@@ -17,7 +17,9 @@ use procfs::{FromRead, ProcError};
 use crate::domain::ProcessKey;
 
 mod accounting;
+mod held;
 pub use accounting::CgroupLayout;
+pub use held::{HeldCgroup, HeldError};
 
 /// Errors that make a whole cgroup unreadable (one vanished process is not one of them).
 #[derive(Debug, thiserror::Error)]
@@ -153,8 +155,13 @@ impl ProcfsReader {
 
     /// Samples every process of `control_group`.
     pub fn sample_cgroup(&self, control_group: &str) -> Result<CgroupSample, ProcfsError> {
+        self.sample_pids(self.cgroup_pids(control_group)?)
+    }
+
+    /// Samples each of `pids`; one that exited meanwhile is counted as vanished.
+    pub fn sample_pids(&self, pids: Vec<u32>) -> Result<CgroupSample, ProcfsError> {
         let mut sample = CgroupSample::default();
-        for pid in self.cgroup_pids(control_group)? {
+        for pid in pids {
             match self.process(pid) {
                 Ok(process) => sample.processes.push(process),
                 Err(ProcfsError::Process { source, .. }) if vanished(&source) => {

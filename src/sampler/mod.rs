@@ -18,9 +18,13 @@ use tracing::{debug, warn};
 
 use crate::config::SamplerConfig;
 use crate::domain::{Accounting, CpuAccount, Resources, TunnelId};
-use crate::procfs::{CgroupSample, ProcfsError, ProcfsReader};
+use crate::procfs::{CgroupSample, ProcfsReader};
 use crate::state::{COLLECTOR_SAMPLER, CollectorRun, SharedState};
 use crate::systemd::Client;
+
+mod units;
+
+use units::{Reading, Target, Units};
 
 /// How many units are asked for their accounting at once.
 const ACCOUNTING_CONCURRENCY: usize = 16;
@@ -34,7 +38,8 @@ pub async fn run(
 ) {
     let mut sampler = Sampler {
         reader: ProcfsReader::new(&config.proc_root, &config.cgroup_root),
-        accounts: HashMap::new(),
+        units: Some(Units::new(config.process_interval)),
+        refresh: config.process_interval,
         state,
         client,
     };
@@ -57,68 +62,65 @@ pub async fn run(
 
 struct Sampler {
     reader: ProcfsReader,
-    /// CPU accounting per tunnel, kept across passes so the procfs counter never goes down.
-    accounts: HashMap<TunnelId, CpuAccount>,
+    /// What is kept per unit between passes; moved to the blocking pool for each pass.
+    units: Option<Units>,
+    /// `sampler.process_interval`.
+    refresh: std::time::Duration,
     state: SharedState,
     client: watch::Receiver<Option<Client>>,
 }
-
-/// A unit that has processes to look at.
-struct Target {
-    id: TunnelId,
-    unit: String,
-    control_group: String,
-}
-
-/// One target's readings from its cgroup: the processes and the accounting files, or why not.
-type Read = Result<(CgroupSample, Accounting), ProcfsError>;
 
 impl Sampler {
     async fn pass(&mut self) {
         let started = Instant::now();
         let targets = self.targets();
         let reader = self.reader.clone();
-        let cgroups: Vec<_> = targets.iter().map(|t| t.control_group.clone()).collect();
-        let read = tokio::task::spawn_blocking(move || {
-            let read =
-                |cg: &String| -> Read { Ok((reader.sample_cgroup(cg)?, reader.accounting(cg)?)) };
-            cgroups.iter().map(read).collect::<Vec<_>>()
-        })
-        .await;
-        let Ok(read) = read else {
-            warn!("procfs sampling task failed");
+        let Some(mut units) = self.units.take() else {
             return;
         };
+        let read = tokio::task::spawn_blocking(move || {
+            let readings = units.read_all(&reader, &targets);
+            (units, targets, readings)
+        })
+        .await;
+        let Ok((units, targets, readings)) = read else {
+            warn!("procfs sampling task failed");
+            // Kept state is rebuilt from scratch: the next pass opens every file again.
+            self.units = Some(Units::new(self.refresh));
+            return;
+        };
+        self.units = Some(units);
         // Only where the cgroup is not found below the cgroup root (another mount namespace, a
         // unit that just stopped) is systemd asked: three `Get`s per unit cost far more than
         // the files.
         let unseen: Vec<&Target> = targets
             .iter()
-            .zip(&read)
-            .filter(|(_, r)| matches!(r, Err(ProcfsError::CgroupNotFound(_))))
+            .zip(&readings)
+            .filter(|(_, (r, _))| matches!(r, Reading::NotFound))
             .map(|(t, _)| t)
             .collect();
         let mut asked = self.accounting(&unseen).await;
 
-        let mut resources = HashMap::new();
+        let units = self.units.as_mut().expect("put back above");
+        let mut resources = HashMap::with_capacity(targets.len());
         let (mut vanished, mut failures) = (0, 0);
-        for (target, read) in targets.iter().zip(read) {
-            let (sample, accounting) = match read {
-                Ok(read) => read,
+        for (target, (reading, gone)) in targets.into_iter().zip(readings) {
+            vanished += gone;
+            let sampled = match reading {
+                Reading::Sampled(resources) => resources,
                 // The unit stopped between the listing and this read: nothing runs, all is well.
-                Err(ProcfsError::CgroupNotFound(_)) => (
-                    CgroupSample::default(),
-                    asked.remove(&target.id).unwrap_or_default(),
-                ),
-                Err(err) => {
+                Reading::NotFound => {
+                    let account = &mut units.by_id.entry(target.id.clone()).or_default().account;
+                    let accounting = asked.remove(&target.id).unwrap_or_default();
+                    combine(&CgroupSample::default(), accounting, account)
+                }
+                Reading::Failed(err) => {
                     warn!(tunnel = %target.id, error = %err, "cannot sample the tunnel's processes");
                     failures += 1;
-                    Default::default()
+                    Resources::default()
                 }
             };
-            vanished += sample.vanished;
-            let account = self.accounts.entry(target.id.clone()).or_default();
-            resources.insert(target.id.clone(), combine(&sample, accounting, account));
+            resources.insert(target.id, sampled);
         }
         self.publish(resources, vanished, failures, started);
     }
@@ -135,6 +137,7 @@ impl Sampler {
                 id: id.clone(),
                 unit: t.unit.clone(),
                 control_group: t.status.control_group.clone(),
+                main_pid: t.status.main_pid,
             })
             .collect()
     }
@@ -178,13 +181,16 @@ impl Sampler {
         failures: u64,
         started: Instant,
     ) {
-        let accounts = &mut self.accounts;
+        let units = self.units.as_mut().expect("put back by the pass");
         self.state.update(|s| {
-            accounts.retain(|id, _| s.tunnels.contains_key(id));
+            units.retain(
+                |id| s.tunnels.contains_key(id),
+                |id| sampled.contains_key(id),
+            );
             for (id, tunnel) in &mut s.tunnels {
                 tunnel.resources = Some(sampled.remove(id).unwrap_or_else(|| Resources {
                     // Stopped: nothing runs, but the CPU counter keeps its value.
-                    cpu_seconds: accounts.get(id).map_or(0.0, CpuAccount::total),
+                    cpu_seconds: units.by_id.get(id).map_or(0.0, |u| u.account.total()),
                     ..Resources::default()
                 }));
             }

@@ -1,0 +1,177 @@
+//! A unit's cgroup accounting files held open between passes and re-read in place.
+//!
+//! Opening a file below `/sys/fs/cgroup` walks its path through cgroupfs (the profile of the
+//! steady bench put a fifth of the warden's CPU in `link_path_walk`); a `pread` at offset 0 of
+//! an open cgroup file makes the kernel print it afresh, so after the first pass a unit costs
+//! one read per figure. cgroupfs files are seq_files: reading at offset 0 starts a new
+//! traversal, which is what `pread` gives without an `lseek`.
+//!
+//! When systemd removes the unit's cgroup (the unit stopped; a restart creates a new directory
+//! of the same name), reads of the held files fail with `ENODEV`: the holder then reopens once
+//! by path ([`HeldError::Gone`]).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::accounting::{CgroupLayout, usage_usec};
+use super::{ProcfsError, ProcfsReader, collect_pids};
+use crate::domain::Accounting;
+
+/// The open accounting files of one unit's cgroup.
+#[derive(Debug)]
+pub struct HeldCgroup {
+    /// The unit's directory in the hierarchy that lists its processes.
+    dir: PathBuf,
+    cpu: Option<(File, CpuFile)>,
+    memory: Option<File>,
+    tasks: Option<File>,
+}
+
+/// What the CPU file holds.
+#[derive(Debug, Clone, Copy)]
+enum CpuFile {
+    /// cgroup v2 `cpu.stat`: `usage_usec` among other lines.
+    Stat,
+    /// cgroup v1 `cpuacct.usage`: nanoseconds.
+    UsageNsec,
+}
+
+/// Why a held read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HeldError {
+    /// The cgroup was removed since the files were opened.
+    #[error("the cgroup was removed")]
+    Gone,
+    #[error(transparent)]
+    Read(#[from] ProcfsError),
+}
+
+impl ProcfsReader {
+    /// Opens the accounting files of `control_group` (systemd's `ControlGroup`). A figure whose
+    /// file does not exist (the controller is not enabled for the unit) stays `None` while these
+    /// files are held; [`ProcfsError::CgroupNotFound`] when no hierarchy has the cgroup.
+    pub fn hold(&self, control_group: &str) -> Result<HeldCgroup, ProcfsError> {
+        let dir = self.cgroup_dir(control_group)?;
+        let relative = control_group.trim_start_matches('/');
+        let root = &self.cgroup_root;
+        let (cpu, memory, tasks) = match self.layout {
+            CgroupLayout::Unified => (
+                open(&dir.join("cpu.stat"))?.map(|f| (f, CpuFile::Stat)),
+                open(&dir.join("memory.current"))?,
+                open(&dir.join("pids.current"))?,
+            ),
+            CgroupLayout::PerController { cpuacct } => {
+                let file = |hierarchy: &str, name: &str| {
+                    open(&root.join(hierarchy).join(relative).join(name))
+                };
+                let cpu = match cpuacct {
+                    Some(h) => file(h, "cpuacct.usage")?.map(|f| (f, CpuFile::UsageNsec)),
+                    None => None,
+                };
+                (
+                    cpu,
+                    file("memory", "memory.usage_in_bytes")?,
+                    file("pids", "pids.current")?,
+                )
+            }
+        };
+        Ok(HeldCgroup {
+            dir,
+            cpu,
+            memory,
+            tasks,
+        })
+    }
+}
+
+impl HeldCgroup {
+    /// The unit's accounting now, read through the held files; `buf` is scratch space kept by
+    /// the caller across units.
+    pub fn accounting(&self, buf: &mut Vec<u8>) -> Result<Accounting, HeldError> {
+        let cpu_usage_nsec = match &self.cpu {
+            Some((file, CpuFile::Stat)) => reread(file, buf)?
+                .and_then(usage_usec)
+                .map(|us| us.saturating_mul(1000)),
+            Some((file, CpuFile::UsageNsec)) => reread(file, buf)?.and_then(number),
+            None => None,
+        };
+        let mut figure = |file: &Option<File>| -> Result<Option<u64>, HeldError> {
+            Ok(match file {
+                Some(file) => reread(file, buf)?.and_then(number),
+                None => None,
+            })
+        };
+        Ok(Accounting {
+            cpu_usage_nsec,
+            memory_current: figure(&self.memory)?,
+            tasks_current: figure(&self.tasks)?,
+        })
+    }
+
+    /// PIDs of the unit's cgroup and of every cgroup below it, sorted.
+    pub fn pids(&self) -> Result<Vec<u32>, HeldError> {
+        let mut pids = Vec::new();
+        if !collect_pids(&self.dir, &mut pids)? {
+            return Err(HeldError::Gone);
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
+    }
+}
+
+/// The file's text, re-read from offset 0; `Gone` once its cgroup was removed.
+fn reread<'b>(file: &File, buf: &'b mut Vec<u8>) -> Result<Option<&'b str>, HeldError> {
+    buf.clear();
+    buf.resize(READ_SIZE, 0);
+    let mut len = 0;
+    loop {
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len == buf.len() {
+                    buf.resize(buf.len() * 2, 0);
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) if gone(&err) => return Err(HeldError::Gone),
+            Err(source) => {
+                return Err(HeldError::Read(ProcfsError::Io {
+                    path: PathBuf::from("<held cgroup file>"),
+                    source,
+                }));
+            }
+        }
+    }
+    buf.truncate(len);
+    Ok(std::str::from_utf8(buf).ok())
+}
+
+/// Every accounting file fits: `cpu.stat` is the longest, a few hundred bytes.
+const READ_SIZE: usize = 1024;
+
+/// `ENODEV`: kernfs answers it for a file whose node was removed; `ENOENT` alike.
+fn gone(err: &io::Error) -> bool {
+    const ENODEV: i32 = 19;
+    err.raw_os_error() == Some(ENODEV) || err.kind() == io::ErrorKind::NotFound
+}
+
+/// Opens `path` for reading; `None` when it does not exist.
+fn open(path: &Path) -> Result<Option<File>, ProcfsError> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ProcfsError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// A file holding one number.
+fn number(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
