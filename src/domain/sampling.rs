@@ -3,8 +3,9 @@
 //! Every pass reads the cgroup's accounting (CPU, memory, tasks): one `pread` per figure. The
 //! processes (`cgroup.procs` of the unit and its sub-cgroups, then `stat` and the fd count of
 //! each) cost several path walks each, and what they add — RSS, open fds, the process count —
-//! moves slowly, so they are read again only when something says they changed or when the last
-//! reading is old.
+//! moves slowly, so they are listed again only when something says they changed or when the last
+//! listing is old. In between, where the cgroup keeps no CPU counter (cgroup v1 without
+//! `CPUAccounting=`), each process's held `stat` is re-read for its CPU time.
 
 use std::time::Duration;
 
@@ -20,19 +21,17 @@ pub struct ProcessBasis {
 /// Whether a unit's processes must be read in this pass.
 ///
 /// - no reading yet;
-/// - the cgroup keeps no CPU counter, so CPU comes from the processes themselves;
 /// - the main PID or the cgroup's task count changed since (a restart, a fork, an exit);
 /// - the last reading is `refresh` old.
 pub fn processes_due(
     last: Option<(ProcessBasis, Duration)>,
     now: ProcessBasis,
-    cgroup_counts_cpu: bool,
     refresh: Duration,
 ) -> bool {
     let Some((basis, age)) = last else {
         return true;
     };
-    !cgroup_counts_cpu || basis != now || age >= refresh
+    basis != now || age >= refresh
 }
 
 /// Where in `[0, 1)` a unit's first refresh falls, from its id: refreshes of units first seen
@@ -57,29 +56,23 @@ mod tests {
 
     #[test]
     fn first_sight_reads() {
-        assert!(processes_due(None, basis(1, Some(1)), true, MIN));
+        assert!(processes_due(None, basis(1, Some(1)), MIN));
     }
 
     #[test]
     fn an_unchanged_unit_waits_for_the_refresh() {
         let last = Some((basis(7, Some(3)), Duration::from_secs(59)));
-        assert!(!processes_due(last, basis(7, Some(3)), true, MIN));
+        assert!(!processes_due(last, basis(7, Some(3)), MIN));
         let last = Some((basis(7, Some(3)), MIN));
-        assert!(processes_due(last, basis(7, Some(3)), true, MIN));
+        assert!(processes_due(last, basis(7, Some(3)), MIN));
     }
 
     #[test]
     fn a_fork_an_exit_or_a_restart_reads_at_once() {
         let last = Some((basis(7, Some(3)), Duration::from_secs(1)));
-        assert!(processes_due(last, basis(7, Some(4)), true, MIN));
-        assert!(processes_due(last, basis(7, Some(2)), true, MIN));
-        assert!(processes_due(last, basis(8, Some(3)), true, MIN));
-    }
-
-    #[test]
-    fn without_a_cgroup_cpu_counter_every_pass_reads() {
-        let last = Some((basis(7, Some(3)), Duration::ZERO));
-        assert!(processes_due(last, basis(7, Some(3)), false, MIN));
+        assert!(processes_due(last, basis(7, Some(4)), MIN));
+        assert!(processes_due(last, basis(7, Some(2)), MIN));
+        assert!(processes_due(last, basis(8, Some(3)), MIN));
     }
 
     #[test]

@@ -15,8 +15,11 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use procfs::FromRead;
+use procfs::process::Stat;
+
 use super::accounting::{CgroupLayout, usage_usec};
-use super::{ProcfsError, ProcfsReader, collect_pids};
+use super::{CgroupSample, ProcessSample, ProcfsError, ProcfsReader, collect_pids, vanished};
 use crate::domain::Accounting;
 
 /// The open accounting files of one unit's cgroup.
@@ -83,6 +86,95 @@ impl ProcfsReader {
             memory,
             tasks,
         })
+    }
+}
+
+/// A process's `stat` file held open, beside its last figures.
+#[derive(Debug)]
+pub struct HeldProcess {
+    file: File,
+    pub sample: ProcessSample,
+}
+
+impl ProcfsReader {
+    /// Samples each of `pids` (as [`ProcfsReader::sample_pids`]) and keeps each one's `stat`
+    /// open for [`ProcfsReader::reread_processes`].
+    pub fn hold_processes(
+        &self,
+        pids: Vec<u32>,
+    ) -> Result<(CgroupSample, Vec<HeldProcess>), ProcfsError> {
+        let mut sample = CgroupSample::default();
+        let mut held = Vec::with_capacity(pids.len());
+        let mut buf = Vec::new();
+        for pid in pids {
+            match self.hold_process(pid, &mut buf) {
+                Ok(process) => {
+                    sample.processes.push(process.sample);
+                    held.push(process);
+                }
+                Err(ProcfsError::Process { source, .. }) if vanished(&source) => {
+                    sample.vanished += 1
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok((sample, held))
+    }
+
+    fn hold_process(&self, pid: u32, buf: &mut Vec<u8>) -> Result<HeldProcess, ProcfsError> {
+        let path = self.proc_root.join(pid.to_string()).join("stat");
+        let file = File::open(&path).map_err(|err| ProcfsError::Process {
+            pid,
+            source: proc_error(err, &path),
+        })?;
+        let stat = read_stat(&file, pid, buf)?;
+        let open_fds = self.count_fds(pid)?;
+        Ok(HeldProcess {
+            sample: self.from_stat(pid, &stat, open_fds),
+            file,
+        })
+    }
+
+    /// Reads every held process's `stat` again (CPU, RSS, threads; the fd count is kept).
+    /// `None` as soon as one has exited: the processes must then be listed anew.
+    pub fn reread_processes(
+        &self,
+        held: &mut [HeldProcess],
+        buf: &mut Vec<u8>,
+    ) -> Option<CgroupSample> {
+        let mut sample = CgroupSample::default();
+        for process in held.iter_mut() {
+            let pid = process.sample.key.pid;
+            let stat = read_stat(&process.file, pid, buf).ok()?;
+            process.sample = self.from_stat(pid, &stat, process.sample.open_fds);
+            sample.processes.push(process.sample);
+        }
+        Some(sample)
+    }
+}
+
+/// A held `stat` read again. A process that exited answers `ESRCH` (the held file names that
+/// process, never a later one with the same PID).
+fn read_stat(file: &File, pid: u32, buf: &mut Vec<u8>) -> Result<Stat, ProcfsError> {
+    let wrap = |source| ProcfsError::Process { pid, source };
+    let text = match reread(file, buf) {
+        Ok(Some(text)) if !text.is_empty() => text,
+        Ok(_) => return Err(wrap(procfs::ProcError::NotFound(None))),
+        Err(HeldError::Gone) => return Err(wrap(procfs::ProcError::NotFound(None))),
+        Err(HeldError::Read(ProcfsError::Io { source, .. })) => {
+            return Err(wrap(procfs::ProcError::Io(source, None)));
+        }
+        Err(HeldError::Read(err)) => return Err(err),
+    };
+    Stat::from_read(text.as_bytes()).map_err(wrap)
+}
+
+/// An open error of a procfs file as the procfs crate reports it.
+fn proc_error(err: io::Error, path: &Path) -> procfs::ProcError {
+    if err.kind() == io::ErrorKind::NotFound {
+        procfs::ProcError::NotFound(Some(path.to_owned()))
+    } else {
+        procfs::ProcError::Io(err, Some(path.to_owned()))
     }
 }
 

@@ -19,7 +19,7 @@ use crate::domain::ProcessKey;
 mod accounting;
 mod held;
 pub use accounting::CgroupLayout;
-pub use held::{HeldCgroup, HeldError};
+pub use held::{HeldCgroup, HeldError, HeldProcess};
 
 /// Errors that make a whole cgroup unreadable (one vanished process is not one of them).
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +180,12 @@ impl ProcfsReader {
         let path = self.proc_root.join(pid.to_string()).join("stat");
         let stat = Stat::from_file(path).map_err(wrap)?;
         let open_fds = self.count_fds(pid)?;
-        Ok(ProcessSample {
+        Ok(self.from_stat(pid, &stat, open_fds))
+    }
+
+    /// A process's figures from its `stat`, with `open_fds` counted elsewhere.
+    fn from_stat(&self, pid: u32, stat: &Stat, open_fds: u64) -> ProcessSample {
+        ProcessSample {
             key: ProcessKey {
                 pid,
                 start_ticks: stat.starttime,
@@ -189,7 +194,7 @@ impl ProcfsReader {
             rss_bytes: stat.rss * self.page_size,
             threads: u64::try_from(stat.num_threads).unwrap_or(0),
             open_fds,
-        })
+        }
     }
 }
 

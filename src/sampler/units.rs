@@ -1,18 +1,19 @@
 //! What the sampler keeps per unit between passes, and one pass's reading of every unit, on
 //! the blocking pool.
 //!
-//! Per unit: its cgroup's accounting files held open ([`HeldCgroup`]), the last reading of its
-//! processes and what that reading was made on, and the procfs CPU account. Each pass re-reads
-//! the held files (one `pread` per figure) and reads the processes again only when
-//! [`processes_due`] says so. Files are held for at most [`Units::max_held`] units, a share of
-//! the open-file limit; units beyond it are read by path each pass, as before.
+//! Per unit: its cgroup's accounting files held open ([`HeldCgroup`]), the last listing of its
+//! processes with each one's `stat` held open, what that listing was made on, and the procfs CPU
+//! account. Each pass re-reads the held cgroup files (one `pread` per figure) and lists the
+//! processes again only when [`processes_due`] says so; where the cgroup has no CPU counter, the
+//! held `stat` files are re-read instead. At most half of the open-file limit is held; beyond
+//! it, files are read by path each pass, as before.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::domain::sampling::{ProcessBasis, processes_due, spread};
 use crate::domain::{Accounting, CpuAccount, Resources, TunnelId};
-use crate::procfs::{CgroupSample, HeldCgroup, HeldError, ProcfsError, ProcfsReader};
+use crate::procfs::{CgroupSample, HeldCgroup, HeldError, HeldProcess, ProcfsError, ProcfsReader};
 
 /// A unit to read this pass.
 pub struct Target {
@@ -39,9 +40,11 @@ pub struct Unit {
     pub account: CpuAccount,
 }
 
-/// The last reading of a unit's processes.
+/// The last listing of a unit's processes.
 struct Processes {
     sample: CgroupSample,
+    /// Each process's `stat`, held open (empty when over the budget).
+    held: Vec<HeldProcess>,
     basis: ProcessBasis,
     at: Instant,
 }
@@ -49,32 +52,32 @@ struct Processes {
 /// Every unit's kept state.
 pub struct Units {
     pub by_id: HashMap<TunnelId, Unit>,
-    /// At most this many units hold their files open.
-    max_held: usize,
-    held: usize,
-    /// How old a reading of the processes may get.
+    /// At most this many files are held open.
+    max_fds: u64,
+    /// Files held open now (an estimate: three per held cgroup, one per held process).
+    fds: u64,
+    /// How old a listing of the processes may get.
     refresh: Duration,
     buf: Vec<u8>,
 }
 
-/// Files held per unit: CPU, memory and tasks.
-const FILES_PER_UNIT: u64 = 3;
+/// Files a held cgroup counts for: CPU, memory and tasks.
+const CGROUP_FDS: u64 = 3;
 
 impl Units {
     pub fn new(refresh: Duration) -> Self {
-        // Half of the open-file limit, the rest for connections, channels, procfs reads.
+        // Half of the open-file limit; the rest is for connections, channels, procfs reads.
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
             .current
             .unwrap_or(u64::MAX);
-        let max_held = (limit / 2 / FILES_PER_UNIT).min(usize::MAX as u64) as usize;
-        Self::with_budget(refresh, max_held)
+        Self::with_budget(refresh, limit / 2)
     }
 
-    pub fn with_budget(refresh: Duration, max_held: usize) -> Self {
+    pub fn with_budget(refresh: Duration, max_fds: u64) -> Self {
         Self {
             by_id: HashMap::new(),
-            max_held,
-            held: 0,
+            max_fds,
+            fds: 0,
             refresh,
             buf: Vec::new(),
         }
@@ -100,28 +103,26 @@ impl Units {
                 unit.processes = None;
             }
         }
-        self.held = self.by_id.values().filter(|u| u.held.is_some()).count();
+        self.fds = self.by_id.values().map(Unit::fds).sum();
     }
 
     /// One unit's reading and how many of its processes vanished while being read.
     fn read(&mut self, reader: &ProcfsReader, target: &Target, now: Instant) -> (Reading, u64) {
         let unit = self.by_id.entry(target.id.clone()).or_default();
         if unit.control_group != target.control_group {
-            if unit.held.take().is_some() {
-                self.held -= 1;
-            }
+            self.fds = self.fds.saturating_sub(unit.fds());
+            unit.held = None;
             unit.processes = None;
             unit.control_group.clone_from(&target.control_group);
         }
-        let accounting =
-            match accounting(reader, unit, &mut self.held, self.max_held, &mut self.buf) {
-                Ok(accounting) => accounting,
-                Err(ProcfsError::CgroupNotFound(_)) => {
-                    unit.processes = None;
-                    return (Reading::NotFound, 0);
-                }
-                Err(err) => return (Reading::Failed(err), 0),
-            };
+        let mut budget = Budget {
+            fds: &mut self.fds,
+            max: self.max_fds,
+        };
+        let accounting = match accounting(reader, unit, &mut budget, &mut self.buf) {
+            Ok(accounting) => accounting,
+            Err(err) => return unit.lost(err, &mut budget),
+        };
         let basis = ProcessBasis {
             main_pid: target.main_pid,
             tasks: accounting.tasks_current,
@@ -130,13 +131,18 @@ impl Units {
             .processes
             .as_ref()
             .map(|p| (p.basis, now.saturating_duration_since(p.at)));
+        let mut due = processes_due(last, basis, self.refresh);
+        // Without the cgroup's CPU counter, CPU comes from the processes: their held `stat`
+        // files are read again, unless one has exited.
+        if !due && accounting.cpu_usage_nsec.is_none() {
+            let processes = unit.processes.as_mut().expect("not due: listed before");
+            match reader.reread_processes(&mut processes.held, &mut self.buf) {
+                Some(sample) if !processes.held.is_empty() => processes.sample = sample,
+                _ => due = true,
+            }
+        }
         let mut vanished = 0;
-        if processes_due(
-            last,
-            basis,
-            accounting.cpu_usage_nsec.is_some(),
-            self.refresh,
-        ) {
+        if due {
             let pids = match &unit.held {
                 Some(held) => held.pids().map_err(|e| match e {
                     HeldError::Gone => ProcfsError::CgroupNotFound(target.control_group.clone()),
@@ -144,35 +150,77 @@ impl Units {
                 }),
                 None => reader.cgroup_pids(&target.control_group),
             };
-            let sample = match pids.and_then(|pids| reader.sample_pids(pids)) {
-                Ok(sample) => sample,
-                Err(ProcfsError::CgroupNotFound(_)) => {
-                    unit.processes = None;
-                    return (Reading::NotFound, 0);
+            let old = unit.processes.take();
+            let old_fds = old.as_ref().map_or(0, |p| p.held.len() as u64);
+            *budget.fds = budget.fds.saturating_sub(old_fds);
+            let listed = pids.and_then(|pids| {
+                if budget.room(pids.len() as u64) {
+                    reader.hold_processes(pids)
+                } else {
+                    reader.sample_pids(pids).map(|sample| (sample, Vec::new()))
                 }
-                Err(err) => return (Reading::Failed(err), 0),
+            });
+            let (sample, held) = match listed {
+                Ok(listed) => listed,
+                Err(err) => return unit.lost(err, &mut budget),
             };
+            *budget.fds += held.len() as u64;
             vanished = sample.vanished;
-            // The first reading's age starts at a point of the period spread by id, so units
-            // seen together do not all refresh in one pass.
-            let at = match unit.processes {
+            // The first listing's age starts at a point of the period spread by id, so units
+            // seen together do not all list again in one pass.
+            let at = match old {
                 Some(_) => now,
                 None => {
                     let back = self.refresh.mul_f64(spread(target.id.as_str()));
                     now.checked_sub(back).unwrap_or(now)
                 }
             };
-            unit.processes = Some(Processes { sample, basis, at });
-            // Files are opened anew with each periodic reading of the processes: a controller
+            unit.processes = Some(Processes {
+                sample,
+                held,
+                basis,
+                at,
+            });
+            // The cgroup's files are opened anew with each periodic listing: a controller
             // enabled for the unit since shows up within one refresh.
             let periodic = last.is_some_and(|(_, age)| age >= self.refresh);
             if periodic && unit.held.take().is_some() {
-                self.held -= 1;
+                *budget.fds = budget.fds.saturating_sub(CGROUP_FDS);
             }
         }
-        let sample = &unit.processes.as_ref().expect("read above").sample;
+        let sample = &unit.processes.as_ref().expect("listed above").sample;
         let resources = super::combine(sample, accounting, &mut unit.account);
         (Reading::Sampled(resources), vanished)
+    }
+}
+
+impl Unit {
+    fn fds(&self) -> u64 {
+        let cgroup = if self.held.is_some() { CGROUP_FDS } else { 0 };
+        cgroup + self.processes.as_ref().map_or(0, |p| p.held.len() as u64)
+    }
+
+    /// The reading of a unit whose cgroup could not be read: its files are closed.
+    fn lost(&mut self, err: ProcfsError, budget: &mut Budget<'_>) -> (Reading, u64) {
+        *budget.fds = budget.fds.saturating_sub(self.fds());
+        self.held = None;
+        self.processes = None;
+        match err {
+            ProcfsError::CgroupNotFound(_) => (Reading::NotFound, 0),
+            err => (Reading::Failed(err), 0),
+        }
+    }
+}
+
+/// The open-file budget of one pass.
+struct Budget<'a> {
+    fds: &'a mut u64,
+    max: u64,
+}
+
+impl Budget<'_> {
+    fn room(&self, more: u64) -> bool {
+        *self.fds + more <= self.max
     }
 }
 
@@ -181,14 +229,13 @@ impl Units {
 fn accounting(
     reader: &ProcfsReader,
     unit: &mut Unit,
-    held: &mut usize,
-    max_held: usize,
+    budget: &mut Budget<'_>,
     buf: &mut Vec<u8>,
 ) -> Result<Accounting, ProcfsError> {
     for _ in 0..2 {
-        if unit.held.is_none() && *held < max_held {
+        if unit.held.is_none() && budget.room(CGROUP_FDS) {
             unit.held = Some(reader.hold(&unit.control_group)?);
-            *held += 1;
+            *budget.fds += CGROUP_FDS;
         }
         let Some(files) = &unit.held else {
             // Over the budget: by path, and the cgroup's existence from its process list.
@@ -199,10 +246,14 @@ fn accounting(
             Ok(accounting) => return Ok(accounting),
             Err(HeldError::Gone) => {
                 unit.held = None;
-                *held -= 1;
+                *budget.fds = budget.fds.saturating_sub(CGROUP_FDS);
             }
             Err(HeldError::Read(err)) => return Err(err),
         }
     }
     Err(ProcfsError::CgroupNotFound(unit.control_group.clone()))
 }
+
+#[cfg(test)]
+#[path = "units_tests.rs"]
+mod tests;

@@ -1,0 +1,138 @@
+//! The per-unit cache over a scratch copy of the procfs fixture (pure cgroup v2): what a pass
+//! reads again and what it reuses.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const CG: &str = "/system.slice/xray-tunnel-a.service";
+
+/// A fresh copy of the fixture's `proc/` and `cgroup2/` under target/unit-scratch.
+fn scratch(name: &str) -> PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/procfs");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/unit-scratch/sampler")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    for part in ["proc", "cgroup2"] {
+        copy_tree(&fixture.join(part), &dir.join(part));
+    }
+    dir
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn target(main_pid: u32) -> Target {
+    Target {
+        id: TunnelId::new("a").unwrap(),
+        unit: "xray-tunnel-a.service".into(),
+        control_group: CG.into(),
+        main_pid,
+    }
+}
+
+fn sampled(readings: Vec<(Reading, u64)>) -> Resources {
+    match readings.into_iter().next().unwrap().0 {
+        Reading::Sampled(r) => r,
+        Reading::NotFound => panic!("not found"),
+        Reading::Failed(e) => panic!("{e}"),
+    }
+}
+
+fn cgroup_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join("cgroup2")
+        .join(CG.trim_start_matches('/'))
+        .join(name)
+}
+
+#[test]
+fn counters_every_pass_processes_only_when_something_changed() {
+    let dir = scratch("changes");
+    let reader = ProcfsReader::with_units(dir.join("proc"), dir.join("cgroup2"), 100, 4096);
+    let mut units = Units::with_budget(Duration::from_secs(3600), 1000);
+    let first = sampled(units.read_all(&reader, &[target(100)]));
+    assert_eq!((first.processes, first.tasks), (1, 3));
+    assert_eq!(first.cpu_seconds, 2.5);
+    assert_eq!(first.memory_current_bytes, Some(1_048_576));
+    assert_eq!(
+        units.fds,
+        CGROUP_FDS + 1,
+        "three cgroup files and one stat held"
+    );
+
+    // The counters move and a process joins without the task count moving: the counters are
+    // read again through the held files, the process list is reused.
+    std::fs::write(cgroup_file(&dir, "cpu.stat"), "usage_usec 4000000\n").unwrap();
+    std::fs::write(cgroup_file(&dir, "cgroup.procs"), "100\n101\n").unwrap();
+    let second = sampled(units.read_all(&reader, &[target(100)]));
+    assert_eq!(second.cpu_seconds, 4.0);
+    assert_eq!(
+        second.processes, 1,
+        "no listing while nothing says it changed"
+    );
+
+    // The task count moves: the processes are listed again.
+    std::fs::write(cgroup_file(&dir, "pids.current"), "5\n").unwrap();
+    let third = sampled(units.read_all(&reader, &[target(100)]));
+    assert_eq!(third.processes, 2);
+    assert_eq!(units.fds, CGROUP_FDS + 2);
+
+    // A new main PID lists again too.
+    std::fs::write(cgroup_file(&dir, "cgroup.procs"), "101\n").unwrap();
+    let fourth = sampled(units.read_all(&reader, &[target(101)]));
+    assert_eq!(fourth.processes, 1);
+}
+
+#[test]
+fn the_refresh_period_lists_again() {
+    let dir = scratch("refresh");
+    let reader = ProcfsReader::with_units(dir.join("proc"), dir.join("cgroup2"), 100, 4096);
+    let mut units = Units::with_budget(Duration::ZERO, 1000);
+    assert_eq!(
+        sampled(units.read_all(&reader, &[target(100)])).processes,
+        1
+    );
+    std::fs::write(cgroup_file(&dir, "cgroup.procs"), "100\n101\n").unwrap();
+    assert_eq!(
+        sampled(units.read_all(&reader, &[target(100)])).processes,
+        2
+    );
+}
+
+#[test]
+fn over_the_budget_files_are_read_by_path() {
+    let dir = scratch("budget");
+    let reader = ProcfsReader::with_units(dir.join("proc"), dir.join("cgroup2"), 100, 4096);
+    let mut units = Units::with_budget(Duration::from_secs(3600), 0);
+    let first = sampled(units.read_all(&reader, &[target(100)]));
+    assert_eq!((first.processes, first.cpu_seconds), (1, 2.5));
+    assert_eq!(units.fds, 0);
+    std::fs::write(cgroup_file(&dir, "cpu.stat"), "usage_usec 4000000\n").unwrap();
+    assert_eq!(
+        sampled(units.read_all(&reader, &[target(100)])).cpu_seconds,
+        4.0
+    );
+}
+
+#[test]
+fn a_unit_without_a_cgroup_is_not_found_and_holds_nothing() {
+    let dir = scratch("missing");
+    let reader = ProcfsReader::with_units(dir.join("proc"), dir.join("cgroup2"), 100, 4096);
+    let mut units = Units::with_budget(Duration::from_secs(3600), 1000);
+    let mut gone = target(100);
+    gone.control_group = "/system.slice/xray-tunnel-zz.service".into();
+    let readings = units.read_all(&reader, &[gone]);
+    assert!(matches!(readings[0].0, Reading::NotFound));
+    assert_eq!(units.fds, 0);
+}
