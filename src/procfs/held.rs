@@ -130,7 +130,7 @@ impl ProcfsReader {
         let stat = read_stat(&file, pid, buf)?;
         let open_fds = self.count_fds(pid)?;
         Ok(HeldProcess {
-            sample: self.from_stat(pid, &stat, open_fds),
+            sample: self.sample_of(pid, &stat, open_fds),
             file,
         })
     }
@@ -146,7 +146,7 @@ impl ProcfsReader {
         for process in held.iter_mut() {
             let pid = process.sample.key.pid;
             let stat = read_stat(&process.file, pid, buf).ok()?;
-            process.sample = self.from_stat(pid, &stat, process.sample.open_fds);
+            process.sample = self.sample_of(pid, &stat, process.sample.open_fds);
             sample.processes.push(process.sample);
         }
         Some(sample)

@@ -180,11 +180,11 @@ impl ProcfsReader {
         let path = self.proc_root.join(pid.to_string()).join("stat");
         let stat = Stat::from_file(path).map_err(wrap)?;
         let open_fds = self.count_fds(pid)?;
-        Ok(self.from_stat(pid, &stat, open_fds))
+        Ok(self.sample_of(pid, &stat, open_fds))
     }
 
     /// A process's figures from its `stat`, with `open_fds` counted elsewhere.
-    fn from_stat(&self, pid: u32, stat: &Stat, open_fds: u64) -> ProcessSample {
+    fn sample_of(&self, pid: u32, stat: &Stat, open_fds: u64) -> ProcessSample {
         ProcessSample {
             key: ProcessKey {
                 pid,
