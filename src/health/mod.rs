@@ -34,11 +34,13 @@
 //! guard rules in [`crate::domain::orphans`] and [`crate::domain::cleanup`]); the I/O is in
 //! [`scan`] (procfs), [`verdicts`] (the core's config test), [`inventory`] and the pass itself.
 
+mod census;
 pub mod checks;
 pub mod cleanup;
 pub mod crash;
 mod gather;
 pub mod inventory;
+pub mod netdiag;
 pub mod ports;
 mod probe;
 pub mod scan;

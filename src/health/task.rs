@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use tracing::{debug, info, warn};
 
+use super::census::ProcCensus;
 use super::checks::{self, ApiVerdict, ConfigVerdict};
 use super::crash::RestartHistory;
 use super::gather::{Gathered, UnitPaths, gather_blocking};
@@ -36,6 +37,8 @@ pub struct HealthTask {
     /// The last full read of procfs and the config files, reused while nothing it depends on
     /// changed.
     trigger: Trigger,
+    /// Which processes are cores, kept up to date by reading only new PIDs.
+    census: ProcCensus,
     /// The checks last published, to log changes rather than every pass.
     shown: HashMap<TunnelId, Vec<Check>>,
     /// The inventory's last read error, to log it once.
@@ -79,6 +82,7 @@ impl HealthTask {
             histories: HashMap::new(),
             verdicts: VerdictCache::default(),
             trigger: Trigger::default(),
+            census: ProcCensus::default(),
             shown: HashMap::new(),
             inventory_error: None,
             guard_tripped: false,
@@ -229,11 +233,16 @@ impl HealthTask {
     /// The facts of the last full read while none of their inputs changed (and the safety net
     /// is not due), else a full read ([`crate::domain::health_trigger`]).
     async fn gather(&mut self, targets: &[Target]) -> Gathered {
+        let interval = self.settings.health.interval;
+        if self.trigger.safety_net_due(interval) {
+            self.census.forget();
+        }
         let scan = self.scan.clone();
-        let (proc_root, config_dir) = (
-            self.settings.proc_root.clone(),
+        let (core_binary, config_dir) = (
+            self.settings.core_binary.clone(),
             self.settings.config_dir.clone(),
         );
+        let mut census = std::mem::take(&mut self.census);
         let units: Vec<UnitInput> = targets
             .iter()
             .map(|t| {
@@ -241,26 +250,28 @@ impl HealthTask {
                 (t.id.clone(), t.status.clone(), path)
             })
             .collect();
-        let read = move || trigger::read_inputs(&scan, &proc_root, &config_dir, units);
-        let inputs = tokio::task::spawn_blocking(read).await.unwrap_or_default();
-        match self
-            .trigger
-            .reusable(&inputs, self.settings.health.interval)
-        {
+        let read = move || {
+            let inputs = trigger::read_inputs(&scan, &mut census, &core_binary, &config_dir, units);
+            (inputs, census)
+        };
+        let (inputs, census) = tokio::task::spawn_blocking(read).await.unwrap_or_default();
+        self.census = census;
+        match self.trigger.reusable(&inputs, interval) {
             Ok(gathered) => {
                 debug!("health: no input changed, the last full read stands");
                 return gathered;
             }
             Err(why) => debug!(reason = why.as_str(), "health: full read"),
         }
-        let gathered = self.read_all(targets).await;
+        let gathered = self.read_all(targets, inputs.cores.clone()).await;
         self.trigger.remember(inputs, &gathered);
         gathered
     }
 
     /// Reads the configs, the listening sockets and who holds them, the core processes and
-    /// the config directory, on the blocking pool.
-    async fn read_all(&self, targets: &[Target]) -> Gathered {
+    /// the config directory, on the blocking pool. `cores` are the census's core PIDs (`None`:
+    /// every process is read for cores).
+    async fn read_all(&self, targets: &[Target], cores: Option<Vec<u32>>) -> Gathered {
         let (scan, cgroups) = (self.scan.clone(), self.cgroups.clone());
         let config_dir = self.settings.config_dir.clone();
         let core_binary = self.settings.core_binary.clone();
@@ -271,7 +282,17 @@ impl HealthTask {
                 (path, t.status.control_group.clone())
             })
             .collect();
-        let work = move || gather_blocking(&scan, &cgroups, &units, &config_dir, &core_binary);
+        let work = move || {
+            let core_pids = cores.as_deref();
+            gather_blocking(
+                &scan,
+                &cgroups,
+                &units,
+                &config_dir,
+                &core_binary,
+                core_pids,
+            )
+        };
         tokio::task::spawn_blocking(work)
             .await
             .unwrap_or_else(|_| Gathered {

@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::census::ProcCensus;
 use super::gather::Gathered;
 use super::scan::ProcScan;
 use super::verdicts::FileStamp;
-use crate::domain::health_trigger::{FullRead, HealthInputs, full_read_due};
+use crate::domain::health_trigger::{FullRead, HealthInputs, full_read_due, safety_net_due};
 use crate::domain::{TunnelId, UnitStatus};
 
 /// One target's part of the inputs: its id, status and known config path.
@@ -34,6 +35,14 @@ impl Trigger {
         }
     }
 
+    /// Whether the safety net is due this pass (so the census must read every process again
+    /// first, to see a process that exec'd a core after it was settled).
+    pub fn safety_net_due(&self, interval: Duration) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|(_, at, _)| safety_net_due(at.elapsed(), interval))
+    }
+
     /// Records a full read made on `inputs` (read just before it, so that a change during the
     /// read shows as a change next time).
     pub fn remember(&mut self, inputs: HealthInputs, gathered: &Gathered) {
@@ -42,10 +51,11 @@ impl Trigger {
 }
 
 /// Reads the inputs: a `stat` per known config and of the config directory, the listening
-/// socket tables and `/proc/loadavg`. Blocking.
+/// sockets and the process census. Blocking.
 pub fn read_inputs(
     scan: &ProcScan,
-    proc_root: &Path,
+    census: &mut ProcCensus,
+    core_binary: &Path,
     config_dir: &Path,
     units: Vec<UnitInput>,
 ) -> HealthInputs {
@@ -67,27 +77,12 @@ pub fn read_inputs(
         pairs.sort_unstable();
         pairs
     });
-    let loadavg = std::fs::read_to_string(proc_root.join("loadavg")).ok();
+    let census = census.read(scan, core_binary);
     HealthInputs {
         units,
         config_dir,
         listeners,
-        last_pid: loadavg.as_deref().and_then(last_pid),
-    }
-}
-
-/// The last PID allocated, the fifth field of `/proc/loadavg` (`0.00 0.01 0.05 1/123 4567`).
-fn last_pid(loadavg: &str) -> Option<u32> {
-    loadavg.split_whitespace().nth(4)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_last_pid() {
-        assert_eq!(last_pid("0.11 0.20 0.30 2/345 6789\n"), Some(6789));
-        assert_eq!(last_pid("0.11 0.20"), None);
+        cores: census.cores,
+        census_epoch: census.epoch,
     }
 }
