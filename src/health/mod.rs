@@ -172,3 +172,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "measure_tests.rs"]
+mod measure;

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tracing::{debug, info, warn};
@@ -14,9 +15,10 @@ use super::crash::RestartHistory;
 use super::gather::{Gathered, UnitPaths, gather_blocking};
 use super::probe;
 use super::scan::ProcScan;
-use super::trigger::{self, Trigger, UnitInput};
+use super::trigger::{self, Stamps, Trigger, UnitInput};
 use super::verdicts::VerdictCache;
 use super::{Ledger, Settings, inventory};
+use crate::domain::health_trigger::HealthInputs;
 use crate::domain::orphans::{self, Facts, UnitFacts};
 use crate::domain::{
     Check, ConfigRef, GuardTrip, Orphan, TunnelId, UnitStatus, UnknownConfig, UnknownReason,
@@ -94,8 +96,8 @@ impl HealthTask {
     pub async fn pass(&mut self) -> Option<PassReport> {
         let started = Instant::now();
         let targets = self.targets()?;
-        let verdicts = self.verdicts(&targets).await;
-        let gathered = self.gather(&targets).await;
+        let (gathered, stamps) = self.gather(&targets).await;
+        let verdicts = self.verdicts(&targets, stamps).await;
         let apis = self.probe(&targets, &gathered.configs).await;
         let inventory = self.inventory().await;
         let mut report = PassReport {
@@ -128,9 +130,9 @@ impl HealthTask {
         let facts = Facts {
             now: SystemTime::now(),
             units: unit_facts(&targets, &verdicts),
-            config_files: gathered.config_files.unwrap_or_default(),
+            config_files: gathered.config_files.clone().unwrap_or_default(),
             inventory: inventory.unwrap_or(None),
-            cores: gathered.cores,
+            cores: gathered.cores.clone(),
             config_dir: self.settings.config_dir.clone(),
             failed_threshold: self.settings.health.failed_threshold,
         };
@@ -145,8 +147,9 @@ impl HealthTask {
         Some(report)
     }
 
-    /// The core's verdict on each known config, or why the config is unknown, in target order.
-    async fn verdicts(&mut self, targets: &[Target]) -> Vec<Judged> {
+    /// The core's verdict on each known config, or why the config is unknown, in target order;
+    /// `stamps` are the known configs' `stat`s this pass's inputs made.
+    async fn verdicts(&mut self, targets: &[Target], stamps: Stamps) -> Vec<Judged> {
         let known: Vec<PathBuf> = targets
             .iter()
             .filter_map(|t| t.config.known().map(Path::to_owned))
@@ -155,7 +158,7 @@ impl HealthTask {
         let mut tested = known
             .iter()
             .cloned()
-            .zip(self.verdicts.verdicts(tester, &known).await);
+            .zip(self.verdicts.verdicts_stamped(tester, &known, stamps).await);
         targets
             .iter()
             .map(|t| match &t.config {
@@ -231,8 +234,9 @@ impl HealthTask {
     }
 
     /// The facts of the last full read while none of their inputs changed (and the safety net
-    /// is not due), else a full read ([`crate::domain::health_trigger`]).
-    async fn gather(&mut self, targets: &[Target]) -> Gathered {
+    /// is not due), else a full read ([`crate::domain::health_trigger`]); with the known
+    /// configs' stamps.
+    async fn gather(&mut self, targets: &[Target]) -> (Arc<Gathered>, Stamps) {
         let interval = self.settings.health.interval;
         if self.trigger.safety_net_due(interval) {
             self.census.forget();
@@ -254,18 +258,26 @@ impl HealthTask {
             let inputs = trigger::read_inputs(&scan, &mut census, &core_binary, &config_dir, units);
             (inputs, census)
         };
-        let (inputs, census) = tokio::task::spawn_blocking(read).await.unwrap_or_default();
+        let ((inputs, stamps), census) = match tokio::task::spawn_blocking(read).await {
+            Ok(read) => read,
+            Err(_) => {
+                let failed = || Err(std::io::Error::other("reading the inputs failed"));
+                let known = targets.iter().filter(|t| t.config.known().is_some());
+                let stamps = known.map(|_| failed()).collect();
+                ((HealthInputs::default(), stamps), ProcCensus::default())
+            }
+        };
         self.census = census;
         match self.trigger.reusable(&inputs, interval) {
             Ok(gathered) => {
                 debug!("health: no input changed, the last full read stands");
-                return gathered;
+                return (gathered, stamps);
             }
             Err(why) => debug!(reason = why.as_str(), "health: full read"),
         }
-        let gathered = self.read_all(targets, inputs.cores.clone()).await;
+        let gathered = Arc::new(self.read_all(targets, inputs.cores.clone()).await);
         self.trigger.remember(inputs, &gathered);
-        gathered
+        (gathered, stamps)
     }
 
     /// Reads the configs, the listening sockets and who holds them, the core processes and

@@ -2,7 +2,9 @@
 //! and keeps the facts of the last full read while they hold. The rule itself is
 //! [`crate::domain::health_trigger`].
 
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::census::ProcCensus;
@@ -18,19 +20,23 @@ pub type UnitInput = (TunnelId, UnitStatus, Option<PathBuf>);
 /// The last full read and the inputs it was made on.
 #[derive(Default)]
 pub struct Trigger {
-    last: Option<(HealthInputs, Instant, Gathered)>,
+    last: Option<(HealthInputs, Instant, Arc<Gathered>)>,
 }
 
 impl Trigger {
     /// The last full read's facts, if none of `now` changed since and the safety net is not
     /// due; else why a full read is due.
-    pub fn reusable(&self, now: &HealthInputs, interval: Duration) -> Result<Gathered, FullRead> {
+    pub fn reusable(
+        &self,
+        now: &HealthInputs,
+        interval: Duration,
+    ) -> Result<Arc<Gathered>, FullRead> {
         let before = self
             .last
             .as_ref()
             .map(|(inputs, at, _)| (inputs, at.elapsed()));
         match (full_read_due(before, now, interval), &self.last) {
-            (None, Some((_, _, gathered))) => Ok(gathered.clone()),
+            (None, Some((_, _, gathered))) => Ok(Arc::clone(gathered)),
             (why, _) => Err(why.unwrap_or(FullRead::First)),
         }
     }
@@ -45,10 +51,14 @@ impl Trigger {
 
     /// Records a full read made on `inputs` (read just before it, so that a change during the
     /// read shows as a change next time).
-    pub fn remember(&mut self, inputs: HealthInputs, gathered: &Gathered) {
-        self.last = Some((inputs, Instant::now(), gathered.clone()));
+    pub fn remember(&mut self, inputs: HealthInputs, gathered: &Arc<Gathered>) {
+        self.last = Some((inputs, Instant::now(), Arc::clone(gathered)));
     }
 }
+
+/// Each known config's `stat`, in target order (the unknown ones left out), for the config
+/// verdicts of the same pass.
+pub type Stamps = Vec<io::Result<Option<FileStamp>>>;
 
 /// Reads the inputs: a `stat` per known config and of the config directory, the listening
 /// sockets and the process census. Blocking.
@@ -58,12 +68,17 @@ pub fn read_inputs(
     core_binary: &Path,
     config_dir: &Path,
     units: Vec<UnitInput>,
-) -> HealthInputs {
+) -> (HealthInputs, Stamps) {
+    let mut stamps = Vec::with_capacity(units.len());
     let units = units
         .into_iter()
         .map(|(id, status, path)| {
-            let stamp = path.and_then(|p| FileStamp::stat(&p).ok().flatten());
-            (id, status, stamp)
+            let stamp = path.map(|p| FileStamp::stat(&p));
+            let input = stamp
+                .as_ref()
+                .and_then(|s| s.as_ref().ok().copied().flatten());
+            stamps.extend(stamp);
+            (id, status, input)
         })
         .collect();
     let config_dir = match FileStamp::stat(config_dir) {
@@ -78,11 +93,12 @@ pub fn read_inputs(
         pairs
     });
     let census = census.read(scan, core_binary);
-    HealthInputs {
+    let inputs = HealthInputs {
         units,
         config_dir,
         listeners,
         cores: census.cores,
         census_epoch: census.epoch,
-    }
+    };
+    (inputs, stamps)
 }
