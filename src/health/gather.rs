@@ -27,13 +27,15 @@ pub struct Gathered {
 /// One unit to read for: its known config path, if any, and its control group.
 pub type UnitPaths = (Option<PathBuf>, String);
 
-/// Reads everything for `units`, in their order.
+/// Reads everything for `units`, in their order. The core processes are read from
+/// `core_pids` (the census's) when known, else from every process.
 pub fn gather_blocking(
     scan: &ProcScan,
     cgroups: &ProcfsReader,
     units: &[UnitPaths],
     config_dir: &Path,
     core_binary: &Path,
+    core_pids: Option<&[u32]>,
 ) -> Gathered {
     let configs: Vec<Option<Result<TunnelConfig, String>>> = units
         .iter()
@@ -76,7 +78,14 @@ pub fn gather_blocking(
         configs,
         ports,
         listeners_ok,
-        cores: scan.cores(std::process::id(), core_binary),
+        cores: match core_pids {
+            Some(pids) => {
+                let parent = std::process::id();
+                let core = |pid: &u32| scan.core(*pid, parent, core_binary);
+                pids.iter().filter_map(core).collect()
+            }
+            None => scan.cores(std::process::id(), core_binary),
+        },
         config_files: list_configs(config_dir),
     }
 }

@@ -22,23 +22,39 @@
 //! cleanup acts on none. [`cleanup`] plans and carries out their removal, re-checking each one
 //! first against fresh facts.
 //!
-//! Each pass is driven by change: it reads procfs (every unit's sockets, every process for stray
-//! cores) and the configs again only when a cheap input differs from the last full read (a unit's
-//! state, main PID or restarts, a config's inode, mtime or size, the config directory, the
-//! listening sockets, the last PID allocated) or at least every
-//! [`SAFETY_NET_PASSES`](crate::domain::health_trigger::SAFETY_NET_PASSES) intervals; otherwise
-//! it re-judges the last full read's facts ([`crate::domain::health_trigger`]). API probes and
-//! the config verdicts (cached by file stamp) run every pass.
+//! Each pass is driven by change: it reads procfs (every unit's sockets, the core processes) and
+//! the configs again only when a cheap input differs from the last full read (a unit's state,
+//! main PID or restarts, a config's inode, mtime or size, the config directory, the listening
+//! sockets, the set of core processes) or at least every
+//! [`SAFETY_NET_PASSES`](crate::domain::health_trigger::SAFETY_NET_PASSES) intervals (10 minutes
+//! at the default 15 s); otherwise it re-judges the last full read's facts
+//! ([`crate::domain::health_trigger`]). The inputs cost a `stat` per known config, one netlink
+//! `sock_diag` dump of the LISTEN sockets ([`netdiag`]; `/proc/net/tcp` for a proc root that is
+//! not the warden's own namespace, or when netlink is refused), and one listing of the proc
+//! root's PIDs whose new entries alone are read for their comm ([`census`]): no per-unit
+//! procfs read. API probes and the config verdicts (cached by the inputs' file stamps) run
+//! every pass.
+//!
+//! The trade-off of the safety net: what none of the inputs shows is seen only by the next
+//! full read, up to 10 minutes late at the default interval. That is a running process that
+//! takes over a socket without a new listen (an fd passed over a UNIX socket), a process that
+//! execs a core more than one interval after it started (it was read once more on the pass
+//! after its first, then trusted), and more than a whole PID range of processes started
+//! between two passes (the census starts over whenever the last PID goes down). Everything a
+//! health check is for (a port conflict, an invalid or edited config, a crashed or restarted
+//! unit, a stray core started by hand) changes an input and is seen within one interval.
 //!
 //! The rules are pure functions ([`crash`], [`ports`], [`checks`], and the orphan, plan and
 //! guard rules in [`crate::domain::orphans`] and [`crate::domain::cleanup`]); the I/O is in
 //! [`scan`] (procfs), [`verdicts`] (the core's config test), [`inventory`] and the pass itself.
 
+mod census;
 pub mod checks;
 pub mod cleanup;
 pub mod crash;
 mod gather;
 pub mod inventory;
+pub mod netdiag;
 pub mod ports;
 mod probe;
 pub mod scan;
@@ -170,3 +186,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "measure_tests.rs"]
+mod measure;

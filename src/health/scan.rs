@@ -2,16 +2,20 @@
 //! which socket, and the core processes (whether one is a stray is the domain's rule).
 //!
 //! Every path is below a configurable proc root (`sampler.proc_root`), so tests point it at
-//! fixture trees. Processes come and go while we read: one that vanishes is skipped, never an
+//! fixture trees; the listening sockets come from netlink when that root shows the warden's own
+//! network namespace ([`netdiag`]). Processes come and go while we read: one that vanishes is skipped, never an
 //! error. Parsing is split from reading and tested on its own.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use procfs::process::Process;
+use tracing::warn;
 
+use super::netdiag::{self, ListenerSource};
 use super::ports::{Listener, Owner};
 use crate::domain::ProcessKey;
 use crate::domain::orphans::{self, CoreProcess};
@@ -19,22 +23,63 @@ use crate::domain::orphans::{self, CoreProcess};
 /// `st` of a listening socket in /proc/net/tcp and tcp6.
 const TCP_LISTEN: &str = "0A";
 
+/// Set once netlink failed and the files were read instead, to warn once per process.
+static NETLINK_FAILED: AtomicBool = AtomicBool::new(false);
+
 /// Reads one proc root.
 #[derive(Debug, Clone)]
 pub struct ProcScan {
     root: PathBuf,
+    source: ListenerSource,
 }
 
 impl ProcScan {
+    /// Reads `proc_root`, choosing where the listening sockets come from
+    /// ([`ListenerSource::for_proc_root`]).
     pub fn new(proc_root: impl Into<PathBuf>) -> Self {
+        let root = proc_root.into();
         Self {
-            root: proc_root.into(),
+            source: ListenerSource::for_proc_root(&root),
+            root,
         }
     }
 
-    /// Every listening TCP socket of the reader's network namespace, IPv4 and IPv6. A missing
-    /// `tcp6` (IPv6 disabled) is no error.
+    /// Reads `proc_root`, the listening sockets from its files whatever it shows.
+    pub fn files_only(proc_root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: proc_root.into(),
+            source: ListenerSource::Files,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn listener_source(&self) -> ListenerSource {
+        self.source
+    }
+
+    /// Every listening TCP socket of the proc root's network namespace, IPv4 and IPv6: by
+    /// netlink when the source is [`ListenerSource::Netlink`] (the files when it fails, with
+    /// one warning per process), else from `net/tcp` and `net/tcp6`.
     pub fn listeners(&self) -> io::Result<Vec<Listener>> {
+        if self.source == ListenerSource::Netlink {
+            match netdiag::listeners() {
+                Ok(found) => return Ok(found),
+                Err(e) => {
+                    if !NETLINK_FAILED.swap(true, Ordering::Relaxed) {
+                        warn!(error = %e, "sock_diag netlink unusable: reading /proc/net/tcp instead (slower)");
+                    }
+                }
+            }
+        }
+        self.listener_files()
+    }
+
+    /// The LISTEN sockets of `net/tcp` and `net/tcp6`. A missing `tcp6` (IPv6 disabled) is no
+    /// error.
+    fn listener_files(&self) -> io::Result<Vec<Listener>> {
         let mut all = parse_net_tcp(&fs::read_to_string(self.root.join("net/tcp"))?);
         match fs::read_to_string(self.root.join("net/tcp6")) {
             Ok(text) => all.extend(parse_net_tcp(&text)),
@@ -80,6 +125,19 @@ impl ProcScan {
             .into_iter()
             .filter_map(|pid| self.core(pid, parent, core_binary))
             .collect()
+    }
+
+    /// Whether `pid` runs a core (comm `xray`/`v2ray`, or exe `core_binary`); `false` once it is
+    /// gone. Two reads: comm and the exe link.
+    pub fn is_core_process(&self, pid: u32, core_binary: &Path) -> bool {
+        let Some(comm) = self.comm(pid) else {
+            return false;
+        };
+        if orphans::is_core(&comm, None, core_binary) {
+            return true;
+        }
+        let exe = fs::read_link(self.root.join(pid.to_string()).join("exe")).ok();
+        orphans::is_core(&comm, exe.as_deref(), core_binary)
     }
 
     /// `pid` as a [`CoreProcess`], or `None` if it is gone (or a zombie), no core, or a child

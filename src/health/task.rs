@@ -4,18 +4,21 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use tracing::{debug, info, warn};
 
+use super::census::ProcCensus;
 use super::checks::{self, ApiVerdict, ConfigVerdict};
 use super::crash::RestartHistory;
 use super::gather::{Gathered, UnitPaths, gather_blocking};
 use super::probe;
 use super::scan::ProcScan;
-use super::trigger::{self, Trigger, UnitInput};
+use super::trigger::{self, Stamps, Trigger, UnitInput};
 use super::verdicts::VerdictCache;
 use super::{Ledger, Settings, inventory};
+use crate::domain::health_trigger::HealthInputs;
 use crate::domain::orphans::{self, Facts, UnitFacts};
 use crate::domain::{
     Check, ConfigRef, GuardTrip, Orphan, TunnelId, UnitStatus, UnknownConfig, UnknownReason,
@@ -36,6 +39,8 @@ pub struct HealthTask {
     /// The last full read of procfs and the config files, reused while nothing it depends on
     /// changed.
     trigger: Trigger,
+    /// Which processes are cores, kept up to date by reading only new PIDs.
+    census: ProcCensus,
     /// The checks last published, to log changes rather than every pass.
     shown: HashMap<TunnelId, Vec<Check>>,
     /// The inventory's last read error, to log it once.
@@ -79,6 +84,7 @@ impl HealthTask {
             histories: HashMap::new(),
             verdicts: VerdictCache::default(),
             trigger: Trigger::default(),
+            census: ProcCensus::default(),
             shown: HashMap::new(),
             inventory_error: None,
             guard_tripped: false,
@@ -90,8 +96,8 @@ impl HealthTask {
     pub async fn pass(&mut self) -> Option<PassReport> {
         let started = Instant::now();
         let targets = self.targets()?;
-        let verdicts = self.verdicts(&targets).await;
-        let gathered = self.gather(&targets).await;
+        let (gathered, stamps) = self.gather(&targets).await;
+        let verdicts = self.verdicts(&targets, stamps).await;
         let apis = self.probe(&targets, &gathered.configs).await;
         let inventory = self.inventory().await;
         let mut report = PassReport {
@@ -124,9 +130,9 @@ impl HealthTask {
         let facts = Facts {
             now: SystemTime::now(),
             units: unit_facts(&targets, &verdicts),
-            config_files: gathered.config_files.unwrap_or_default(),
+            config_files: gathered.config_files.clone().unwrap_or_default(),
             inventory: inventory.unwrap_or(None),
-            cores: gathered.cores,
+            cores: gathered.cores.clone(),
             config_dir: self.settings.config_dir.clone(),
             failed_threshold: self.settings.health.failed_threshold,
         };
@@ -141,8 +147,9 @@ impl HealthTask {
         Some(report)
     }
 
-    /// The core's verdict on each known config, or why the config is unknown, in target order.
-    async fn verdicts(&mut self, targets: &[Target]) -> Vec<Judged> {
+    /// The core's verdict on each known config, or why the config is unknown, in target order;
+    /// `stamps` are the known configs' `stat`s this pass's inputs made.
+    async fn verdicts(&mut self, targets: &[Target], stamps: Stamps) -> Vec<Judged> {
         let known: Vec<PathBuf> = targets
             .iter()
             .filter_map(|t| t.config.known().map(Path::to_owned))
@@ -151,7 +158,7 @@ impl HealthTask {
         let mut tested = known
             .iter()
             .cloned()
-            .zip(self.verdicts.verdicts(tester, &known).await);
+            .zip(self.verdicts.verdicts_stamped(tester, &known, stamps).await);
         targets
             .iter()
             .map(|t| match &t.config {
@@ -227,13 +234,19 @@ impl HealthTask {
     }
 
     /// The facts of the last full read while none of their inputs changed (and the safety net
-    /// is not due), else a full read ([`crate::domain::health_trigger`]).
-    async fn gather(&mut self, targets: &[Target]) -> Gathered {
+    /// is not due), else a full read ([`crate::domain::health_trigger`]); with the known
+    /// configs' stamps.
+    async fn gather(&mut self, targets: &[Target]) -> (Arc<Gathered>, Stamps) {
+        let interval = self.settings.health.interval;
+        if self.trigger.safety_net_due(interval) {
+            self.census.forget();
+        }
         let scan = self.scan.clone();
-        let (proc_root, config_dir) = (
-            self.settings.proc_root.clone(),
+        let (core_binary, config_dir) = (
+            self.settings.core_binary.clone(),
             self.settings.config_dir.clone(),
         );
+        let mut census = std::mem::take(&mut self.census);
         let units: Vec<UnitInput> = targets
             .iter()
             .map(|t| {
@@ -241,26 +254,36 @@ impl HealthTask {
                 (t.id.clone(), t.status.clone(), path)
             })
             .collect();
-        let read = move || trigger::read_inputs(&scan, &proc_root, &config_dir, units);
-        let inputs = tokio::task::spawn_blocking(read).await.unwrap_or_default();
-        match self
-            .trigger
-            .reusable(&inputs, self.settings.health.interval)
-        {
+        let read = move || {
+            let inputs = trigger::read_inputs(&scan, &mut census, &core_binary, &config_dir, units);
+            (inputs, census)
+        };
+        let ((inputs, stamps), census) = match tokio::task::spawn_blocking(read).await {
+            Ok(read) => read,
+            Err(_) => {
+                let failed = || Err(std::io::Error::other("reading the inputs failed"));
+                let known = targets.iter().filter(|t| t.config.known().is_some());
+                let stamps = known.map(|_| failed()).collect();
+                ((HealthInputs::default(), stamps), ProcCensus::default())
+            }
+        };
+        self.census = census;
+        match self.trigger.reusable(&inputs, interval) {
             Ok(gathered) => {
                 debug!("health: no input changed, the last full read stands");
-                return gathered;
+                return (gathered, stamps);
             }
             Err(why) => debug!(reason = why.as_str(), "health: full read"),
         }
-        let gathered = self.read_all(targets).await;
+        let gathered = Arc::new(self.read_all(targets, inputs.cores.clone()).await);
         self.trigger.remember(inputs, &gathered);
-        gathered
+        (gathered, stamps)
     }
 
     /// Reads the configs, the listening sockets and who holds them, the core processes and
-    /// the config directory, on the blocking pool.
-    async fn read_all(&self, targets: &[Target]) -> Gathered {
+    /// the config directory, on the blocking pool. `cores` are the census's core PIDs (`None`:
+    /// every process is read for cores).
+    async fn read_all(&self, targets: &[Target], cores: Option<Vec<u32>>) -> Gathered {
         let (scan, cgroups) = (self.scan.clone(), self.cgroups.clone());
         let config_dir = self.settings.config_dir.clone();
         let core_binary = self.settings.core_binary.clone();
@@ -271,7 +294,17 @@ impl HealthTask {
                 (path, t.status.control_group.clone())
             })
             .collect();
-        let work = move || gather_blocking(&scan, &cgroups, &units, &config_dir, &core_binary);
+        let work = move || {
+            let core_pids = cores.as_deref();
+            gather_blocking(
+                &scan,
+                &cgroups,
+                &units,
+                &config_dir,
+                &core_binary,
+                core_pids,
+            )
+        };
         tokio::task::spawn_blocking(work)
             .await
             .unwrap_or_else(|_| Gathered {

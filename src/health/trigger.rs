@@ -2,13 +2,16 @@
 //! and keeps the facts of the last full read while they hold. The rule itself is
 //! [`crate::domain::health_trigger`].
 
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::census::ProcCensus;
 use super::gather::Gathered;
 use super::scan::ProcScan;
 use super::verdicts::FileStamp;
-use crate::domain::health_trigger::{FullRead, HealthInputs, full_read_due};
+use crate::domain::health_trigger::{FullRead, HealthInputs, full_read_due, safety_net_due};
 use crate::domain::{TunnelId, UnitStatus};
 
 /// One target's part of the inputs: its id, status and known config path.
@@ -17,43 +20,65 @@ pub type UnitInput = (TunnelId, UnitStatus, Option<PathBuf>);
 /// The last full read and the inputs it was made on.
 #[derive(Default)]
 pub struct Trigger {
-    last: Option<(HealthInputs, Instant, Gathered)>,
+    last: Option<(HealthInputs, Instant, Arc<Gathered>)>,
 }
 
 impl Trigger {
     /// The last full read's facts, if none of `now` changed since and the safety net is not
     /// due; else why a full read is due.
-    pub fn reusable(&self, now: &HealthInputs, interval: Duration) -> Result<Gathered, FullRead> {
+    pub fn reusable(
+        &self,
+        now: &HealthInputs,
+        interval: Duration,
+    ) -> Result<Arc<Gathered>, FullRead> {
         let before = self
             .last
             .as_ref()
             .map(|(inputs, at, _)| (inputs, at.elapsed()));
         match (full_read_due(before, now, interval), &self.last) {
-            (None, Some((_, _, gathered))) => Ok(gathered.clone()),
+            (None, Some((_, _, gathered))) => Ok(Arc::clone(gathered)),
             (why, _) => Err(why.unwrap_or(FullRead::First)),
         }
     }
 
+    /// Whether the safety net is due this pass (so the census must read every process again
+    /// first, to see a process that exec'd a core after it was settled).
+    pub fn safety_net_due(&self, interval: Duration) -> bool {
+        self.last
+            .as_ref()
+            .is_some_and(|(_, at, _)| safety_net_due(at.elapsed(), interval))
+    }
+
     /// Records a full read made on `inputs` (read just before it, so that a change during the
     /// read shows as a change next time).
-    pub fn remember(&mut self, inputs: HealthInputs, gathered: &Gathered) {
-        self.last = Some((inputs, Instant::now(), gathered.clone()));
+    pub fn remember(&mut self, inputs: HealthInputs, gathered: &Arc<Gathered>) {
+        self.last = Some((inputs, Instant::now(), Arc::clone(gathered)));
     }
 }
 
+/// Each known config's `stat`, in target order (the unknown ones left out), for the config
+/// verdicts of the same pass.
+pub type Stamps = Vec<io::Result<Option<FileStamp>>>;
+
 /// Reads the inputs: a `stat` per known config and of the config directory, the listening
-/// socket tables and `/proc/loadavg`. Blocking.
+/// sockets and the process census. Blocking.
 pub fn read_inputs(
     scan: &ProcScan,
-    proc_root: &Path,
+    census: &mut ProcCensus,
+    core_binary: &Path,
     config_dir: &Path,
     units: Vec<UnitInput>,
-) -> HealthInputs {
+) -> (HealthInputs, Stamps) {
+    let mut stamps = Vec::with_capacity(units.len());
     let units = units
         .into_iter()
         .map(|(id, status, path)| {
-            let stamp = path.and_then(|p| FileStamp::stat(&p).ok().flatten());
-            (id, status, stamp)
+            let stamp = path.map(|p| FileStamp::stat(&p));
+            let input = stamp
+                .as_ref()
+                .and_then(|s| s.as_ref().ok().copied().flatten());
+            stamps.extend(stamp);
+            (id, status, input)
         })
         .collect();
     let config_dir = match FileStamp::stat(config_dir) {
@@ -67,27 +92,13 @@ pub fn read_inputs(
         pairs.sort_unstable();
         pairs
     });
-    let loadavg = std::fs::read_to_string(proc_root.join("loadavg")).ok();
-    HealthInputs {
+    let census = census.read(scan, core_binary);
+    let inputs = HealthInputs {
         units,
         config_dir,
         listeners,
-        last_pid: loadavg.as_deref().and_then(last_pid),
-    }
-}
-
-/// The last PID allocated, the fifth field of `/proc/loadavg` (`0.00 0.01 0.05 1/123 4567`).
-fn last_pid(loadavg: &str) -> Option<u32> {
-    loadavg.split_whitespace().nth(4)?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_last_pid() {
-        assert_eq!(last_pid("0.11 0.20 0.30 2/345 6789\n"), Some(6789));
-        assert_eq!(last_pid("0.11 0.20"), None);
-    }
+        cores: census.cores,
+        census_epoch: census.epoch,
+    };
+    (inputs, stamps)
 }

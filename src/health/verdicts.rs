@@ -7,7 +7,7 @@
 //! (path, mtime, size, inode): editing the file in place, replacing it by rename, or truncating
 //! it all change one of them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -135,7 +135,8 @@ impl VerdictCache {
 
     /// Forgets every path not in `paths` (tunnels that are gone or changed their config).
     pub fn retain(&mut self, paths: &[&Path]) {
-        self.verdicts.retain(|p, _| paths.contains(&p.as_path()));
+        let keep: HashSet<&Path> = paths.iter().copied().collect();
+        self.verdicts.retain(|p, _| keep.contains(p.as_path()));
     }
 
     /// The verdict on `path`: from the cache while the file is unchanged, else from running
@@ -152,10 +153,26 @@ impl VerdictCache {
         tester: &ConfigTester,
         paths: &[PathBuf],
     ) -> Vec<ConfigVerdict> {
+        let mut stamps = Vec::with_capacity(paths.len());
+        for path in paths {
+            stamps.push(FileStamp::read(path).await);
+        }
+        self.verdicts_stamped(tester, paths, stamps).await
+    }
+
+    /// [`VerdictCache::verdicts`] with each path's `stat` already made (`stamps[i]` is
+    /// `paths[i]`'s): the health pass stats every config for its inputs once per pass.
+    pub async fn verdicts_stamped(
+        &mut self,
+        tester: &ConfigTester,
+        paths: &[PathBuf],
+        stamps: Vec<io::Result<Option<FileStamp>>>,
+    ) -> Vec<ConfigVerdict> {
+        assert_eq!(paths.len(), stamps.len(), "one stamp per path");
         let mut out = Vec::with_capacity(paths.len());
         let mut pending = Vec::new();
-        for (i, path) in paths.iter().enumerate() {
-            let verdict = match FileStamp::read(path).await {
+        for (i, (path, stamp)) in paths.iter().zip(stamps).enumerate() {
+            let verdict = match stamp {
                 Ok(Some(stamp)) => match self.get(path, stamp) {
                     Some(verdict) => verdict.clone(),
                     None => {
