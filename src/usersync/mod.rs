@@ -13,6 +13,8 @@
 mod apply;
 pub mod clock;
 pub mod engine;
+#[cfg(test)]
+mod idle_bench;
 pub mod metrics;
 mod online;
 pub mod plan;
@@ -75,35 +77,7 @@ pub async fn run(
     }
     let configured = if users.source.is_some() { 1.0 } else { 0.0 };
     metrics.source_configured.set(configured);
-    let settings = Settings {
-        max_remove_fraction: users.max_remove_fraction,
-        concurrency: users.concurrency,
-        call_timeout: users.call_timeout,
-        flavours: tunnels.clone(),
-        state_dir: users.state_dir.clone(),
-    };
-    let mut sync = Loop {
-        source: (users.source.clone())
-            .map(|kind| Source::new(kind, users.token_file.clone(), users.timeout)),
-        per_user_traffic: users.per_user_traffic,
-        per_user_online_ips: users.per_user_online_ips,
-        max_user_series: users.max_user_series,
-        engine: Engine::new(
-            settings,
-            metrics.clone(),
-            Arc::new(SystemdClock {
-                client: systemd,
-                state: state.clone(),
-            }),
-        ),
-        metrics,
-        state,
-        config_dir: tunnels.config_dir,
-        state_dir: users.state_dir,
-        desired: None,
-        synced_starts: HashMap::new(),
-        lock,
-    };
+    let mut sync = Loop::new(&users, tunnels, state, metrics, lock, systemd);
     sync.desired = load_last_good(&sync.state_dir).await;
     let mut rounds = tokio::time::interval(users.interval);
     rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -147,6 +121,45 @@ struct Loop {
 }
 
 impl Loop {
+    fn new(
+        users: &UsersConfig,
+        tunnels: TunnelsConfig,
+        state: SharedState,
+        metrics: SyncMetrics,
+        lock: crate::state::OpLock,
+        systemd: watch::Receiver<Option<Client>>,
+    ) -> Loop {
+        let settings = Settings {
+            max_remove_fraction: users.max_remove_fraction,
+            concurrency: users.concurrency,
+            call_timeout: users.call_timeout,
+            flavours: tunnels.clone(),
+            state_dir: users.state_dir.clone(),
+        };
+        Loop {
+            source: (users.source.clone())
+                .map(|kind| Source::new(kind, users.token_file.clone(), users.timeout)),
+            per_user_traffic: users.per_user_traffic,
+            per_user_online_ips: users.per_user_online_ips,
+            max_user_series: users.max_user_series,
+            engine: Engine::new(
+                settings,
+                metrics.clone(),
+                Arc::new(SystemdClock {
+                    client: systemd,
+                    state: state.clone(),
+                }),
+            ),
+            metrics,
+            state,
+            config_dir: tunnels.config_dir,
+            state_dir: users.state_dir.clone(),
+            desired: None,
+            synced_starts: HashMap::new(),
+            lock,
+        }
+    }
+
     /// Syncs every running tunnel (or only `only`), after refreshing the desired set.
     async fn round(&mut self, force: bool, only: Option<&[TunnelId]>) -> SyncSummary {
         if self.source.is_none() {
