@@ -1,6 +1,7 @@
-//! The loop's idle cost over 1,000 tunnels whose cores have no reachable API: CPU per `watch`
-//! and per `traffic` tick, printed. Ignored by default (a measurement, not a check):
-//! `cargo test --lib usersync::idle_bench -- --ignored --nocapture`.
+//! The loop while nothing happens: what its `watch` tick skips, and (ignored by default, a
+//! measurement rather than a check) its cost over 1,000 tunnels whose cores have no reachable
+//! API, CPU per `watch` and per `traffic` tick:
+//! `cargo test --lib usersync::idle_tests -- --ignored --nocapture`.
 
 use std::time::{Duration, Instant};
 
@@ -20,9 +21,13 @@ fn cpu() -> Duration {
 /// `UNITS` running tunnels whose `-config` is in `dir`; with `configs`, each file exists and
 /// names no API (otherwise none exists).
 fn fleet(dir: &Path, configs: bool) -> SharedState {
+    fleet_of(dir, configs, UNITS)
+}
+
+fn fleet_of(dir: &Path, configs: bool, units: usize) -> SharedState {
     let state = SharedState::default();
     state.update(|s| {
-        for n in 0..UNITS {
+        for n in 0..units {
             let id = TunnelId::new(&format!("t{n}")).unwrap();
             let path = dir.join(id.config_file_name());
             if configs {
@@ -45,6 +50,15 @@ fn fleet(dir: &Path, configs: bool) -> SharedState {
 }
 
 fn a_loop(dir: &Path, state: SharedState, source: bool) -> Loop {
+    a_loop_in(dir, state, source, &prometheus::Registry::new())
+}
+
+fn a_loop_in(
+    dir: &Path,
+    state: SharedState,
+    source: bool,
+    registry: &prometheus::Registry,
+) -> Loop {
     let mut users = crate::config::Config::default().users;
     users.state_dir = dir.join("state");
     if source {
@@ -54,7 +68,7 @@ fn a_loop(dir: &Path, state: SharedState, source: bool) -> Loop {
     }
     let mut tunnels = crate::config::Config::default().tunnels;
     tunnels.config_dir = dir.to_owned();
-    let metrics = SyncMetrics::new(&prometheus::Registry::new());
+    let metrics = SyncMetrics::new(registry);
     let (_, systemd) = watch::channel(None);
     Loop::new(&users, tunnels, state, metrics, Default::default(), systemd)
 }
@@ -84,7 +98,7 @@ fn idle_cost_at_1000_tunnels() {
     runtime.block_on(async {
         for configs in [false, true] {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/unit-scratch/usersync-idle-bench")
+                .join("target/unit-scratch/usersync-idle")
                 .join(if configs { "configs" } else { "none" });
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
@@ -106,6 +120,90 @@ fn idle_cost_at_1000_tunnels() {
             on.watch().await; // the first tick reads the source and syncs everything once
             let name = format!("watch,   a source,  {label}");
             measure(&name, 20, async || on.watch().await).await;
+            println!(
+                "configs parsed by the traffic ticks: {}",
+                off.configs.parses()
+            );
         }
     });
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/unit-scratch/usersync-idle")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Tunnel syncs tried so far (the duration histogram's count).
+fn syncs(registry: &prometheus::Registry) -> u64 {
+    (registry.gather().iter())
+        .find(|f| f.name() == "xray_usersync_duration_seconds")
+        .map_or(0, |f| f.get_metric()[0].get_histogram().get_sample_count())
+}
+
+#[test]
+fn without_a_source_the_watch_tick_does_not_even_look_at_the_tunnels() {
+    let dir = scratch("no-source");
+    let state = fleet_of(&dir, false, 3);
+    let mut sync = a_loop(&dir, state.clone(), false);
+    // The snapshot stays write-locked meanwhile: a tick that reads it never ends.
+    let finished = state.update(|_| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tick = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(sync.watch());
+            let _ = tx.send(());
+            sync
+        });
+        let finished = rx.recv_timeout(Duration::from_secs(2)).is_ok();
+        (finished, tick)
+    });
+    let (finished, tick) = finished;
+    let sync = tick.join().unwrap();
+    assert!(finished, "the watch tick read the tunnels without a source");
+    assert!(sync.synced_starts.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_failing_tunnel_is_tried_again_after_a_wait_and_a_restarted_one_at_once() {
+    let dir = scratch("retries");
+    // Three running tunnels whose configs do not exist: every sync fails.
+    let state = fleet_of(&dir, false, 3);
+    let registry = prometheus::Registry::new();
+    let mut sync = a_loop_in(&dir, state.clone(), true, &registry);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        sync.watch().await; // the source is new: a round over every tunnel
+        assert_eq!(syncs(&registry), 3);
+        for _ in 0..3 {
+            sync.watch().await;
+        }
+        assert_eq!(syncs(&registry), 3, "tried again within the first wait");
+
+        // A core restarts: synced on the next tick, alone.
+        state.update(|s| {
+            let first = s.tunnels.values_mut().next().unwrap();
+            first.status.exec_main_start_usec += 1_000_000;
+        });
+        sync.watch().await;
+        assert_eq!(syncs(&registry), 4, "the restarted core");
+
+        // Once the first wait is over, all three are tried again; then the wait is longer.
+        tokio::time::sleep(restarts::FIRST_RETRY + Duration::from_millis(100)).await;
+        sync.watch().await;
+        assert_eq!(syncs(&registry), 7);
+        sync.watch().await;
+        assert_eq!(syncs(&registry), 7);
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
 }
