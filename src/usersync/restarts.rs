@@ -88,7 +88,7 @@ mod tests {
         assert!(!retries.ready(&target(1), t0));
         assert!(retries.ready(&target(2), t0), "another core process");
         assert!(retries.due(t0).is_empty());
-        assert_eq!(retries.due(t0 + FIRST_RETRY), [id.clone()]);
+        assert_eq!(retries.due(t0 + FIRST_RETRY), std::slice::from_ref(&id));
 
         let mut now = t0;
         for _ in 0..10 {
