@@ -92,8 +92,9 @@ impl Engine {
 
     /// Forgets tunnels that no longer exist (and drops their series).
     pub fn retain(&mut self, alive: &[TunnelId]) {
-        self.connections.retain(|id, _| alive.contains(id));
-        self.quiet.retain(|id, _| alive.contains(id));
+        let alive_set: HashSet<&TunnelId> = alive.iter().collect();
+        self.connections.retain(|id, _| alive_set.contains(id));
+        self.quiet.retain(|id, _| alive_set.contains(id));
         self.metrics.retain(alive);
     }
 
@@ -145,7 +146,7 @@ impl Engine {
             let (target, state_dir) = (target.clone(), self.settings.state_dir.clone());
             blocking(move || {
                 // Stamped before it is read: a change after this makes the next round full.
-                let stamp = FileStamp::of(&target.config_path);
+                let stamp = FileStamp::stat(&target.config_path).ok().flatten();
                 let config = tunnelcfg::read(&target.config_path)?;
                 let record = Record::load_or_start(&state_dir, &target, &config)?;
                 Ok((stamp, config, record))
@@ -298,7 +299,9 @@ impl Engine {
             return None;
         }
         let path = target.config_path.clone();
-        let stamp = blocking(move || Ok(FileStamp::of(&path))).await.ok()??;
+        let stamp = blocking(move || Ok(FileStamp::stat(&path).ok().flatten()))
+            .await
+            .ok()??;
         if stamp != quiet.config {
             return None;
         }

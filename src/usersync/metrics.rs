@@ -225,7 +225,8 @@ impl SyncMetrics {
 
     /// Drops every series of tunnels not in `alive`.
     pub fn retain(&self, alive: &[TunnelId]) {
-        let is_alive = |t: &str| alive.iter().any(|id| id.as_str() == t);
+        let alive: std::collections::HashSet<&str> = alive.iter().map(TunnelId::as_str).collect();
+        let is_alive = |t: &str| alive.contains(t);
         let mut inbounds = self.inbounds.lock().unwrap_or_else(|p| p.into_inner());
         inbounds.retain(|(t, i)| {
             let keep = is_alive(t);

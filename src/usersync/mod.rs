@@ -12,12 +12,16 @@
 
 mod apply;
 pub mod clock;
+mod configs;
 pub mod engine;
+#[cfg(test)]
+mod idle_tests;
 pub mod metrics;
 mod online;
 pub mod plan;
 mod quiet;
 mod record;
+mod restarts;
 pub mod source;
 mod target;
 mod traffic;
@@ -25,7 +29,7 @@ mod traffic;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
@@ -35,14 +39,17 @@ use tracing::{info, warn};
 use crate::config::{TunnelsConfig, UsersConfig};
 /// What a round did, per tunnel: the API's answer to `POST /api/v1/sync`.
 pub use crate::contract::{SyncSummary, TunnelSyncSummary};
-use crate::domain::{ConfigRef, TunnelId, UnknownReason, loggable};
+use crate::domain::{TunnelId, UnknownReason, loggable};
 use crate::state::SharedState;
 use crate::systemd::Client;
 use crate::users::{self, Document, MAX_USERS_BYTES};
 use clock::SystemdClock;
+use configs::ConfigCache;
 use engine::{Engine, Settings, Target};
 use metrics::SyncMetrics;
+use restarts::Retries;
 use source::{Fetched, Source};
+use target::{Targets, merged_configs};
 
 /// How often the loop looks for restarted cores and changed source files.
 const WATCH: Duration = Duration::from_secs(1);
@@ -75,38 +82,12 @@ pub async fn run(
     }
     let configured = if users.source.is_some() { 1.0 } else { 0.0 };
     metrics.source_configured.set(configured);
-    let settings = Settings {
-        max_remove_fraction: users.max_remove_fraction,
-        concurrency: users.concurrency,
-        call_timeout: users.call_timeout,
-        flavours: tunnels.clone(),
-        state_dir: users.state_dir.clone(),
-    };
-    let mut sync = Loop {
-        source: (users.source.clone())
-            .map(|kind| Source::new(kind, users.token_file.clone(), users.timeout)),
-        per_user_traffic: users.per_user_traffic,
-        per_user_online_ips: users.per_user_online_ips,
-        max_user_series: users.max_user_series,
-        engine: Engine::new(
-            settings,
-            metrics.clone(),
-            Arc::new(SystemdClock {
-                client: systemd,
-                state: state.clone(),
-            }),
-        ),
-        metrics,
-        state,
-        config_dir: tunnels.config_dir,
-        state_dir: users.state_dir,
-        desired: None,
-        synced_starts: HashMap::new(),
-        lock,
-    };
+    let mut sync = Loop::new(&users, tunnels, state, metrics, lock, systemd);
     sync.desired = load_last_good(&sync.state_dir).await;
     let mut rounds = tokio::time::interval(users.interval);
     rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Without a source nothing can be synced: the tick would only cost a wake-up a second.
+    let watching = sync.source.is_some();
     let mut watch = tokio::time::interval(WATCH);
     watch.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut traffic = tokio::time::interval(users.traffic_interval);
@@ -121,7 +102,7 @@ pub async fn run(
                     let _ = reply.send(summary);
                 }
             }
-            _ = watch.tick() => sync.watch().await,
+            _ = watch.tick(), if watching => sync.watch().await,
             _ = traffic.tick() => sync.traffic().await,
         }
     }
@@ -141,12 +122,66 @@ struct Loop {
     desired: Option<Arc<Document>>,
     /// The core start time each tunnel was last synced at.
     synced_starts: HashMap<TunnelId, u64>,
+    /// The running tunnels, built again only when one started, stopped, came or went.
+    targets: Targets,
+    /// The generation of `targets` the watch tick looked at last.
+    watched: u64,
+    /// Tunnels whose last sync failed, and when the watch tick tries each again.
+    retries: Retries,
+    /// What the traffic tick reads from each running tunnel's config.
+    configs: ConfigCache,
+    /// Tunnels the traffic tick gave counters to.
+    counted: std::collections::HashSet<TunnelId>,
     /// The operations service's lock, held for each round: a round never interleaves with a
     /// create, delete or cleanup writing the same config files.
     lock: crate::state::OpLock,
 }
 
 impl Loop {
+    fn new(
+        users: &UsersConfig,
+        tunnels: TunnelsConfig,
+        state: SharedState,
+        metrics: SyncMetrics,
+        lock: crate::state::OpLock,
+        systemd: watch::Receiver<Option<Client>>,
+    ) -> Loop {
+        let settings = Settings {
+            max_remove_fraction: users.max_remove_fraction,
+            concurrency: users.concurrency,
+            call_timeout: users.call_timeout,
+            flavours: tunnels.clone(),
+            state_dir: users.state_dir.clone(),
+        };
+        Loop {
+            source: (users.source.clone())
+                .map(|kind| Source::new(kind, users.token_file.clone(), users.timeout)),
+            per_user_traffic: users.per_user_traffic,
+            per_user_online_ips: users.per_user_online_ips,
+            max_user_series: users.max_user_series,
+            engine: Engine::new(
+                settings,
+                metrics.clone(),
+                Arc::new(SystemdClock {
+                    client: systemd,
+                    state: state.clone(),
+                }),
+            ),
+            metrics,
+            state,
+            config_dir: tunnels.config_dir,
+            state_dir: users.state_dir.clone(),
+            desired: None,
+            synced_starts: HashMap::new(),
+            targets: Targets::default(),
+            watched: 0,
+            retries: Retries::default(),
+            configs: ConfigCache::new(users.per_user_traffic),
+            counted: Default::default(),
+            lock,
+        }
+    }
+
     /// Syncs every running tunnel (or only `only`), after refreshing the desired set.
     async fn round(&mut self, force: bool, only: Option<&[TunnelId]>) -> SyncSummary {
         if self.source.is_none() {
@@ -175,39 +210,61 @@ impl Loop {
             warn!(tunnel = %id, %error, "user sync skipped");
             summary.tunnels.push(tunnel_summary(&id, Err(error)));
         }
-        for target in targets {
+        for target in targets.iter() {
             if only.is_some_and(|only| !only.contains(&target.id)) {
                 continue;
             }
-            let result = self.engine.sync(&target, &desired, source_up, force).await;
-            if result.is_ok() {
-                self.synced_starts
-                    .insert(target.id.clone(), target.core_start_usec);
+            let result = self.engine.sync(target, &desired, source_up, force).await;
+            match result {
+                Ok(_) => {
+                    self.synced_starts
+                        .insert(target.id.clone(), target.core_start_usec);
+                    self.retries.succeeded(&target.id);
+                }
+                Err(_) => (self.retries).failed(&target.id, target.core_start_usec, Instant::now()),
             }
             summary.tunnels.push(tunnel_summary(&target.id, result));
         }
         summary
     }
 
-    /// Syncs tunnels whose core started since their last sync, and everything when a file
-    /// source changed.
+    /// Syncs tunnels whose core started since their last sync, tunnels whose last sync failed
+    /// once their wait is over ([`restarts::Retries`]), and everything when a file source
+    /// changed. Without a source it does nothing; while no status changed and no retry is due
+    /// it compares the statuses in place and builds nothing.
     async fn watch(&mut self) {
-        if let Some(source) = &self.source
-            && source.file_changed().await
-        {
+        let Some(source) = &self.source else {
+            return;
+        };
+        if source.file_changed().await {
             info!(source = %source.describe(), "users source changed");
             self.round(false, None).await;
             return;
         }
-        let (targets, _) = self.targets();
-        let restarted: Vec<TunnelId> = targets
-            .iter()
-            .filter(|t| self.synced_starts.get(&t.id) != Some(&t.core_start_usec))
-            .map(|t| t.id.clone())
-            .collect();
-        if !restarted.is_empty() && self.desired.is_some() {
-            info!(tunnels = ?restarted, "core (re)started: syncing its users");
-            self.round(false, Some(&restarted)).await;
+        if self.desired.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let generation = self.targets.refresh(&self.state, &self.config_dir);
+        if generation != self.watched {
+            self.watched = generation;
+            let (targets, _) = self.targets();
+            self.retries.retain(&targets);
+            let restarted: Vec<TunnelId> = (targets.iter())
+                .filter(|t| self.synced_starts.get(&t.id) != Some(&t.core_start_usec))
+                .filter(|t| self.retries.ready(t, now))
+                .map(|t| t.id.clone())
+                .collect();
+            if !restarted.is_empty() {
+                info!(tunnels = ?restarted, "core (re)started: syncing its users");
+                self.round(false, Some(&restarted)).await;
+            }
+        } else {
+            let due = self.retries.due(now);
+            if !due.is_empty() {
+                tracing::debug!(tunnels = ?due, "trying again tunnels whose last sync failed");
+                self.round(false, Some(&due)).await;
+            }
         }
     }
 
@@ -249,18 +306,24 @@ impl Loop {
         }
     }
 
-    /// Reads every running core's traffic counters into the snapshot.
+    /// Reads every running core's traffic counters into the snapshot. The configs are stat'ed
+    /// in one go and read only when changed ([`configs`]); a tunnel without an API costs no more.
     async fn traffic(&mut self) {
         let (targets, _) = self.targets();
+        self.configs.refresh(Arc::clone(&targets)).await;
         let options = traffic::TrafficOptions {
             per_user: self.per_user_traffic,
             per_user_online: self.per_user_online_ips,
             cap: self.max_user_series,
         };
-        for target in targets {
+        let mut read = HashMap::new();
+        for target in targets.iter() {
+            let Some(facts) = self.configs.with_api(&target.id).cloned() else {
+                continue;
+            };
             let traffic = self
                 .engine
-                .traffic(&target, options)
+                .traffic(target, &facts, options)
                 .await
                 .map_err(
                     |err| tracing::debug!(tunnel = %target.id, error = %err, "no traffic counters"),
@@ -276,12 +339,39 @@ impl Loop {
             {
                 warn!(tunnel = %target.id, dropped = online.users_dropped, "per-user online series capped by users.max_user_series");
             }
-            self.state.update(|s| {
-                if let Some(tunnel) = s.tunnels.get_mut(&target.id) {
+            read.insert(&target.id, traffic);
+        }
+        // One write for the tick, touching only the tunnels read now or holding counters from
+        // before: a running tunnel without an API (any more) has none.
+        let stale: Vec<TunnelId> = (self.counted.iter())
+            .filter(|id| self.configs.knows(id) && !read.contains_key(id))
+            .cloned()
+            .collect();
+        if read.is_empty() && stale.is_empty() {
+            return;
+        }
+        for id in &stale {
+            self.counted.remove(id);
+        }
+        for (id, traffic) in &read {
+            if traffic.is_some() {
+                self.counted.insert((*id).clone());
+            } else {
+                self.counted.remove(*id);
+            }
+        }
+        self.state.update(|s| {
+            for (id, traffic) in read {
+                if let Some(tunnel) = s.tunnels.get_mut(id) {
                     tunnel.traffic = traffic;
                 }
-            });
-        }
+            }
+            for id in &stale {
+                if let Some(tunnel) = s.tunnels.get_mut(id) {
+                    tunnel.traffic = None;
+                }
+            }
+        });
     }
 
     /// Running tunnels whose core merges several config files (`-confdir`, more than one
@@ -299,26 +389,14 @@ impl Loop {
             .collect()
     }
 
-    /// Running tunnels to sync, and every tunnel id that exists.
-    fn targets(&self) -> (Vec<Target>, Vec<TunnelId>) {
-        let snapshot = self.state.read();
-        let alive = snapshot.tunnels.keys().cloned().collect();
-        let targets = snapshot
-            .tunnels
-            .iter()
-            .filter(|(_, t)| t.status.active_state().is_up() && t.status.exec_main_start_usec != 0)
-            .filter(|(_, t)| merged_configs(&t.status, &self.config_dir).is_none())
-            .map(|(id, t)| Target {
-                id: id.clone(),
-                config_path: t
-                    .status
-                    .config_arg()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| self.config_dir.join(id.config_file_name())),
-                core_start_usec: t.status.exec_main_start_usec,
-            })
-            .collect();
-        (targets, alive)
+    /// Running tunnels to sync, and every tunnel id that exists (built again only after a
+    /// change, [`target::Targets`]).
+    fn targets(&mut self) -> (Arc<[Target]>, Arc<[TunnelId]>) {
+        self.targets.refresh(&self.state, &self.config_dir);
+        (
+            Arc::clone(&self.targets.running),
+            Arc::clone(&self.targets.alive),
+        )
     }
 }
 
@@ -363,16 +441,6 @@ async fn save_last_good(state_dir: &Path, bytes: Vec<u8>) {
     .unwrap_or_else(|err| Err(std::io::Error::other(err.to_string())));
     if let Err(err) = saved {
         warn!(path = %path.display(), error = %err, "cannot keep the last good users document");
-    }
-}
-
-/// Why the unit's core runs more than one config file, if it does.
-fn merged_configs(status: &crate::domain::UnitStatus, config_dir: &Path) -> Option<UnknownReason> {
-    match status.config_ref(config_dir) {
-        ConfigRef::Unknown(reason @ (UnknownReason::ConfigDir | UnknownReason::Several)) => {
-            Some(reason)
-        }
-        _ => None,
     }
 }
 

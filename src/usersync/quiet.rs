@@ -5,8 +5,9 @@
 //! What "nothing changed" means, checked on every quiet round:
 //! - the same desired document (the same `Arc`: the loop keeps it while the source is unchanged);
 //! - the same core process (its start time);
-//! - the same config file (device, inode, size, mtime and ctime; every write the warden and an
-//!   atomic writer make replaces the inode, and any in-place edit moves mtime or ctime);
+//! - the same config file (inode, size and mtime, the stamp the health pass keeps too: every
+//!   write the warden and an atomic writer make replaces the inode, and an in-place edit moves
+//!   mtime);
 //! - on a core that can list users (Xray), the same number of users in each inbound
 //!   (GetInboundUsersCount: one small answer, where the full list of 10,000 users is 870 KB
 //!   that the core needs about 40 ms of CPU to build).
@@ -17,42 +18,15 @@
 //! round.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+pub use crate::domain::health_trigger::FileStamp;
 use crate::users::Document;
 
 /// The longest a tunnel goes without a full comparison of the core's users with the desired
 /// set (the drift a same-count credential swap behind the warden's back makes waits this long).
 pub const FULL_CHECK: Duration = Duration::from_secs(300);
-
-/// What identifies one version of a file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl FileStamp {
-    /// The stamp of the file at `path` (following a symlink, as the core does), `None` when it
-    /// cannot be read.
-    pub fn of(path: &Path) -> Option<FileStamp> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(path).ok()?;
-        let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
-        Some(FileStamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
-            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
-        })
-    }
-}
 
 /// A tunnel's last round that found nothing to do, and what it read.
 #[derive(Debug, Clone)]
@@ -88,11 +62,10 @@ mod tests {
             document: Arc::downgrade(document),
             core_start_usec: 7,
             config: FileStamp {
-                dev: 1,
-                ino: 2,
+                mtime_sec: 1,
+                mtime_nsec: 2,
                 size: 3,
-                mtime_ns: 4,
-                ctime_ns: 5,
+                inode: 4,
             },
             api: "127.0.0.1:1".parse().unwrap(),
             counts: Vec::new(),
@@ -125,20 +98,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("xray-a.json");
         std::fs::write(&file, "{}").unwrap();
-        let first = FileStamp::of(&file).unwrap();
-        assert_eq!(FileStamp::of(&file), Some(first));
+        let first = FileStamp::stat(&file).unwrap().unwrap();
+        assert_eq!(FileStamp::stat(&file).unwrap(), Some(first));
         // Same size, rewritten in place: ctime and mtime move (nanosecond stamps).
         std::thread::sleep(Duration::from_millis(5));
         std::fs::write(&file, "[]").unwrap();
-        assert_ne!(FileStamp::of(&file), Some(first));
+        assert_ne!(FileStamp::stat(&file).unwrap(), Some(first));
         // Replaced by rename: another inode.
-        let second = FileStamp::of(&file).unwrap();
+        let second = FileStamp::stat(&file).unwrap().unwrap();
         let tmp = dir.join("new");
         std::fs::write(&tmp, "[]").unwrap();
         std::fs::rename(&tmp, &file).unwrap();
-        assert_ne!(FileStamp::of(&file), Some(second));
+        assert_ne!(FileStamp::stat(&file).unwrap(), Some(second));
         std::fs::remove_file(&file).unwrap();
-        assert_eq!(FileStamp::of(&file), None);
+        assert_eq!(FileStamp::stat(&file).unwrap(), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

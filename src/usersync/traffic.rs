@@ -1,14 +1,12 @@
 //! Reading a core's traffic counters (StatsService `QueryStats`) and, on Xray, who is online,
 //! for the metrics.
 
-use std::collections::HashSet;
-
 use tracing::warn;
 
-use super::engine::{Engine, SyncError, Target, blocking};
+use super::configs::Facts;
+use super::engine::{Engine, SyncError, Target};
 use super::online::{self, OnlineOptions};
 use crate::domain::{StatName, Traffic, TrafficCounter, check_email, parse_stat_name};
-use crate::tunnelcfg;
 use crate::xray::ApiClient;
 
 /// What the traffic tick reads beside every inbound's and outbound's counters.
@@ -23,17 +21,17 @@ pub struct TrafficOptions {
 }
 
 impl Engine {
-    /// Reads the core's traffic counters: every inbound's and outbound's and, when
-    /// `options.per_user`, those of the tunnel's current users (counters of removed users live
-    /// on in the core; they are left out), at most `options.cap` of them. Then who is online,
+    /// Reads the core's traffic counters through the API its config names (`config`): every
+    /// inbound's and outbound's and, when `options.per_user`, those of the config's current
+    /// users (counters of removed users live on in the core; they are left out), at most
+    /// `options.cap` of them. Then who is online,
     /// where the core can tell (Xray); that part failing only leaves it out, with a warning.
     pub async fn traffic(
         &mut self,
         target: &Target,
+        config: &Facts,
         options: TrafficOptions,
     ) -> Result<Traffic, SyncError> {
-        let path = target.config_path.clone();
-        let config = blocking(move || Ok(tunnelcfg::read(&path)?)).await?;
         let addr = config.api.ok_or(SyncError::NoApi)?;
         let (client, _) = self.connection(target, addr).await?;
         let mut traffic = Traffic {
@@ -42,12 +40,7 @@ impl Engine {
             ..Traffic::default()
         };
         if options.per_user {
-            let current: HashSet<String> = config
-                .inbounds
-                .iter()
-                .flat_map(|i| &i.clients)
-                .map(|u| u.email.to_lowercase())
-                .collect();
+            let current = &config.emails;
             let mut users: Vec<TrafficCounter> = client
                 .query_stats("user>>>", false)
                 .await?
