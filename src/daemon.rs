@@ -84,6 +84,13 @@ pub async fn run(
         )
         .instrument(info_span!("sampler")),
     );
+    tasks.spawn(
+        "prerender",
+        metrics
+            .clone()
+            .prerender(shutdown.clone())
+            .instrument(info_span!("prerender")),
+    );
     let (sync_tx, sync_rx) = mpsc::channel(8);
     let sync_metrics = SyncMetrics::new(metrics.registry());
     let sync_on = config.users.source.is_some();

@@ -82,11 +82,14 @@ pub struct Snapshot {
     /// `Some` while the last health pass found too much orphaned at once for any cleanup.
     pub orphan_guard: Option<GuardTrip>,
     pub troubles: Troubles,
+    /// Bumped by every [`SharedState::update`] (not by [`SharedState::update_runs`]): a
+    /// rendering of the per-tunnel series made at one version holds while it stays.
+    pub version: u64,
 }
 
-/// Shared handle on the snapshot.
+/// Shared handle on the snapshot, and a signal raised after each update that bumps its version.
 #[derive(Debug, Clone, Default)]
-pub struct SharedState(Arc<RwLock<Snapshot>>);
+pub struct SharedState(Arc<RwLock<Snapshot>>, Arc<tokio::sync::Notify>);
 
 impl SharedState {
     pub fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
@@ -96,8 +99,30 @@ impl SharedState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `update` under the write lock and stamps the refresh time.
+    /// Runs `update` under the write lock, stamps the refresh time and bumps the version.
     pub fn update<R>(&self, update: impl FnOnce(&mut Snapshot) -> R) -> R {
+        let result = self.write(|s| {
+            let result = update(s);
+            s.version += 1;
+            result
+        });
+        self.1.notify_one();
+        result
+    }
+
+    /// Like [`SharedState::update`] for a change of the collectors' runs or trouble counters
+    /// only (the warden's own series, rendered afresh by every scrape): the version stays.
+    pub fn update_runs<R>(&self, update: impl FnOnce(&mut Snapshot) -> R) -> R {
+        self.write(update)
+    }
+
+    /// Waits for the next update that bumps the version (one that happened since the last wait
+    /// counts).
+    pub async fn changed(&self) {
+        self.1.notified().await;
+    }
+
+    fn write<R>(&self, update: impl FnOnce(&mut Snapshot) -> R) -> R {
         let mut guard: RwLockWriteGuard<'_, Snapshot> = self
             .0
             .write()

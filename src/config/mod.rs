@@ -259,8 +259,10 @@ impl Default for Config {
                 concurrency: 16,
             },
             sampler: SamplerConfig {
-                interval: Duration::from_secs(5),
-                process_interval: Duration::from_secs(60),
+                // The usual scrape interval of a Prometheus job: a pass between two scrapes is
+                // never seen (docs/benchmarks.md, steady state).
+                interval: Duration::from_secs(15),
+                process_interval: Duration::from_secs(300),
                 proc_root: "/proc".into(),
                 cgroup_root: "/sys/fs/cgroup".into(),
             },

@@ -357,6 +357,31 @@ impl HealthTask {
             let reason = u.reason.as_str();
             info!(tunnel = %u.tunnel, reason, "the tunnel's config is unknown: never taken as missing");
         }
+        let run = CollectorRun {
+            success: report.success,
+            duration: started.elapsed(),
+        };
+        // A pass that found what the last one found leaves the version alone: the rendering of
+        // the per-tunnel series made since still holds.
+        let unchanged = {
+            let s = self.state.read();
+            let same_checks = s.tunnels.iter().all(|(id, tunnel)| {
+                report
+                    .checks
+                    .get(id)
+                    .is_none_or(|list| *list == tunnel.health)
+            });
+            same_checks
+                && s.orphans == report.orphans
+                && s.config_unknown == report.config_unknown
+                && s.orphan_guard == report.guard
+                && s.collectors.contains_key(COLLECTOR_HEALTH)
+        };
+        if unchanged {
+            self.state
+                .update_runs(|s| s.collectors.insert(COLLECTOR_HEALTH, run));
+            return;
+        }
         self.state.update(|s| {
             for (id, tunnel) in &mut s.tunnels {
                 if let Some(list) = report.checks.get(id) {
@@ -366,10 +391,6 @@ impl HealthTask {
             s.orphans = report.orphans.clone();
             s.config_unknown = report.config_unknown.clone();
             s.orphan_guard = report.guard.clone();
-            let run = CollectorRun {
-                success: report.success,
-                duration: started.elapsed(),
-            };
             s.collectors.insert(COLLECTOR_HEALTH, run);
         });
     }

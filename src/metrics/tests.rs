@@ -192,3 +192,45 @@ fn a_core_without_online_api_has_no_online_series_not_a_zero() {
     assert!(!text.contains("xray_tunnel_online_users"), "{text}");
     assert!(!text.contains("xray_tunnel_user_online_ips"), "{text}");
 }
+
+#[test]
+fn per_tunnel_series_are_rendered_once_per_snapshot_version() {
+    let state = fixture();
+    let metrics = Metrics::new(state.clone());
+    let cpu = |m: &Metrics| {
+        let body = String::from_utf8(m.render().unwrap()).unwrap();
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("xray_tunnel_cpu_seconds_total{tunnel=\"eu1\"}"))
+            .unwrap()
+            .to_owned();
+        (line, body)
+    };
+    assert!(cpu(&metrics).0.ends_with(" 12.5"));
+    let set_cpu = |s: &mut Snapshot, v: f64| {
+        let id = TunnelId::new("eu1").unwrap();
+        s.tunnels
+            .get_mut(&id)
+            .unwrap()
+            .resources
+            .as_mut()
+            .unwrap()
+            .cpu_seconds = v;
+    };
+    // An update that leaves the version alone (meant for the collectors' runs only) is not
+    // rendered again: the kept rendering is served, while the warden's own series are fresh.
+    state.update_runs(|s| {
+        set_cpu(s, 30.0);
+        let run = CollectorRun {
+            success: true,
+            duration: Duration::from_millis(99),
+        };
+        s.collectors.insert(COLLECTOR_SAMPLER, run);
+    });
+    let (line, body) = cpu(&metrics);
+    assert!(line.ends_with(" 12.5"), "{line}");
+    assert!(body.contains("xray_warden_collector_duration_seconds{collector=\"sampler\"} 0.099"));
+    // A versioned update renders again.
+    state.update(|s| set_cpu(s, 20.0));
+    assert!(cpu(&metrics).0.ends_with(" 20"));
+}

@@ -179,6 +179,12 @@ fn proc_error(err: io::Error, path: &Path) -> procfs::ProcError {
 }
 
 impl HeldCgroup {
+    /// Whether every figure has its file: where one is missing (its controller was not
+    /// enabled for the unit when opened), opening again may find it.
+    pub fn complete(&self) -> bool {
+        self.cpu.is_some() && self.memory.is_some() && self.tasks.is_some()
+    }
+
     /// The unit's accounting now, read through the held files; `buf` is scratch space kept by
     /// the caller across units.
     pub fn accounting(&self, buf: &mut Vec<u8>) -> Result<Accounting, HeldError> {

@@ -181,10 +181,11 @@ impl Units {
                 basis,
                 at,
             });
-            // The cgroup's files are opened anew with each periodic listing: a controller
-            // enabled for the unit since shows up within one refresh.
+            // A cgroup with a figure missing is opened anew with each periodic listing: a
+            // controller enabled for the unit since shows up within one refresh.
             let periodic = last.is_some_and(|(_, age)| age >= self.refresh);
-            if periodic && unit.held.take().is_some() {
+            let incomplete = unit.held.as_ref().is_some_and(|h| !h.complete());
+            if periodic && incomplete && unit.held.take().is_some() {
                 *budget.fds = budget.fds.saturating_sub(CGROUP_FDS);
             }
         }
