@@ -355,6 +355,48 @@ fn cpu_comes_from_systemd_where_it_is_set() {
     assert!(scrape.tunnel("xray_tunnel_tasks", "busy").unwrap() >= 1.0);
 }
 
+/// The sampler holds a unit's files open between passes (its cgroup's accounting files and,
+/// where the cgroup keeps no CPU counter, each process's `stat`): after a restart, which makes
+/// a new cgroup and a new process, the CPU series must follow the new ones, not stay frozen on
+/// the files of the old.
+fn the_sampler_follows_a_restart(name: &str, cgroup_v2: bool) {
+    let sandbox = Sandbox::boot_with(name, BootOptions { cgroup_v2 });
+    install(&sandbox, &[("busy", STEADY)]);
+    sandbox.systemctl(&["start", &unit("busy")]);
+    let warden = Warden::start(&sandbox, CONFIG);
+    warden.wait_ready();
+    let cpu = |s: &Scrape| s.tunnel("xray_tunnel_cpu_seconds_total", "busy");
+    warden.wait_for("a first CPU reading", WAIT, |s| {
+        cpu(s).is_some_and(|c| c > 0.0)
+    });
+    let old_pid = show_u64(&sandbox, "busy", "MainPID");
+    sandbox.systemctl(&["restart", &unit("busy")]);
+    let new_pid = show_u64(&sandbox, "busy", "MainPID");
+    assert_ne!(old_pid, new_pid);
+    // A pass after the restart, then the counter must move with the new process's work.
+    std::thread::sleep(Duration::from_millis(600));
+    let after_restart = cpu(&warden.scrape()).unwrap();
+    let scrape = warden.wait_for("CPU rising after the restart", WAIT, |s| {
+        cpu(s).is_some_and(|c| c >= after_restart + 0.1)
+    });
+    assert_eq!(scrape.tunnel("xray_tunnel_processes", "busy"), Some(1.0));
+    assert_eq!(
+        scrape.tunnel("xray_tunnel_open_fds", "busy"),
+        Some(proc_fds(&sandbox, new_pid) as f64)
+    );
+    assert_eq!(warden.stop().code(), Some(0));
+}
+
+#[test]
+fn the_sampler_follows_a_restart_on_a_hybrid_host() {
+    the_sampler_follows_a_restart("proof-restart-hybrid", false);
+}
+
+#[test]
+fn the_sampler_follows_a_restart_on_cgroup_v2() {
+    the_sampler_follows_a_restart("proof-restart-v2", true);
+}
+
 #[test]
 fn promtool_finds_nothing_to_complain_about() {
     let sandbox = Sandbox::boot("proof-promtool");

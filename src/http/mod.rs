@@ -7,6 +7,7 @@
 pub mod api;
 mod conns;
 mod limits;
+mod parts;
 
 pub use limits::Limits;
 
@@ -212,8 +213,12 @@ fn fit_to_fd_limit(max: usize) -> usize {
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
-    match app.metrics.render() {
-        Ok(body) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response(),
+    match app.metrics.render_parts() {
+        // Both parts go out as they are, with their summed length.
+        Ok((own, tunnels)) => {
+            let body = Body::new(parts::Parts::new([own, tunnels]));
+            ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
+        }
         Err(err) => {
             warn!(error = %err, "cannot render metrics");
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot render metrics\n").into_response()

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Registry, TextEncoder};
@@ -36,7 +37,7 @@ pub struct Metrics {
 /// The per-tunnel part of a body and the snapshot version it was rendered at.
 struct Rendered {
     version: u64,
-    text: String,
+    text: Bytes,
 }
 
 /// How long the pre-rendering waits after an update for the next one (a pass publishes in a
@@ -66,41 +67,47 @@ impl Metrics {
         &self.registry
     }
 
-    /// Renders every family in the Prometheus text format. The warden's own families are
-    /// rendered afresh; the per-tunnel ones come from the pre-rendering while the snapshot has
-    /// not changed since, so a scrape mostly copies bytes ([`Metrics::prerender`]).
+    /// Renders every family in the Prometheus text format, in one buffer.
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
-        let mut body = String::with_capacity(self.last_len.load(Ordering::Relaxed) + 4096);
-        TextEncoder::new().encode_utf8(&self.registry.gather(), &mut body)?;
-        self.with_tunnels(|text| body.push_str(text));
-        self.last_len.store(body.len(), Ordering::Relaxed);
-        Ok(body.into_bytes())
+        let (own, tunnels) = self.render_parts()?;
+        Ok([own, tunnels].concat())
+    }
+
+    /// The body in two parts: the warden's own families, rendered afresh, and the per-tunnel
+    /// ones, shared with the pre-rendering while the snapshot has not changed since (so a
+    /// scrape copies nothing: [`Metrics::prerender`]).
+    pub fn render_parts(&self) -> Result<(Bytes, Bytes), prometheus::Error> {
+        let mut own = String::with_capacity(self.last_len.load(Ordering::Relaxed) + 1024);
+        TextEncoder::new().encode_utf8(&self.registry.gather(), &mut own)?;
+        self.last_len.store(own.len(), Ordering::Relaxed);
+        Ok((Bytes::from(own), self.tunnels_text()))
     }
 
     /// Renders the per-tunnel series now unless the last rendering is of the current snapshot.
     pub fn refresh_tunnels(&self) {
-        self.with_tunnels(|_| ());
+        self.tunnels_text();
     }
 
-    /// Runs `use_text` on the per-tunnel series of the current snapshot, rendering them first
-    /// if the kept rendering is of an older one.
-    fn with_tunnels(&self, use_text: impl FnOnce(&str)) {
+    /// The per-tunnel series of the current snapshot, rendered first if the kept rendering is
+    /// of an older one.
+    fn tunnels_text(&self) -> Bytes {
         let mut kept = self
             .tunnels
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let snapshot = self.state.read();
-        if kept.as_ref().is_none_or(|r| r.version != snapshot.version) {
-            let capacity = kept.as_ref().map_or(0, |r| r.text.len());
-            let mut text = String::with_capacity(capacity + 4096);
-            tunnels::write(&snapshot, &mut text::TextWriter::new(&mut text));
-            *kept = Some(Rendered {
-                version: snapshot.version,
-                text,
-            });
+        if let Some(r) = kept.as_ref().filter(|r| r.version == snapshot.version) {
+            return r.text.clone();
         }
-        drop(snapshot);
-        use_text(&kept.as_ref().expect("rendered above").text);
+        let capacity = kept.as_ref().map_or(0, |r| r.text.len());
+        let mut text = String::with_capacity(capacity + 4096);
+        tunnels::write(&snapshot, &mut text::TextWriter::new(&mut text));
+        let text = Bytes::from(text);
+        *kept = Some(Rendered {
+            version: snapshot.version,
+            text: text.clone(),
+        });
+        text
     }
 
     /// Renders the per-tunnel series after each change of the snapshot, once it settles, so
