@@ -19,7 +19,7 @@ use crate::domain::ProcessKey;
 mod accounting;
 mod held;
 pub use accounting::CgroupLayout;
-pub use held::{HeldCgroup, HeldError, HeldProcess};
+pub use held::{HeldCgroup, HeldError, HeldProcess, StatFigures};
 
 /// Errors that make a whole cgroup unreadable (one vanished process is not one of them).
 #[derive(Debug, thiserror::Error)]
@@ -180,11 +180,18 @@ impl ProcfsReader {
         let path = self.proc_root.join(pid.to_string()).join("stat");
         let stat = Stat::from_file(path).map_err(wrap)?;
         let open_fds = self.count_fds(pid)?;
-        Ok(self.sample_of(pid, &stat, open_fds))
+        let figures = StatFigures {
+            utime: stat.utime,
+            stime: stat.stime,
+            num_threads: u64::try_from(stat.num_threads).unwrap_or(0),
+            starttime: stat.starttime,
+            rss: stat.rss,
+        };
+        Ok(self.sample_of(pid, &figures, open_fds))
     }
 
     /// A process's figures from its `stat`, with `open_fds` counted elsewhere.
-    fn sample_of(&self, pid: u32, stat: &Stat, open_fds: u64) -> ProcessSample {
+    fn sample_of(&self, pid: u32, stat: &StatFigures, open_fds: u64) -> ProcessSample {
         ProcessSample {
             key: ProcessKey {
                 pid,
@@ -192,7 +199,7 @@ impl ProcfsReader {
             },
             cpu_seconds: (stat.utime + stat.stime) as f64 / self.ticks_per_second,
             rss_bytes: stat.rss * self.page_size,
-            threads: u64::try_from(stat.num_threads).unwrap_or(0),
+            threads: stat.num_threads,
             open_fds,
         }
     }

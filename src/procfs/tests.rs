@@ -107,3 +107,27 @@ fn reads_the_accounting_files_of_each_layout() {
     assert_eq!(unified.tasks_current, Some(3));
     assert_eq!(v2.cgroup_pids(a).unwrap(), vec![100]);
 }
+
+#[test]
+fn the_few_stat_fields_match_the_procfs_crate() {
+    use procfs::FromRead;
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/procfs/proc/100/stat"),
+    )
+    .unwrap();
+    // A command name with spaces and parentheses of its own.
+    let tricky = text.replacen("(xray)", "(x ) (y)", 1);
+    for text in [text, tricky] {
+        let full = Stat::from_read(text.as_bytes()).unwrap();
+        let few = StatFigures::parse(&text).unwrap();
+        assert_eq!(few.utime, full.utime);
+        assert_eq!(few.stime, full.stime);
+        assert_eq!(few.num_threads as i64, full.num_threads);
+        assert_eq!(few.starttime, full.starttime);
+        assert_eq!(few.rss, full.rss);
+    }
+    assert_eq!(StatFigures::parse("12 (x) S 1 2"), None);
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let full = Stat::from_read(own.as_bytes()).unwrap();
+    assert_eq!(StatFigures::parse(&own).unwrap().starttime, full.starttime);
+}
