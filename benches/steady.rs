@@ -41,7 +41,7 @@ use shared::procstat::{Cpu, HostCpu, rss_kib};
 use support::sandbox::Sandbox;
 use support::warden::{BIN, Warden, http_get};
 
-/// Every period at its default (sampler 5 s, health 15 s, resync 300 s). Only the D-Bus
+/// Every period at its default (sampler 15 s with a process listing every 300 s, health 15 s, resync 300 s). Only the D-Bus
 /// deadline is raised: a sandbox that has just started 1,000 units answers the first
 /// `ListUnitFilesByPatterns` slower than the default 5 s, and the warden would retry for minutes.
 const WARDEN_CONFIG: &str = "[systemd]\ncall_timeout = \"60s\"\n";

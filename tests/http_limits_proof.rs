@@ -17,10 +17,12 @@ use support::sandbox::Sandbox;
 use support::warden::{Warden, http_call, http_get};
 
 const FLOOD: usize = 2_000;
-/// What systemd gives a service by default, and what the warden runs with here.
+/// What `LimitNOFILE=1024` gives a service, soft and hard: the warden raises its soft limit
+/// to the hard one at start, so the hard limit is what it must fit in. Set with `prlimit`
+/// around the warden alone (lowering a hard limit cannot be undone without CAP_SYS_RESOURCE).
 const WARDEN_NOFILE: u64 = 1_024;
 
-/// Sets this process's soft open-file limit (children inherit it); the hard limit stays.
+/// Sets this process's soft open-file limit; the hard limit stays.
 fn set_nofile(soft: u64) {
     let hard = getrlimit(Resource::Nofile).maximum;
     let soft = hard.map_or(soft, |hard| soft.min(hard));
@@ -49,10 +51,15 @@ fn open_fds(pid: u32) -> usize {
 #[test]
 fn idle_connections_cannot_lock_out_live_or_a_put_and_slow_bodies_are_cut() {
     let sandbox = Sandbox::boot("http-limits");
-    // The warden inherits the limit in force when it is spawned; this process then takes room
-    // for its own 2,000 clients.
-    set_nofile(WARDEN_NOFILE);
-    let node = Node::start(sandbox, "/usr/bin/v2ray", "body_timeout = \"1s\"\n");
+    // The warden runs under its own limit; this process then takes room for its 2,000 clients.
+    let nofile = format!("--nofile={WARDEN_NOFILE}:{WARDEN_NOFILE}");
+    let wrapper = ["/usr/bin/prlimit", nofile.as_str(), "--"];
+    let node = Node::start_under(
+        sandbox,
+        "/usr/bin/v2ray",
+        "body_timeout = \"1s\"\n",
+        &wrapper,
+    );
     set_nofile(4 * FLOOD as u64);
     let Node {
         warden,

@@ -82,6 +82,11 @@ impl HostCpu {
         }
     }
 
+    /// Share of all CPUs busy (stolen time left out), in percent.
+    pub fn busy_percent(self) -> f64 {
+        100.0 * self.busy as f64 / self.total.max(1) as f64
+    }
+
     pub fn describe(self) -> String {
         let pct = |part: u64| 100.0 * part as f64 / self.total.max(1) as f64;
         format!(

@@ -9,6 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cores::{Core, free_port};
+use crate::procstat::HostCpu;
 use crate::{CONFIG_NAME, TAG};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -162,14 +163,14 @@ pub struct Cpu {
 pub struct CpuMark {
     core: String,
     ticks: [u64; 2],
-    machine: [u64; 2],
+    machine: HostCpu,
 }
 
 impl CpuMark {
     pub fn now(core: u32) -> CpuMark {
         let core = core.to_string();
         let ticks = [cpu_ticks(&core), cpu_ticks("self")];
-        let machine = machine_ticks();
+        let machine = HostCpu::now();
         CpuMark {
             core,
             ticks,
@@ -180,28 +181,12 @@ impl CpuMark {
     pub fn since(&self) -> Cpu {
         let after = [cpu_ticks(&self.core), cpu_ticks("self")];
         let ms = |i: usize| (after[i] - self.ticks[i]) as f64 * TICK_MS;
-        let [busy, total] = machine_ticks();
-        let (busy, total) = (busy - self.machine[0], total - self.machine[1]);
         Cpu {
             core_ms: ms(0),
             client_ms: ms(1),
-            machine_busy: 100.0 * busy as f64 / total.max(1) as f64,
+            machine_busy: HostCpu::now().since(self.machine).busy_percent(),
         }
     }
-}
-
-/// Busy (everything but idle and iowait) and total ticks of all CPUs, from /proc/stat.
-fn machine_ticks() -> [u64; 2] {
-    let stat = fs::read_to_string("/proc/stat").expect("reading /proc/stat");
-    let line = stat.lines().next().expect("the cpu line");
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .take(8)
-        .flat_map(str::parse)
-        .collect();
-    let total = v.iter().sum();
-    [total - v[3] - v[4], total]
 }
 
 /// The machine's load averages (1, 5, 15 min), as /proc/loadavg prints them.

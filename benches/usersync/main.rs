@@ -56,6 +56,9 @@ mod cores;
 mod engine;
 mod live;
 mod nochange;
+#[allow(dead_code)]
+#[path = "../shared/procstat.rs"]
+mod procstat;
 mod report;
 mod summary;
 mod warden;

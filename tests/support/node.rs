@@ -36,6 +36,12 @@ impl Node {
     /// Starts the warden in `sandbox` with `core_binary` (files the test put in
     /// [`node_dir`] beforehand stay) and waits until it is ready.
     pub fn start(sandbox: Sandbox, core_binary: &str, extra: &str) -> Node {
+        Self::start_under(sandbox, core_binary, extra, &[])
+    }
+
+    /// [`Node::start`] with the warden run under `wrapper` (a command that execs the rest of
+    /// its command line, e.g. `prlimit --nofile=N:N --`).
+    pub fn start_under(sandbox: Sandbox, core_binary: &str, extra: &str, wrapper: &[&str]) -> Node {
         let dir = node_dir(&sandbox);
         let config = format!(
             "[tunnels]\nconfig_dir = \"{d}/etc\"\nlog_dir = \"{d}/log\"\n\
@@ -43,7 +49,12 @@ impl Node {
              [api]\ntoken_file = \"{d}/token\"\naudit_log = \"{d}/audit.log\"\n{extra}",
             d = dir.display()
         );
-        let warden = Warden::start(&sandbox, &config);
+        let program: Vec<&str> = wrapper
+            .iter()
+            .copied()
+            .chain([super::warden::BIN])
+            .collect();
+        let warden = Warden::start_with(&sandbox, &config, &program, &[]);
         warden.wait_ready();
         Node {
             warden,
