@@ -16,7 +16,9 @@ use crate::domain::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tunnel {
     pub unit: String,
-    pub status: UnitStatus,
+    /// Shared with the health pass's targets and inputs, which keep it across passes: replaced,
+    /// never changed in place, and only when systemd reports something new.
+    pub status: Arc<UnitStatus>,
     pub restarts: RestartCounts,
     /// `None` until the sampler has read the unit's processes at least once.
     pub resources: Option<Resources>,
@@ -31,7 +33,7 @@ impl Tunnel {
     pub fn new(unit: String, status: UnitStatus) -> Self {
         Self {
             unit,
-            status,
+            status: Arc::new(status),
             restarts: RestartCounts::default(),
             resources: None,
             traffic: None,

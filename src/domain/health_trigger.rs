@@ -19,6 +19,7 @@
 //! (10 minutes at the default 15 s), so what only the safety net sees is seen up to that late.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{TunnelId, UnitStatus};
@@ -40,7 +41,8 @@ pub struct FileStamp {
 pub struct HealthInputs {
     /// Each tunnel's status as the watcher last saw it, and its config's stamp (`None` when it
     /// is unknown or missing), in target order.
-    pub units: Vec<(TunnelId, UnitStatus, Option<FileStamp>)>,
+    /// The status is the snapshot's own, shared: an unchanged one compares by address.
+    pub units: Vec<(TunnelId, Arc<UnitStatus>, Option<FileStamp>)>,
     /// The config directory's stamp; `None` when it cannot be read.
     pub config_dir: Option<FileStamp>,
     /// (port, socket inode) of every listening TCP socket; `None` when unreadable.
@@ -190,7 +192,7 @@ mod tests {
         HealthInputs {
             units: vec![(
                 TunnelId::new("a").unwrap(),
-                UnitStatus::default(),
+                Arc::new(UnitStatus::default()),
                 Some(stamp),
             )],
             config_dir: Some(stamp),
@@ -222,7 +224,7 @@ mod tests {
         let mut census_restarted = inputs();
         census_restarted.census_epoch += 1;
         let mut main_pid_changed = inputs();
-        main_pid_changed.units[0].1.main_pid = 77;
+        Arc::make_mut(&mut main_pid_changed.units[0].1).main_pid = 77;
         let mut unreadable = inputs();
         unreadable.listeners = None;
         let changes = [

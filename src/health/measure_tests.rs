@@ -108,7 +108,7 @@ impl Fleet {
 
     fn inputs(&self) -> Vec<UnitInput> {
         let unit = |(id, status): &(TunnelId, UnitStatus)| {
-            (id.clone(), status.clone(), Some(self.config(id)))
+            (id.clone(), Arc::new(status.clone()), Some(self.config(id)))
         };
         self.statuses.iter().map(unit).collect()
     }

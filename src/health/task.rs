@@ -68,7 +68,7 @@ type Judged = Result<(PathBuf, ConfigVerdict), UnknownReason>;
 /// A tunnel as the pass sees it.
 struct Target {
     id: TunnelId,
-    status: UnitStatus,
+    status: Arc<UnitStatus>,
     auto_restarts: u64,
     config: ConfigRef,
 }
@@ -344,18 +344,38 @@ impl HealthTask {
     }
 
     fn publish(&mut self, report: &PassReport, started: Instant) {
+        // What was shown is what the snapshot holds (only this pass writes checks there), so a
+        // pass whose checks all equal the shown ones changes no tunnel's checks.
+        let mut checks_changed = false;
         for (id, list) in &report.checks {
-            let before = self.shown.insert(id.clone(), list.clone());
-            log_changes(id, before.as_deref(), list);
+            match self.shown.get_mut(id) {
+                Some(shown) if shown == list => {}
+                Some(shown) => {
+                    log_changes(id, Some(shown), list);
+                    shown.clone_from(list);
+                    checks_changed = true;
+                }
+                None => {
+                    log_changes(id, None, list);
+                    self.shown.insert(id.clone(), list.clone());
+                    checks_changed = true;
+                }
+            }
         }
-        let known_before = self.state.read().config_unknown.clone();
-        for u in report
-            .config_unknown
-            .iter()
-            .filter(|u| !known_before.contains(u))
         {
-            let reason = u.reason.as_str();
-            info!(tunnel = %u.tunnel, reason, "the tunnel's config is unknown: never taken as missing");
+            let s = self.state.read();
+            // Both lists are in id order.
+            let known = |u: &UnknownConfig| {
+                s.config_unknown
+                    .binary_search_by(|k| k.tunnel.cmp(&u.tunnel))
+                    .is_ok_and(|i| s.config_unknown[i] == *u)
+            };
+            if s.config_unknown != report.config_unknown {
+                for u in report.config_unknown.iter().filter(|u| !known(u)) {
+                    let reason = u.reason.as_str();
+                    info!(tunnel = %u.tunnel, reason, "the tunnel's config is unknown: never taken as missing");
+                }
+            }
         }
         let run = CollectorRun {
             success: report.success,
@@ -363,15 +383,15 @@ impl HealthTask {
         };
         // A pass that found what the last one found leaves the version alone: the rendering of
         // the per-tunnel series made since still holds.
-        let unchanged = {
+        let unchanged = !checks_changed && {
             let s = self.state.read();
-            let same_checks = s.tunnels.iter().all(|(id, tunnel)| {
-                report
-                    .checks
+            // A tunnel the watcher dropped and found again since starts with no checks.
+            let none_reset = report.checks.iter().all(|(id, list)| {
+                s.tunnels
                     .get(id)
-                    .is_none_or(|list| *list == tunnel.health)
+                    .is_none_or(|t| t.health.len() == list.len())
             });
-            same_checks
+            none_reset
                 && s.orphans == report.orphans
                 && s.config_unknown == report.config_unknown
                 && s.orphan_guard == report.guard

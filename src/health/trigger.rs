@@ -15,7 +15,7 @@ use crate::domain::health_trigger::{FullRead, HealthInputs, full_read_due, safet
 use crate::domain::{TunnelId, UnitStatus};
 
 /// One target's part of the inputs: its id, status and known config path.
-pub type UnitInput = (TunnelId, UnitStatus, Option<PathBuf>);
+pub type UnitInput = (TunnelId, Arc<UnitStatus>, Option<PathBuf>);
 
 /// The last full read and the inputs it was made on.
 #[derive(Default)]

@@ -30,10 +30,10 @@ fn fixture() -> SharedState {
     let state = SharedState::default();
     state.update(|s| {
         let (id, mut running) = tunnel("eu1", ActiveState::Active, "running");
-        running.status.main_pid = 42;
-        running.status.n_restarts = 3;
-        running.status.exec_main_start_usec = 1_700_000_000_500_000;
-        running.status.result = "success".into();
+        Arc::make_mut(&mut running.status).main_pid = 42;
+        Arc::make_mut(&mut running.status).n_restarts = 3;
+        Arc::make_mut(&mut running.status).exec_main_start_usec = 1_700_000_000_500_000;
+        Arc::make_mut(&mut running.status).result = "success".into();
         running.restarts = RestartCounts { auto: 3, manual: 1 };
         let counter = |name: &str, direction, bytes| TrafficCounter {
             name: name.into(),
@@ -90,10 +90,10 @@ fn fixture() -> SharedState {
         });
         s.tunnels.insert(id, running);
         let (id, mut failed) = tunnel("us2", ActiveState::Failed, "failed");
-        failed.status.unit_file_state = "disabled".into();
-        failed.status.exec_main_code = 2;
-        failed.status.exec_main_status = 9;
-        failed.status.result = "signal".into();
+        Arc::make_mut(&mut failed.status).unit_file_state = "disabled".into();
+        Arc::make_mut(&mut failed.status).exec_main_code = 2;
+        Arc::make_mut(&mut failed.status).exec_main_status = 9;
+        Arc::make_mut(&mut failed.status).result = "signal".into();
         s.tunnels.insert(id, failed);
         s.systemd_up = true;
         s.listed = true;

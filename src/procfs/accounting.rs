@@ -6,8 +6,13 @@
 //! - pure cgroup v2 (the root has `cgroup.controllers`): `cpu.stat` (`usage_usec`),
 //!   `memory.current` and `pids.current` in the unit's own directory;
 //! - cgroup v1 or hybrid: `cpuacct.usage`, `memory.usage_in_bytes` and `pids.current` in the
-//!   unit's directory of each controller's hierarchy. The hybrid host's `unified/` tree carries no
-//!   controllers, and systemd does not account from it either.
+//!   unit's directory of each controller's hierarchy. Where the unit has no `cpuacct` directory
+//!   (no `CPUAccounting=`, the default on such hosts) and the host is hybrid, CPU comes from
+//!   the unit's `cpu.stat` in the `unified/` tree: cgroup v2 keeps that file in every cgroup,
+//!   "whether the controller is enabled or not" (the kernel's cgroup-v2 documentation, `cpu.stat`),
+//!   so the hybrid host's controller-less tree still counts each unit's CPU, exited processes
+//!   included. systemd 252 does not read it there (it reports `CPUUsageNSec` only from
+//!   `cpuacct`); the number is the cgroup's own all the same.
 //!
 //! A file that does not exist means the kernel keeps no such figure for the unit (the controller
 //! is not enabled for it): `None`, as systemd reports "[not set]".
@@ -24,10 +29,16 @@ pub enum CgroupLayout {
     /// One cgroup v2 hierarchy at the root.
     Unified,
     /// One v1 hierarchy per controller below the root (`memory/`, `pids/`, ...), maybe with
-    /// `unified/` beside them; `cpuacct` names the hierarchy that holds `cpuacct.usage`, if one
-    /// is mounted.
-    PerController { cpuacct: Option<&'static str> },
+    /// `unified/` beside them (`hybrid`); `cpuacct` names the hierarchy that holds
+    /// `cpuacct.usage`, if one is mounted.
+    PerController {
+        cpuacct: Option<&'static str>,
+        hybrid: bool,
+    },
 }
+
+/// Where a hybrid host mounts its cgroup v2 tree, below the cgroup root.
+pub const UNIFIED: &str = "unified";
 
 impl CgroupLayout {
     pub fn of(cgroup_root: &Path) -> Self {
@@ -37,7 +48,11 @@ impl CgroupLayout {
         let cpuacct = CPUACCT
             .into_iter()
             .find(|h| cgroup_root.join(h).join("cpuacct.usage").is_file());
-        CgroupLayout::PerController { cpuacct }
+        let hybrid = cgroup_root
+            .join(UNIFIED)
+            .join("cgroup.controllers")
+            .is_file();
+        CgroupLayout::PerController { cpuacct, hybrid }
     }
 }
 
@@ -54,17 +69,28 @@ impl ProcfsReader {
                 let dir = root.join(relative);
                 let cpu = read(&dir.join("cpu.stat"))?;
                 Accounting {
-                    cpu_usage_nsec: cpu.as_deref().and_then(usage_usec).map(|us| us * 1000),
+                    cpu_usage_nsec: cpu
+                        .as_deref()
+                        .and_then(usage_usec)
+                        .map(|us| us.saturating_mul(1000)),
                     memory_current: number(read(&dir.join("memory.current"))?),
                     tasks_current: number(read(&dir.join("pids.current"))?),
                 }
             }
-            CgroupLayout::PerController { cpuacct } => {
+            CgroupLayout::PerController { cpuacct, hybrid } => {
                 let file = |hierarchy: &str, name: &str| {
                     read(&root.join(hierarchy).join(relative).join(name))
                 };
+                let cpuacct = match cpuacct {
+                    Some(hierarchy) => file(hierarchy, "cpuacct.usage")?,
+                    None => None,
+                };
                 let cpu = match cpuacct {
-                    Some(hierarchy) => number(file(hierarchy, "cpuacct.usage")?),
+                    Some(text) => number(Some(text)),
+                    None if hybrid => file(UNIFIED, "cpu.stat")?
+                        .as_deref()
+                        .and_then(usage_usec)
+                        .map(|us| us.saturating_mul(1000)),
                     None => None,
                 };
                 Accounting {

@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::accounting::{CgroupLayout, usage_usec};
+use super::accounting::{CgroupLayout, UNIFIED, usage_usec};
 use super::{CgroupSample, ProcessSample, ProcfsError, ProcfsReader, collect_pids, vanished};
 use crate::domain::Accounting;
 
@@ -62,12 +62,19 @@ impl ProcfsReader {
                 open(&dir.join("memory.current"))?,
                 open(&dir.join("pids.current"))?,
             ),
-            CgroupLayout::PerController { cpuacct } => {
+            CgroupLayout::PerController { cpuacct, hybrid } => {
                 let file = |hierarchy: &str, name: &str| {
                     open(&root.join(hierarchy).join(relative).join(name))
                 };
-                let cpu = match cpuacct {
+                let cpuacct = match cpuacct {
                     Some(h) => file(h, "cpuacct.usage")?.map(|f| (f, CpuFile::UsageNsec)),
+                    None => None,
+                };
+                // Without a `cpuacct` directory for the unit, a hybrid host's v2 tree still
+                // counts its CPU (see `accounting`).
+                let cpu = match cpuacct {
+                    Some(held) => Some(held),
+                    None if hybrid => file(UNIFIED, "cpu.stat")?.map(|f| (f, CpuFile::Stat)),
                     None => None,
                 };
                 (
@@ -260,6 +267,11 @@ impl HeldCgroup {
 }
 
 /// The file's text, re-read from offset 0; `Gone` once its cgroup was removed.
+///
+/// Every held file (cgroupfs, `/proc/<pid>/stat`) is a seq_file with a single record: a read
+/// at offset 0 prints the record and copies all of it that fits (`seq_read_iter` in the
+/// kernel's fs/seq_file.c), so a read that did not fill the buffer got the whole text, and the
+/// read that would only answer 0 at the end is not made (one syscall per figure, not two).
 fn reread<'b>(file: &File, buf: &'b mut Vec<u8>) -> Result<Option<&'b str>, HeldError> {
     buf.clear();
     buf.resize(READ_SIZE, 0);
@@ -269,9 +281,10 @@ fn reread<'b>(file: &File, buf: &'b mut Vec<u8>) -> Result<Option<&'b str>, Held
             Ok(0) => break,
             Ok(n) => {
                 len += n;
-                if len == buf.len() {
-                    buf.resize(buf.len() * 2, 0);
+                if len < buf.len() {
+                    break;
                 }
+                buf.resize(buf.len() * 2, 0);
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) if gone(&err) => return Err(HeldError::Gone),

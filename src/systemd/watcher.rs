@@ -7,6 +7,7 @@
 //! sends several) costs one read per unit.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, StreamExt};
@@ -292,7 +293,10 @@ fn apply_status(
             if tunnel.status.active_state() != status.active_state() {
                 info!(tunnel = %id, from = %tunnel.status.active_state(), to = %status.active_state(), "tunnel state changed");
             }
-            tunnel.status = status;
+            // Kept as it is when nothing changed: whoever shares it sees at once that it did not.
+            if *tunnel.status != status {
+                tunnel.status = Arc::new(status);
+            }
         }
         None => {
             info!(tunnel = %id, state = %status.active_state(), "tunnel discovered");

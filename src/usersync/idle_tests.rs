@@ -193,7 +193,7 @@ fn a_failing_tunnel_is_tried_again_after_a_wait_and_a_restarted_one_at_once() {
         // A core restarts: synced on the next tick, alone.
         state.update(|s| {
             let first = s.tunnels.values_mut().next().unwrap();
-            first.status.exec_main_start_usec += 1_000_000;
+            Arc::make_mut(&mut first.status).exec_main_start_usec += 1_000_000;
         });
         sync.watch().await;
         assert_eq!(syncs(&registry), 4, "the restarted core");

@@ -130,7 +130,7 @@ mod tests {
         assert!(!seen.changed(&idle));
         let mut other = idle.clone();
         for tunnel in other.values_mut() {
-            tunnel.status.main_pid = 42;
+            Arc::make_mut(&mut tunnel.status).main_pid = 42;
             tunnel.restarts.manual = 3;
         }
         assert!(!seen.changed(&other), "what the sync does not depend on");
