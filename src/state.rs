@@ -84,9 +84,14 @@ pub struct Snapshot {
     /// `Some` while the last health pass found too much orphaned at once for any cleanup.
     pub orphan_guard: Option<GuardTrip>,
     pub troubles: Troubles,
-    /// Bumped by every [`SharedState::update`] (not by [`SharedState::update_runs`]): a
-    /// rendering of the per-tunnel series made at one version holds while it stays.
+    /// Bumped by every [`SharedState::update`] and [`SharedState::update_samples`] (not by
+    /// [`SharedState::update_runs`]): a rendering of the per-tunnel series made at one version
+    /// holds while it stays.
     pub version: u64,
+    /// Bumped by every [`SharedState::update`] only: a rendering of the families drawn from
+    /// the units' status, restarts, health checks and orphans holds while it stays, whatever
+    /// the sampler and the traffic poll write.
+    pub status_version: u64,
 }
 
 /// Shared handle on the snapshot, and a signal raised after each update that bumps its version.
@@ -101,8 +106,22 @@ impl SharedState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `update` under the write lock, stamps the refresh time and bumps the version.
+    /// Runs `update` under the write lock, stamps the refresh time and bumps both versions.
     pub fn update<R>(&self, update: impl FnOnce(&mut Snapshot) -> R) -> R {
+        let result = self.write(|s| {
+            let result = update(s);
+            s.version += 1;
+            s.status_version += 1;
+            result
+        });
+        self.1.notify_one();
+        result
+    }
+
+    /// Like [`SharedState::update`] for a change of the tunnels' samples only (`resources`,
+    /// `traffic`), the collectors' runs and trouble counters: `status_version` stays, so the
+    /// status families are not rendered again.
+    pub fn update_samples<R>(&self, update: impl FnOnce(&mut Snapshot) -> R) -> R {
         let result = self.write(|s| {
             let result = update(s);
             s.version += 1;

@@ -214,9 +214,9 @@ fn fit_to_fd_limit(max: usize) -> usize {
 
 async fn metrics(State(app): State<AppState>) -> Response {
     match app.metrics.render_parts() {
-        // Both parts go out as they are, with their summed length.
-        Ok((own, tunnels)) => {
-            let body = Body::new(parts::Parts::new([own, tunnels]));
+        // The parts go out as they are, with their summed length.
+        Ok(parts) => {
+            let body = Body::new(parts::Parts::new(parts));
             ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
         }
         Err(err) => {

@@ -34,10 +34,17 @@ pub struct Metrics {
     tunnels: Arc<Mutex<Option<Rendered>>>,
 }
 
-/// The per-tunnel part of a body and the snapshot version it was rendered at.
+/// The per-tunnel parts of a body and the snapshot versions they were rendered at.
+#[derive(Clone)]
 struct Rendered {
+    /// [`Snapshot::status_version`] of `status`.
+    status_version: u64,
+    /// The families of the units' status, health checks and orphans.
+    status: Bytes,
+    /// [`Snapshot::version`] of `samples`.
     version: u64,
-    text: Bytes,
+    /// The families of the sampler's and the traffic poll's readings.
+    samples: Bytes,
 }
 
 /// How long the pre-rendering waits after an update for the next one (a pass publishes in a
@@ -69,18 +76,19 @@ impl Metrics {
 
     /// Renders every family in the Prometheus text format, in one buffer.
     pub fn render(&self) -> Result<Vec<u8>, prometheus::Error> {
-        let (own, tunnels) = self.render_parts()?;
-        Ok([own, tunnels].concat())
+        Ok(self.render_parts()?.concat())
     }
 
-    /// The body in two parts: the warden's own families, rendered afresh, and the per-tunnel
-    /// ones, shared with the pre-rendering while the snapshot has not changed since (so a
-    /// scrape copies nothing: [`Metrics::prerender`]).
-    pub fn render_parts(&self) -> Result<(Bytes, Bytes), prometheus::Error> {
+    /// The body in three parts: the warden's own families, rendered afresh, and the per-tunnel
+    /// ones of the units' status and of the readings, each shared with the pre-rendering while
+    /// what it is drawn from has not changed since (so a scrape copies nothing:
+    /// [`Metrics::prerender`]). Each family's lines are in one part.
+    pub fn render_parts(&self) -> Result<[Bytes; 3], prometheus::Error> {
         let mut own = String::with_capacity(self.last_len.load(Ordering::Relaxed) + 1024);
         TextEncoder::new().encode_utf8(&self.registry.gather(), &mut own)?;
         self.last_len.store(own.len(), Ordering::Relaxed);
-        Ok((Bytes::from(own), self.tunnels_text()))
+        let tunnels = self.tunnels_text();
+        Ok([Bytes::from(own), tunnels.status, tunnels.samples])
     }
 
     /// Renders the per-tunnel series now unless the last rendering is of the current snapshot.
@@ -88,32 +96,40 @@ impl Metrics {
         self.tunnels_text();
     }
 
-    /// The per-tunnel series of the current snapshot, rendered first if the kept rendering is
-    /// of an older one.
-    fn tunnels_text(&self) -> Bytes {
+    /// The per-tunnel series of the current snapshot: each part rendered first if the kept
+    /// one is of an older snapshot.
+    fn tunnels_text(&self) -> Rendered {
         let mut kept = self
             .tunnels
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let snapshot = self.state.read();
         if let Some(r) = kept.as_ref().filter(|r| r.version == snapshot.version) {
-            return r.text.clone();
+            return r.clone();
         }
-        let capacity = kept.as_ref().map_or(0, |r| r.text.len());
-        let mut text = String::with_capacity(capacity + 4096);
-        tunnels::write(&snapshot, &mut text::TextWriter::new(&mut text));
-        let text = Bytes::from(text);
-        *kept = Some(Rendered {
+        let render = |before: Option<&Bytes>, write: fn(&Snapshot, &mut text::TextWriter<'_>)| {
+            let mut text = String::with_capacity(before.map_or(0, Bytes::len) + 4096);
+            write(&snapshot, &mut text::TextWriter::new(&mut text));
+            Bytes::from(text)
+        };
+        let status = match kept.as_ref() {
+            Some(r) if r.status_version == snapshot.status_version => r.status.clone(),
+            before => render(before.map(|r| &r.status), tunnels::write_status),
+        };
+        let rendered = Rendered {
+            status_version: snapshot.status_version,
+            status,
             version: snapshot.version,
-            text: text.clone(),
-        });
-        text
+            samples: render(kept.as_ref().map(|r| &r.samples), tunnels::write_samples),
+        };
+        *kept = Some(rendered.clone());
+        rendered
     }
 
     /// Renders the per-tunnel series after each change of the snapshot, once it settles, so
-    /// that scrapes find them ready. Runs until `shutdown`. One rendering per sampler pass in
-    /// a steady fleet: the health pass and the traffic poll leave the version alone when they
-    /// find nothing new.
+    /// that scrapes find them ready. Runs until `shutdown`. In a steady fleet, one rendering
+    /// of the readings' families per sampler pass (and traffic poll), and none of the status
+    /// families: the health pass leaves the versions alone when it finds nothing new.
     pub async fn prerender(self, shutdown: tokio_util::sync::CancellationToken) {
         loop {
             tokio::select! {

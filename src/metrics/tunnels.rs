@@ -161,8 +161,9 @@ const GUARD_TRIPPED: Spec = Spec::gauge(
 /// Writes the samples of one family for one tunnel (none when it has no value).
 type Emit = fn(&str, &Tunnel, &mut Samples<'_, '_>);
 
-/// Every per-tunnel family, with how a tunnel contributes to it.
-const FAMILIES: [(Spec, Emit); 23] = [
+/// The per-tunnel families drawn from the unit's status, restarts and health checks (which
+/// change with [`Snapshot::status_version`]), with how a tunnel contributes to each.
+const STATUS_FAMILIES: [(Spec, Emit); 12] = [
     (INFO, |t, x, s| {
         s.push(&[t, &x.unit, &x.status.description], 1.0)
     }),
@@ -211,6 +212,16 @@ const FAMILIES: [(Spec, Emit); 23] = [
             s.push(&[t], x.status.exec_main_start_usec as f64 / 1e6);
         }
     }),
+    (HEALTH_CHECK, |t, x, s| {
+        for check in &x.health {
+            s.push(&[t, check.name], flag(check.ok));
+        }
+    }),
+];
+
+/// The per-tunnel families drawn from the sampler's and the traffic poll's readings, which
+/// change with every pass.
+const SAMPLE_FAMILIES: [(Spec, Emit); 11] = [
     (CPU, |t, x, s| {
         if let Some(r) = &x.resources {
             s.push(&[t], r.cpu_seconds);
@@ -267,11 +278,6 @@ const FAMILIES: [(Spec, Emit); 23] = [
             s.push(&[t, &u.user], u.ips as f64);
         }
     }),
-    (HEALTH_CHECK, |t, x, s| {
-        for check in &x.health {
-            s.push(&[t, check.name], flag(check.ok));
-        }
-    }),
 ];
 
 /// `CLD_EXITED`, `CLD_KILLED`, `CLD_DUMPED`: how systemd's ExecMainCode says a process ended.
@@ -282,23 +288,30 @@ const CLD_DUMPED: i32 = 3;
 /// The specs of every per-tunnel family.
 #[cfg(test)]
 pub fn specs() -> impl Iterator<Item = &'static Spec> {
-    FAMILIES.iter().map(|(spec, _)| spec).chain([
-        &ORPHANED,
-        &ORPHANED_SINCE,
-        &CONFIG_UNKNOWN,
-        &GUARD_TRIPPED,
-    ])
+    STATUS_FAMILIES
+        .iter()
+        .chain(&SAMPLE_FAMILIES)
+        .map(|(spec, _)| spec)
+        .chain([&ORPHANED, &ORPHANED_SINCE, &CONFIG_UNKNOWN, &GUARD_TRIPPED])
 }
 
-/// Writes every per-tunnel family of `snapshot`, the orphans, the unknown configs and, once a
-/// health pass has run, the orphan guard.
+/// Writes every per-tunnel family of `snapshot`: [`write_status`], then [`write_samples`].
+#[cfg(test)]
 pub fn write(snapshot: &Snapshot, writer: &mut TextWriter<'_>) {
-    for (spec, emit) in &FAMILIES {
-        let mut samples = writer.family(spec);
-        for (id, tunnel) in &snapshot.tunnels {
-            emit(id.as_str(), tunnel, &mut samples);
-        }
-    }
+    write_status(snapshot, writer);
+    write_samples(snapshot, writer);
+}
+
+/// Writes the families of the readings, which change with every sampler pass.
+pub fn write_samples(snapshot: &Snapshot, writer: &mut TextWriter<'_>) {
+    write_families(&SAMPLE_FAMILIES, snapshot, writer);
+}
+
+/// Writes the families drawn from the units' status and health checks, the orphans, the
+/// unknown configs and, once a health pass has run, the orphan guard: everything that changes
+/// only with [`Snapshot::status_version`].
+pub fn write_status(snapshot: &Snapshot, writer: &mut TextWriter<'_>) {
+    write_families(&STATUS_FAMILIES, snapshot, writer);
     write_orphans(snapshot, writer);
     let mut unknown = writer.family(&CONFIG_UNKNOWN);
     for u in &snapshot.config_unknown {
@@ -307,6 +320,15 @@ pub fn write(snapshot: &Snapshot, writer: &mut TextWriter<'_>) {
     if snapshot.collectors.contains_key(COLLECTOR_HEALTH) {
         let tripped = snapshot.orphan_guard.is_some();
         writer.family(&GUARD_TRIPPED).push(&[], flag(tripped));
+    }
+}
+
+fn write_families(families: &[(Spec, Emit)], snapshot: &Snapshot, writer: &mut TextWriter<'_>) {
+    for (spec, emit) in families {
+        let mut samples = writer.family(spec);
+        for (id, tunnel) in &snapshot.tunnels {
+            emit(id.as_str(), tunnel, &mut samples);
+        }
     }
 }
 

@@ -182,7 +182,7 @@ impl Sampler {
         started: Instant,
     ) {
         let units = self.units.as_mut().expect("put back by the pass");
-        self.state.update(|s| {
+        self.state.update_samples(|s| {
             units.retain(
                 |id| s.tunnels.contains_key(id),
                 |id| sampled.contains_key(id),

@@ -360,7 +360,7 @@ impl Loop {
                 self.counted.remove(*id);
             }
         }
-        self.state.update(|s| {
+        self.state.update_samples(|s| {
             for (id, traffic) in read {
                 if let Some(tunnel) = s.tunnels.get_mut(id) {
                     tunnel.traffic = traffic;
