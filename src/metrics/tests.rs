@@ -233,4 +233,24 @@ fn per_tunnel_series_are_rendered_once_per_snapshot_version() {
     // A versioned update renders again.
     state.update(|s| set_cpu(s, 20.0));
     assert!(cpu(&metrics).0.ends_with(" 20"));
+    // An update of the samples renders their families again and keeps the status families
+    // as they were rendered (a status change slipped into it stays unseen, by contract)...
+    let sub_state =
+        |body: &str| body.contains("xray_tunnel_sub_state{tunnel=\"eu1\",sub_state=\"running\"} 1");
+    state.update_samples(|s| {
+        set_cpu(s, 25.0);
+        let id = TunnelId::new("eu1").unwrap();
+        Arc::make_mut(&mut s.tunnels.get_mut(&id).unwrap().status).sub_state = "reloading".into();
+    });
+    let (line, body) = cpu(&metrics);
+    assert!(line.ends_with(" 25"), "{line}");
+    assert!(sub_state(&body), "{body}");
+    // ...until an update that may change them.
+    state.update(|_| {});
+    let (line, body) = cpu(&metrics);
+    assert!(line.ends_with(" 25"), "{line}");
+    assert!(
+        !sub_state(&body) && body.contains("sub_state=\"reloading\"} 1"),
+        "{body}"
+    );
 }

@@ -87,17 +87,28 @@ fn reads_the_real_procfs() {
 
 #[test]
 fn reads_the_accounting_files_of_each_layout() {
-    // Hybrid: v1 controllers beside `unified/`; no cpuacct hierarchy, so no CPU figure.
+    // Hybrid: v1 controllers beside `unified/`; no cpuacct hierarchy, so the CPU figure is
+    // the unit's `cpu.stat` in the v2 tree, read by path and through held files alike.
     let a = "/system.slice/xray-tunnel-a.service";
     let hybrid = fixture().accounting(a).unwrap();
     assert_eq!(hybrid.memory_current, Some(8_388_608));
     assert_eq!(hybrid.tasks_current, Some(4));
-    assert_eq!(hybrid.cpu_usage_nsec, None);
-    // A unit without the controllers enabled has no figures, and that is no error.
+    assert_eq!(hybrid.cpu_usage_nsec, Some(1_500_000_000));
+    let held = fixture().hold(a).unwrap();
+    assert_eq!(held.accounting(&mut Vec::new()).unwrap(), hybrid);
+    assert!(held.complete());
+    // A unit without the controllers enabled, nor a directory in the v2 tree, has no figures,
+    // and that is no error.
     let b = fixture()
         .accounting("/system.slice/xray-tunnel-b.service")
         .unwrap();
     assert_eq!(b, Accounting::default());
+    // The v2 tree is found by its root's `cgroup.controllers`.
+    let layout = CgroupLayout::PerController {
+        cpuacct: None,
+        hybrid: true,
+    };
+    assert_eq!(fixture().layout, layout);
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/procfs");
     let v2 = ProcfsReader::with_units(root.join("proc"), root.join("cgroup2"), 100, 4096);
