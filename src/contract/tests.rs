@@ -54,7 +54,7 @@ fn running() -> Tunnel {
         restarts: RestartCounts { auto: 1, manual: 3 },
         resources: Some(Resources {
             cpu_seconds: 12.25,
-            cpu_from_systemd: true,
+            cpu_from_cgroup: true,
             rss_bytes: 52_428_800,
             memory_current_bytes: None,
             tasks: 7,

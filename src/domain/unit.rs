@@ -150,8 +150,9 @@ pub struct Accounting {
 pub struct Resources {
     /// Cumulative CPU seconds of the unit (a monotonic counter while the warden runs).
     pub cpu_seconds: f64,
-    /// Where `cpu_seconds` came from: systemd's `CPUUsageNSec`, or procfs.
-    pub cpu_from_systemd: bool,
+    /// Where `cpu_seconds` came from: the cgroup's own counter (what systemd publishes as
+    /// `CPUUsageNSec`, or a hybrid host's v2 `cpu.stat`), or procfs.
+    pub cpu_from_cgroup: bool,
     /// Sum of the resident set sizes of every process in the unit's cgroup.
     pub rss_bytes: u64,
     /// systemd's `MemoryCurrent` (cgroup memory, page cache included), when set.

@@ -81,7 +81,7 @@ fn fixture() -> SharedState {
         }];
         running.resources = Some(Resources {
             cpu_seconds: 12.5,
-            cpu_from_systemd: false,
+            cpu_from_cgroup: false,
             rss_bytes: 31_457_280,
             memory_current_bytes: Some(40_000_000),
             tasks: 9,

@@ -77,7 +77,7 @@ const START_TIME: Spec = Spec::gauge(
 );
 const CPU: Spec = Spec::counter(
     "xray_tunnel_cpu_seconds_total",
-    "CPU time used by the tunnel's processes (systemd CPUUsageNSec, else procfs over its cgroup).",
+    "CPU time used by the tunnel's processes: its cgroup's own counter (systemd's CPUUsageNSec where it publishes one), else procfs over its cgroup.",
     T,
 );
 const RSS: Spec = Spec::gauge(

@@ -209,13 +209,13 @@ impl Sampler {
 /// value.
 fn combine(sample: &CgroupSample, systemd: Accounting, account: &mut CpuAccount) -> Resources {
     let procfs_cpu = account.update(sample.processes.iter().map(|p| (p.key, p.cpu_seconds)));
-    let (cpu_seconds, cpu_from_systemd) = match systemd.cpu_usage_nsec {
+    let (cpu_seconds, cpu_from_cgroup) = match systemd.cpu_usage_nsec {
         Some(nsec) => (nsec as f64 / 1e9, true),
         None => (procfs_cpu, false),
     };
     Resources {
         cpu_seconds,
-        cpu_from_systemd,
+        cpu_from_cgroup,
         rss_bytes: sample.rss_bytes(),
         memory_current_bytes: systemd.memory_current,
         tasks: systemd.tasks_current.unwrap_or_else(|| sample.threads()),
@@ -256,7 +256,7 @@ mod tests {
         };
         let r = combine(&sample, systemd, &mut CpuAccount::default());
         assert_eq!(r.cpu_seconds, 7.5);
-        assert!(r.cpu_from_systemd);
+        assert!(r.cpu_from_cgroup);
         assert_eq!(r.memory_current_bytes, Some(4096));
         assert_eq!(r.tasks, 9);
         assert_eq!((r.rss_bytes, r.open_fds, r.processes), (2000, 10, 2));
@@ -271,7 +271,7 @@ mod tests {
         };
         let r = combine(&sample, Accounting::default(), &mut account);
         assert_eq!(r.cpu_seconds, 3.0);
-        assert!(!r.cpu_from_systemd);
+        assert!(!r.cpu_from_cgroup);
         assert_eq!(r.tasks, 6);
         assert_eq!(r.memory_current_bytes, None);
         // The child exits: CPU keeps counting from what it had used.
