@@ -22,7 +22,8 @@
 //! to measure beside this tree's; default `<target>/steady-baseline/xray-warden` when that exists,
 //! `none` to skip), XW_STEADY_WRAP (a command line the warden columns run under, for profiling:
 //! `valgrind --tool=callgrind --callgrind-out-file=<dir>/cg.%p`; their figures are then the
-//! profiler's). A smoke run: `XW_STEADY_UNITS=50 XW_STEADY_SECS=15 XW_STEADY_WARMUP_SECS=5`.
+//! profiler's), XW_STEADY_RESYNC (the watcher's `systemd.resync_interval` for every warden
+//! column, e.g. `20s`, to measure its safety net: the default 300 s falls in a window or not). A smoke run: `XW_STEADY_UNITS=50 XW_STEADY_SECS=15 XW_STEADY_WARMUP_SECS=5`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -96,6 +97,8 @@ pub struct Settings {
     pub scrape_every: Duration,
     pub baseline: Option<PathBuf>,
     pub wrap: Vec<String>,
+    /// The warden's config: [`WARDEN_CONFIG`], with `XW_STEADY_RESYNC` if set.
+    pub config: String,
 }
 
 impl Settings {
@@ -129,6 +132,10 @@ impl Settings {
             wrap: var("XW_STEADY_WRAP")
                 .map(|w| w.split_whitespace().map(str::to_owned).collect())
                 .unwrap_or_default(),
+            config: match var("XW_STEADY_RESYNC") {
+                Some(every) => format!("{WARDEN_CONFIG}resync_interval = \"{every}\"\n"),
+                None => WARDEN_CONFIG.to_owned(),
+            },
         }
     }
 
@@ -217,7 +224,7 @@ fn measure(sandbox: &Sandbox, dbus: u32, column: &Column, units: usize, s: &Sett
                 .map(String::as_str)
                 .chain([bin.as_str()])
                 .collect();
-            let warden = Warden::start_with(sandbox, WARDEN_CONFIG, &program, &env);
+            let warden = Warden::start_with(sandbox, &s.config, &program, &env);
             // No `wait_ready` (15 s): listing a large fleet may take longer on a busy machine.
             let cpu_prefix = "xray_tunnel_cpu_seconds_total{";
             warden.wait_for("CPU series of every unit", WAIT, |s| {

@@ -300,6 +300,48 @@ fn stopped_units_keep_series_and_deleted_units_lose_them() {
 }
 
 #[test]
+fn the_light_safety_net_rounds_keep_the_truth() {
+    // The watcher's safety net every second: rounds that list the units' states in one call
+    // and read only the units whose states moved, every twelfth round a full re-listing.
+    let sandbox = Sandbox::boot("proof-resync");
+    install(&sandbox, &[("calm", SLEEPER), ("moved", SLEEPER)]);
+    sandbox.systemctl(&["start", &unit("calm"), &unit("moved")]);
+    let config = format!("{CONFIG}resync_interval = \"1s\"\n");
+    let warden = Warden::start(&sandbox, &config);
+    warden.wait_ready();
+    let rounds = |w: &Warden| {
+        w.log()
+            .matches("safety net: units whose states moved")
+            .count()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while rounds(&warden) < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", warden.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sandbox.systemctl(&["stop", &unit("moved")]);
+    let scrape = warden.wait_for("moved inactive, calm still up", WAIT, |s| {
+        s.tunnel("xray_tunnel_up", "moved") == Some(0.0)
+            && s.tunnel("xray_tunnel_up", "calm") == Some(1.0)
+    });
+    assert_eq!(scrape.value("xray_warden_tunnels", &[]), Some(2.0));
+    // Rounds go on after the change and never report the collector failing.
+    let seen = rounds(&warden);
+    let scrape = warden.wait_for("two more rounds", WAIT, |_| rounds(&warden) >= seen + 2);
+    assert_eq!(
+        scrape.value("xray_warden_collector_success", &[("collector", "systemd")]),
+        Some(1.0)
+    );
+    assert_eq!(scrape.tunnel("xray_tunnel_up", "moved"), Some(0.0));
+    assert_eq!(scrape.tunnel("xray_tunnel_up", "calm"), Some(1.0));
+    assert!(
+        !warden
+            .log()
+            .contains("safety net: the set of tunnels changed")
+    );
+}
+
+#[test]
 fn survives_a_dbus_restart() {
     let sandbox = Sandbox::boot("proof-dbus");
     install(&sandbox, &[("before", SLEEPER)]);

@@ -72,6 +72,7 @@ pub fn header(s: &Settings, systemd: &str, columns: &[Column]) {
             println!("  {label}: {bin}, environment {env:?} and RUST_LOG=info");
         }
     }
+    println!("warden config: {:?}", s.config);
 }
 
 /// One size's table, printed as soon as it is measured.

@@ -15,6 +15,7 @@ pub mod health_trigger;
 pub mod orphans;
 mod policy_target;
 pub mod remediation;
+pub mod resync;
 pub mod sampling;
 mod traffic;
 mod tunnel;

@@ -22,6 +22,7 @@ use zbus::{Connection, MatchRule, MessageStream};
 
 use crate::config::SystemdConfig;
 use crate::domain::UnitStatus;
+use crate::domain::resync::ListedState;
 
 pub use manage::{JOB_TIMEOUT, JobResult};
 pub use path::unit_name_from_path;
@@ -134,12 +135,26 @@ impl Client {
 
     /// Names of the tunnel units systemd has loaded.
     pub async fn list_loaded_units(&self) -> Result<Vec<String>, SystemdError> {
+        let units = self.list_loaded_unit_states().await?;
+        Ok(units.into_iter().map(|unit| unit.unit).collect())
+    }
+
+    /// The tunnel units systemd has loaded, each with its load, active and sub state: one call.
+    pub async fn list_loaded_unit_states(&self) -> Result<Vec<ListedState>, SystemdError> {
         let states: &[&str] = &[];
         let reply = self
             .call_manager("ListUnitsByPatterns", &(states, &[UNIT_PATTERN][..]))
             .await?;
         let units: Vec<ListedUnit> = decode("ListUnitsByPatterns", &reply)?;
-        Ok(units.into_iter().map(|unit| unit.0).collect())
+        Ok(units
+            .into_iter()
+            .map(|u| ListedState {
+                unit: u.0,
+                load_state: u.2,
+                active_state: u.3,
+                sub_state: u.4,
+            })
+            .collect())
     }
 
     /// Names of the tunnel units that have a unit file, loaded or not.

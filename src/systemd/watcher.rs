@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::{Client, Event, SystemdError};
 use crate::config::SystemdConfig;
+use crate::domain::resync::{self, KnownState, Recheck};
 use crate::domain::{ActiveState, TunnelId, UnitStatus};
 use crate::state::{COLLECTOR_SYSTEMD, CollectorRun, SharedState, Tunnel};
 
@@ -97,6 +98,7 @@ async fn session(
     let mut resync = tokio::time::interval(config.resync_interval);
     resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
     resync.tick().await;
+    let mut rounds: u32 = 0;
     let mut pending = Pending::default();
     loop {
         let deadline = pending.since.map(|t| t + DEBOUNCE);
@@ -112,7 +114,16 @@ async fn session(
                 Event::SystemdRestarted => return Ok(()),
                 Event::Lost => return Err(SystemdError::Disconnected),
             },
-            _ = resync.tick() => pending.touch().relist = true,
+            // The safety net: the units' states in one call, every unit read every
+            // `FULL_EVERY` rounds (domain::resync).
+            _ = resync.tick() => {
+                rounds = rounds.wrapping_add(1);
+                if rounds.is_multiple_of(resync::FULL_EVERY) {
+                    pending.touch().relist = true;
+                } else {
+                    pending.touch().recheck = true;
+                }
+            }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 reader.apply(std::mem::take(&mut pending)).await?;
             }
@@ -133,6 +144,8 @@ struct Pending {
     changed: BTreeSet<String>,
     removed: BTreeSet<String>,
     relist: bool,
+    /// The safety net's light round: read the units whose listed states moved.
+    recheck: bool,
 }
 
 impl Pending {
@@ -150,11 +163,27 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    async fn apply(&self, pending: Pending) -> Result<(), SystemdError> {
+    async fn apply(&self, mut pending: Pending) -> Result<(), SystemdError> {
         if pending.relist {
             return self.relist().await;
         }
         let started = Instant::now();
+        if pending.recheck {
+            match self.recheck().await? {
+                Recheck::Full => {
+                    debug!("safety net: the set of tunnels changed; listing everything");
+                    return self.relist().await;
+                }
+                Recheck::Read(units) => {
+                    debug!(moved = units.len(), "safety net: units whose states moved");
+                    pending.changed.extend(units);
+                }
+            }
+            if pending.changed.is_empty() && pending.removed.is_empty() {
+                self.state.update_runs(|s| record_run(s, true, started));
+                return Ok(());
+            }
+        }
         let read = self.read_units(pending.changed.iter().cloned()).await;
         let mut success = read.failures == 0;
         let mut gone = Vec::new();
@@ -183,6 +212,28 @@ impl Reader<'_> {
             record_run(s, success, started);
         });
         Ok(())
+    }
+
+    /// Which units the safety net must read, from one listing of the units' states.
+    async fn recheck(&self) -> Result<Recheck, SystemdError> {
+        let listed = self.client.list_loaded_unit_states().await?;
+        let files = self.client.list_unit_files().await?;
+        let snapshot = self.state.read();
+        let known = snapshot
+            .tunnels
+            .iter()
+            .map(|(id, t)| {
+                let state = KnownState {
+                    load_state: &t.status.load_state,
+                    active_state: t.status.active_state().as_str(),
+                    sub_state: &t.status.sub_state,
+                };
+                (id.clone(), state)
+            })
+            .collect();
+        Ok(resync::recheck(&listed, &files, &known, |unit| {
+            tunnel_id(unit)
+        }))
     }
 
     /// Lists every tunnel unit (loaded ones and those that only have a unit file) and replaces
