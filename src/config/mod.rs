@@ -224,7 +224,8 @@ pub struct SystemdConfig {
     /// First delay before reconnecting to a lost bus; doubles up to `reconnect_max`, jittered.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
-    /// Period of a full re-listing, a safety net behind systemd's signals.
+    /// Period of the safety net behind systemd's signals: a listing of the units' states, and
+    /// every `domain::resync::FULL_EVERY` rounds a full re-listing.
     pub resync_interval: Duration,
     /// How many units are read from systemd at once.
     pub concurrency: usize,
