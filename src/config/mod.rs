@@ -224,8 +224,9 @@ pub struct SystemdConfig {
     /// First delay before reconnecting to a lost bus; doubles up to `reconnect_max`, jittered.
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
-    /// Period of the safety net behind systemd's signals: a listing of the units' states, and
-    /// every `domain::resync::FULL_EVERY` rounds a full re-listing.
+    /// Period of the safety net behind systemd's signals: a listing of the units' states (and
+    /// of the unit files only if systemd reloaded unseen), every `domain::resync::FULL_EVERY`
+    /// rounds a read of every loaded unit.
     pub resync_interval: Duration,
     /// How many units are read from systemd at once.
     pub concurrency: usize,

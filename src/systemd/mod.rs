@@ -170,6 +170,28 @@ impl Client {
             .collect())
     }
 
+    /// When systemd last loaded its units (`UnitsLoadTimestampMonotonic`, in µs): it moves at
+    /// every daemon-reload, so a value that moved since a listing means a reload happened then,
+    /// whether or not its signal arrived. One property read; `None` on a systemd without it.
+    pub async fn units_load_stamp(&self) -> Result<Option<u64>, SystemdError> {
+        let value = match self
+            .get(MANAGER_PATH, MANAGER_IFACE, "UnitsLoadTimestampMonotonic")
+            .await
+        {
+            Ok(value) => value,
+            Err(SystemdError::Call { source, .. }) if is_unknown_property(&source) => {
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+        u64::try_from(value)
+            .map(Some)
+            .map_err(|source| SystemdError::Call {
+                method: "Get UnitsLoadTimestampMonotonic",
+                source: Box::new(source.into()),
+            })
+    }
+
     /// The unit file state (`enabled`, `disabled`, ...) of `unit`, `None` when it has no file.
     ///
     /// Unlike reading the unit's properties, this does not make systemd load the unit.
@@ -356,6 +378,13 @@ fn signal_event(msg: &zbus::Message) -> Option<Event> {
         "NameOwnerChanged" => Some(Event::SystemdRestarted),
         _ => None,
     }
+}
+
+fn is_unknown_property(err: &zbus::Error) -> bool {
+    // sd-bus answers a Get of a property its object lacks with one of these.
+    matches!(err, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == "org.freedesktop.DBus.Error.UnknownProperty"
+            || name.as_str() == "org.freedesktop.DBus.Error.InvalidArgs")
 }
 
 fn is_no_such_unit(err: &zbus::Error) -> bool {

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::{Client, Event, SystemdError};
 use crate::config::SystemdConfig;
-use crate::domain::resync::{self, KnownState, Recheck};
+use crate::domain::resync::{self, Files, KnownState, Recheck};
 use crate::domain::{ActiveState, TunnelId, UnitStatus};
 use crate::state::{COLLECTOR_SYSTEMD, CollectorRun, SharedState, Tunnel};
 
@@ -75,10 +75,11 @@ async fn session(
     let client = Client::connect(config).await?;
     let mut events = client.events().await?;
     client.subscribe().await?;
-    let reader = Reader {
+    let mut reader = Reader {
         client: &client,
         state,
         concurrency: config.concurrency,
+        files_stamp: None,
     };
     reader.relist().await?;
     state.update(|s| {
@@ -118,11 +119,9 @@ async fn session(
             // `FULL_EVERY` rounds (domain::resync).
             _ = resync.tick() => {
                 rounds = rounds.wrapping_add(1);
-                if rounds.is_multiple_of(resync::FULL_EVERY) {
-                    pending.touch().relist = true;
-                } else {
-                    pending.touch().recheck = true;
-                }
+                let pending = pending.touch();
+                pending.recheck = true;
+                pending.every |= rounds.is_multiple_of(resync::FULL_EVERY);
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 reader.apply(std::mem::take(&mut pending)).await?;
@@ -144,8 +143,10 @@ struct Pending {
     changed: BTreeSet<String>,
     removed: BTreeSet<String>,
     relist: bool,
-    /// The safety net's light round: read the units whose listed states moved.
+    /// A safety-net round: read the units whose listed states moved.
     recheck: bool,
+    /// The round reads every loaded unit, moved or not.
+    every: bool,
 }
 
 impl Pending {
@@ -160,22 +161,29 @@ struct Reader<'a> {
     client: &'a Client,
     state: &'a SharedState,
     concurrency: usize,
+    /// systemd's `UnitsLoadTimestampMonotonic` when the unit files were last listed (`None`:
+    /// not known, or a systemd without it).
+    files_stamp: Option<u64>,
 }
 
 impl Reader<'_> {
-    async fn apply(&self, mut pending: Pending) -> Result<(), SystemdError> {
+    async fn apply(&mut self, mut pending: Pending) -> Result<(), SystemdError> {
         if pending.relist {
             return self.relist().await;
         }
         let started = Instant::now();
         if pending.recheck {
-            match self.recheck().await? {
+            match self.recheck(pending.every).await? {
                 Recheck::Full => {
                     debug!("safety net: the set of tunnels changed; listing everything");
                     return self.relist().await;
                 }
                 Recheck::Read(units) => {
-                    debug!(moved = units.len(), "safety net: units whose states moved");
+                    debug!(
+                        every = pending.every,
+                        read = units.len(),
+                        "safety net: units whose states moved"
+                    );
                     pending.changed.extend(units);
                 }
             }
@@ -214,16 +222,32 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// Which units the safety net must read, from one listing of the units' states.
-    async fn recheck(&self) -> Result<Recheck, SystemdError> {
+    /// Which units the safety net must read, from one listing of the units' states. The unit
+    /// files are listed again only on a systemd that cannot say when it last reloaded.
+    async fn recheck(&self, every: bool) -> Result<Recheck, SystemdError> {
+        let stamp = self.client.units_load_stamp().await?;
+        if stamp.is_some() && stamp != self.files_stamp {
+            debug!("safety net: systemd reloaded since the unit files were listed");
+            return Ok(Recheck::Full);
+        }
         let listed = self.client.list_loaded_unit_states().await?;
-        let files = self.client.list_unit_files().await?;
+        let listed_files = match stamp {
+            Some(_) => None,
+            None => {
+                debug!("safety net: listing the unit files (systemd has no load stamp)");
+                Some(self.client.list_unit_files().await?)
+            }
+        };
+        let files = listed_files
+            .as_deref()
+            .map_or(Files::Unchanged, Files::Listed);
         let snapshot = self.state.read();
         let known = snapshot
             .tunnels
             .iter()
             .map(|(id, t)| {
                 let state = KnownState {
+                    unit: &t.unit,
                     load_state: &t.status.load_state,
                     active_state: t.status.active_state().as_str(),
                     sub_state: &t.status.sub_state,
@@ -231,16 +255,19 @@ impl Reader<'_> {
                 (id.clone(), state)
             })
             .collect();
-        Ok(resync::recheck(&listed, &files, &known, |unit| {
+        Ok(resync::recheck(&listed, files, &known, every, |unit| {
             tunnel_id(unit)
         }))
     }
 
     /// Lists every tunnel unit (loaded ones and those that only have a unit file) and replaces
     /// the snapshot's tunnel set with what it finds.
-    async fn relist(&self) -> Result<(), SystemdError> {
+    async fn relist(&mut self) -> Result<(), SystemdError> {
         let started = Instant::now();
         let loaded = self.client.list_loaded_units().await?;
+        // Read before the listing: a reload during it moves the stamp, and the next round
+        // lists again.
+        let stamp = self.client.units_load_stamp().await?;
         let files = self.client.list_unit_files().await?;
         let read = self.read_units(loaded.into_iter()).await;
         let unloaded: Vec<(TunnelId, String)> = files
@@ -275,6 +302,7 @@ impl Reader<'_> {
             s.troubles.unit_read_errors += read.failures;
             record_run(s, read.failures == 0, started);
         });
+        self.files_stamp = stamp;
         Ok(())
     }
 
