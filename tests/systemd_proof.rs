@@ -302,7 +302,7 @@ fn stopped_units_keep_series_and_deleted_units_lose_them() {
 #[test]
 fn the_light_safety_net_rounds_keep_the_truth() {
     // The watcher's safety net every second: rounds that list the units' states in one call
-    // and read only the units whose states moved, every twelfth round every unit. They do not
+    // and read only the units whose states moved, every 72nd round every unit. They do not
     // list the unit files: systemd did not reload (ListUnitFilesByPatterns costs it seconds of
     // CPU at 1,000 units; `cargo bench --bench listing`).
     let sandbox = Sandbox::boot("proof-resync");
