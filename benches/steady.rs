@@ -9,8 +9,9 @@
 //! configured; the D-Bus call deadline raised to 60 s, see `WARDEN_CONFIG`) and node_exporter. Each column runs alone: start, wait until it serves every
 //! unit, a warm-up, then a measured window with a scrape every 15 s. Per column it prints the
 //! total CPU per second (utime+stime of the exporter, the sandbox's systemd and its dbus-daemon
-//! over the window), the median scrape latency, and the RSS at the end of the window (measured
-//! from the exporter's start). The targets are marked PASS/MISS beside the warden's
+//! over the window), the median scrape latency (connect to last byte, read into a buffer kept
+//! between scrapes; also until the body is copied out as a `String`, as measured until stop 18),
+//! the body's size, and the RSS at the end of the window (measured from the exporter's start). The targets are marked PASS/MISS beside the warden's
 //! figures; the bench never fails on a figure.
 //!
 //! Run it with `cargo bench --bench steady` (root, Debian's prometheus-node-exporter). Without
@@ -32,6 +33,8 @@ mod support;
 mod report;
 mod shared;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -40,7 +43,7 @@ use shared::fleet::{dbus_daemon_of, start_units};
 use shared::node_exporter::{NODE_EXPORTER, NodeExporter};
 use shared::procstat::{Cpu, HostCpu, rss_kib};
 use support::sandbox::Sandbox;
-use support::warden::{BIN, Warden, http_get};
+use support::warden::{BIN, Warden};
 
 /// Every period at its default (sampler 15 s with a process listing every 300 s, health 15 s, resync 300 s). Only the D-Bus
 /// deadline is raised: a sandbox that has just started 1,000 units answers the first
@@ -197,6 +200,11 @@ pub struct Figures {
     pub window: Duration,
     /// The window's scrapes, sorted.
     pub latencies: Vec<Duration>,
+    /// The same scrapes until the body was copied out as a `String` (how this bench measured
+    /// until stop 18: the copies and the UTF-8 check were counted).
+    pub with_copy: Vec<Duration>,
+    /// The size of the last response.
+    pub body_bytes: usize,
     pub rss_kib: u64,
     /// From the exporter's start to the RSS reading.
     pub rss_at: Duration,
@@ -241,13 +249,11 @@ fn measure(sandbox: &Sandbox, dbus: u32, column: &Column, units: usize, s: &Sett
     let pids = [pid, sandbox.systemd_pid(), dbus];
     // Scrapes keep their 15 s rhythm from the start, warm-up included, like a Prometheus job.
     let mut next = Instant::now();
-    let mut scrape = |until: Instant, latencies: &mut Vec<Duration>| {
+    let mut buffer = Vec::new();
+    let mut scrape = |until: Instant, scrapes: &mut Vec<Scraped>| {
         while next < until {
             thread::sleep(next.saturating_duration_since(Instant::now()));
-            let at = Instant::now();
-            let (status, body) = http_get(addr, "/metrics").expect("GET /metrics");
-            assert_eq!(status, 200, "{body:.300}");
-            latencies.push(at.elapsed());
+            scrapes.push(scrape_metrics(addr, &mut buffer));
             next += s.scrape_every;
         }
         thread::sleep(until.saturating_duration_since(Instant::now()));
@@ -256,8 +262,8 @@ fn measure(sandbox: &Sandbox, dbus: u32, column: &Column, units: usize, s: &Sett
     // For a profiler attached by hand (`perf record -p PID`): the window starts now.
     eprintln!("bench: window of {:?} begins, pid {pid}", s.window);
     let (before, host_before, from) = (pids.map(Cpu::of), HostCpu::now(), Instant::now());
-    let mut latencies = Vec::new();
-    scrape(from + s.window, &mut latencies);
+    let mut scrapes = Vec::new();
+    scrape(from + s.window, &mut scrapes);
     let after = pids.map(Cpu::of);
     let window = from.elapsed();
     let host = HostCpu::now().since(host_before);
@@ -267,13 +273,55 @@ fn measure(sandbox: &Sandbox, dbus: u32, column: &Column, units: usize, s: &Sett
         Running::Warden(w) => eprintln!("bench: warden stopped: {}", w.stop()),
         Running::Node(n) => drop(n),
     }
+    let mut latencies: Vec<Duration> = scrapes.iter().map(|s| s.to_last_byte).collect();
+    let mut with_copy: Vec<Duration> = scrapes.iter().map(|s| s.with_copy).collect();
     latencies.sort();
+    with_copy.sort();
+    let body_bytes = scrapes.last().map_or(0, |s| s.body_bytes);
     Figures {
         cpu: [0, 1, 2].map(|i| after[i].since(before[i])),
         window,
         latencies,
+        with_copy,
+        body_bytes,
         rss_kib,
         rss_at,
         host,
+    }
+}
+
+/// One scrape's timings.
+struct Scraped {
+    to_last_byte: Duration,
+    with_copy: Duration,
+    body_bytes: usize,
+}
+
+/// One GET /metrics: the time from connect to the last byte, as a scraper sees it. The response
+/// lands in `buffer`, kept from one scrape to the next (Prometheus too reuses a buffer sized by
+/// the target's last scrape), so that growing and copying it is not counted; the status line is
+/// checked after the clock stops. Also timed: until the body is copied out as a `String`, as
+/// this bench measured before.
+fn scrape_metrics(addr: SocketAddr, buffer: &mut Vec<u8>) -> Scraped {
+    buffer.clear();
+    let at = Instant::now();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("read timeout");
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("GET /metrics");
+    stream.read_to_end(buffer).expect("reading /metrics");
+    let to_last_byte = at.elapsed();
+    let text = String::from_utf8(buffer.clone()).expect("a UTF-8 response");
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned());
+    let with_copy = at.elapsed();
+    assert!(
+        text.starts_with("HTTP/1.") && text.get(9..12) == Some("200"),
+        "{text:.300}"
+    );
+    Scraped {
+        to_last_byte,
+        with_copy,
+        body_bytes: body.map_or(0, |b| b.len()),
     }
 }

@@ -115,6 +115,13 @@ pub fn size(size: &Size, columns: &[Column]) {
         }
         cell
     });
+    row("  with the body copied out", &|f, _| {
+        let mid = f.with_copy.get(f.with_copy.len().saturating_sub(1) / 2);
+        mid.map_or_else(|| "-".to_owned(), |d| ms(d.as_secs_f64() * 1e3))
+    });
+    row("body", &|f, _| {
+        format!("{:.2} MB", f.body_bytes as f64 / 1e6)
+    });
     row("scrapes in the window", &|f, _| {
         f.latencies.len().to_string()
     });
