@@ -18,7 +18,7 @@
 //! is not enabled for it): `None`, as systemd reports "[not set]".
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{ProcfsError, ProcfsReader};
 use crate::domain::Accounting;
@@ -54,6 +54,64 @@ impl CgroupLayout {
             .is_file();
         CgroupLayout::PerController { cpuacct, hybrid }
     }
+
+    /// Where the accounting of `control_group` (systemd's `ControlGroup`) lives below
+    /// `cgroup_root`: the one naming rule that reading by path and holding the files share.
+    pub fn files(self, cgroup_root: &Path, control_group: &str) -> AccountingFiles {
+        let relative = control_group.trim_start_matches('/');
+        match self {
+            CgroupLayout::Unified => {
+                let dir = cgroup_root.join(relative);
+                AccountingFiles {
+                    cpu: vec![(dir.join("cpu.stat"), CpuFile::Stat)],
+                    memory: dir.join("memory.current"),
+                    tasks: dir.join("pids.current"),
+                }
+            }
+            CgroupLayout::PerController { cpuacct, hybrid } => {
+                let file = |hierarchy: &str, name: &str| {
+                    cgroup_root.join(hierarchy).join(relative).join(name)
+                };
+                // Without a `cpuacct` directory for the unit, a hybrid host's v2 tree still
+                // counts its CPU (see the module's notes).
+                let cpuacct = cpuacct.map(|h| (file(h, "cpuacct.usage"), CpuFile::UsageNsec));
+                let unified = hybrid.then(|| (file(UNIFIED, "cpu.stat"), CpuFile::Stat));
+                AccountingFiles {
+                    cpu: cpuacct.into_iter().chain(unified).collect(),
+                    memory: file("memory", "memory.usage_in_bytes"),
+                    tasks: file("pids", "pids.current"),
+                }
+            }
+        }
+    }
+}
+
+/// A unit's accounting files, see [`CgroupLayout::files`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountingFiles {
+    /// The files that may hold its CPU time, the first that exists wins.
+    pub cpu: Vec<(PathBuf, CpuFile)>,
+    pub memory: PathBuf,
+    pub tasks: PathBuf,
+}
+
+/// What a CPU file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuFile {
+    /// cgroup v2 `cpu.stat`: `usage_usec` among other lines.
+    Stat,
+    /// cgroup v1 `cpuacct.usage`: nanoseconds.
+    UsageNsec,
+}
+
+impl CpuFile {
+    /// The CPU time in ns from the file's text.
+    pub fn nsec(self, text: &str) -> Option<u64> {
+        match self {
+            CpuFile::Stat => usage_usec(text).map(|us| us.saturating_mul(1000)),
+            CpuFile::UsageNsec => text.trim().parse().ok(),
+        }
+    }
 }
 
 /// The v1 hierarchies that may hold `cpuacct.usage`: its own, or shared with `cpu`.
@@ -62,43 +120,18 @@ const CPUACCT: [&str; 2] = ["cpuacct", "cpu,cpuacct"];
 impl ProcfsReader {
     /// The accounting of `control_group` (systemd's `ControlGroup`), from the cgroup's files.
     pub fn accounting(&self, control_group: &str) -> Result<Accounting, ProcfsError> {
-        let relative = control_group.trim_start_matches('/');
-        let root = &self.cgroup_root;
-        Ok(match self.layout {
-            CgroupLayout::Unified => {
-                let dir = root.join(relative);
-                let cpu = read(&dir.join("cpu.stat"))?;
-                Accounting {
-                    cpu_usage_nsec: cpu
-                        .as_deref()
-                        .and_then(usage_usec)
-                        .map(|us| us.saturating_mul(1000)),
-                    memory_current: number(read(&dir.join("memory.current"))?),
-                    tasks_current: number(read(&dir.join("pids.current"))?),
-                }
+        let files = self.layout.files(&self.cgroup_root, control_group);
+        let mut cpu_usage_nsec = None;
+        for (path, kind) in &files.cpu {
+            if let Some(text) = read(path)? {
+                cpu_usage_nsec = kind.nsec(&text);
+                break;
             }
-            CgroupLayout::PerController { cpuacct, hybrid } => {
-                let file = |hierarchy: &str, name: &str| {
-                    read(&root.join(hierarchy).join(relative).join(name))
-                };
-                let cpuacct = match cpuacct {
-                    Some(hierarchy) => file(hierarchy, "cpuacct.usage")?,
-                    None => None,
-                };
-                let cpu = match cpuacct {
-                    Some(text) => number(Some(text)),
-                    None if hybrid => file(UNIFIED, "cpu.stat")?
-                        .as_deref()
-                        .and_then(usage_usec)
-                        .map(|us| us.saturating_mul(1000)),
-                    None => None,
-                };
-                Accounting {
-                    cpu_usage_nsec: cpu,
-                    memory_current: number(file("memory", "memory.usage_in_bytes")?),
-                    tasks_current: number(file("pids", "pids.current")?),
-                }
-            }
+        }
+        Ok(Accounting {
+            cpu_usage_nsec,
+            memory_current: number(read(&files.memory)?),
+            tasks_current: number(read(&files.tasks)?),
         })
     }
 }

@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::accounting::{CgroupLayout, UNIFIED, usage_usec};
+use super::accounting::CpuFile;
 use super::{CgroupSample, ProcessSample, ProcfsError, ProcfsReader, collect_pids, vanished};
 use crate::domain::Accounting;
 
@@ -27,15 +27,6 @@ pub struct HeldCgroup {
     cpu: Option<(File, CpuFile)>,
     memory: Option<File>,
     tasks: Option<File>,
-}
-
-/// What the CPU file holds.
-#[derive(Debug, Clone, Copy)]
-enum CpuFile {
-    /// cgroup v2 `cpu.stat`: `usage_usec` among other lines.
-    Stat,
-    /// cgroup v1 `cpuacct.usage`: nanoseconds.
-    UsageNsec,
 }
 
 /// Why a held read failed.
@@ -54,36 +45,15 @@ impl ProcfsReader {
     /// files are held; [`ProcfsError::CgroupNotFound`] when no hierarchy has the cgroup.
     pub fn hold(&self, control_group: &str) -> Result<HeldCgroup, ProcfsError> {
         let dir = self.cgroup_dir(control_group)?;
-        let relative = control_group.trim_start_matches('/');
-        let root = &self.cgroup_root;
-        let (cpu, memory, tasks) = match self.layout {
-            CgroupLayout::Unified => (
-                open(&dir.join("cpu.stat"))?.map(|f| (f, CpuFile::Stat)),
-                open(&dir.join("memory.current"))?,
-                open(&dir.join("pids.current"))?,
-            ),
-            CgroupLayout::PerController { cpuacct, hybrid } => {
-                let file = |hierarchy: &str, name: &str| {
-                    open(&root.join(hierarchy).join(relative).join(name))
-                };
-                let cpuacct = match cpuacct {
-                    Some(h) => file(h, "cpuacct.usage")?.map(|f| (f, CpuFile::UsageNsec)),
-                    None => None,
-                };
-                // Without a `cpuacct` directory for the unit, a hybrid host's v2 tree still
-                // counts its CPU (see `accounting`).
-                let cpu = match cpuacct {
-                    Some(held) => Some(held),
-                    None if hybrid => file(UNIFIED, "cpu.stat")?.map(|f| (f, CpuFile::Stat)),
-                    None => None,
-                };
-                (
-                    cpu,
-                    file("memory", "memory.usage_in_bytes")?,
-                    file("pids", "pids.current")?,
-                )
+        let files = self.layout.files(&self.cgroup_root, control_group);
+        let mut cpu = None;
+        for (path, kind) in &files.cpu {
+            if let Some(file) = open(path)? {
+                cpu = Some((file, *kind));
+                break;
             }
-        };
+        }
+        let (memory, tasks) = (open(&files.memory)?, open(&files.tasks)?);
         Ok(HeldCgroup {
             dir,
             cpu,
@@ -235,10 +205,7 @@ impl HeldCgroup {
     /// the caller across units.
     pub fn accounting(&self, buf: &mut Vec<u8>) -> Result<Accounting, HeldError> {
         let cpu_usage_nsec = match &self.cpu {
-            Some((file, CpuFile::Stat)) => reread(file, buf)?
-                .and_then(usage_usec)
-                .map(|us| us.saturating_mul(1000)),
-            Some((file, CpuFile::UsageNsec)) => reread(file, buf)?.and_then(number),
+            Some((file, kind)) => reread(file, buf)?.and_then(|text| kind.nsec(text)),
             None => None,
         };
         let mut figure = |file: &Option<File>| -> Result<Option<u64>, HeldError> {

@@ -84,7 +84,7 @@ pub struct ProcfsReader {
 /// Where a unit's cgroup directory may live below the cgroup root: pure cgroup v2 mounts the
 /// unified hierarchy at the root itself; hybrid hosts mount it at `unified/` and keep systemd's
 /// own v1 hierarchy at `systemd/`.
-const HIERARCHIES: [&str; 3] = ["", "unified", "systemd"];
+const HIERARCHIES: [&str; 3] = ["", accounting::UNIFIED, "systemd"];
 
 impl ProcfsReader {
     pub fn new(proc_root: impl Into<PathBuf>, cgroup_root: impl Into<PathBuf>) -> Self {

@@ -208,10 +208,13 @@ impl Sampler {
 /// Merges the cgroup's accounting with a procfs sample, preferring the cgroup where it has a
 /// value.
 fn combine(sample: &CgroupSample, systemd: Accounting, account: &mut CpuAccount) -> Resources {
-    let procfs_cpu = account.update(sample.processes.iter().map(|p| (p.key, p.cpu_seconds)));
     let (cpu_seconds, cpu_from_cgroup) = match systemd.cpu_usage_nsec {
         Some(nsec) => (nsec as f64 / 1e9, true),
-        None => (procfs_cpu, false),
+        // The processes' sum is kept (exited ones included) only where no cgroup counts it.
+        None => {
+            let processes = sample.processes.iter().map(|p| (p.key, p.cpu_seconds));
+            (account.update(processes), false)
+        }
     };
     Resources {
         cpu_seconds,
