@@ -175,7 +175,7 @@ impl Reader<'_> {
         if pending.recheck {
             match self.recheck(pending.every).await? {
                 Recheck::Full => {
-                    debug!("safety net: the set of tunnels changed; listing everything");
+                    debug!("safety net: listing everything");
                     return self.relist().await;
                 }
                 Recheck::Read(units) => {
@@ -255,19 +255,21 @@ impl Reader<'_> {
                 (id.clone(), state)
             })
             .collect();
-        Ok(resync::recheck(&listed, files, &known, every, |unit| {
-            tunnel_id(unit)
-        }))
+        let recheck = resync::recheck(&listed, files, &known, every, tunnel_id);
+        if recheck == Recheck::Full {
+            debug!("safety net: the set of tunnels changed");
+        }
+        Ok(recheck)
     }
 
     /// Lists every tunnel unit (loaded ones and those that only have a unit file) and replaces
     /// the snapshot's tunnel set with what it finds.
     async fn relist(&mut self) -> Result<(), SystemdError> {
         let started = Instant::now();
-        let loaded = self.client.list_loaded_units().await?;
-        // Read before the listing: a reload during it moves the stamp, and the next round
-        // lists again.
+        // Read before both listings: a reload during them moves the stamp, and the next
+        // safety-net round lists everything again.
         let stamp = self.client.units_load_stamp().await?;
+        let loaded = self.client.list_loaded_units().await?;
         let files = self.client.list_unit_files().await?;
         let read = self.read_units(loaded.into_iter()).await;
         let unloaded: Vec<(TunnelId, String)> = files
