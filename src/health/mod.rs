@@ -54,6 +54,7 @@ pub mod cleanup;
 pub mod crash;
 mod gather;
 pub mod inventory;
+mod memo;
 pub mod netdiag;
 pub mod ports;
 mod probe;

@@ -5,14 +5,15 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tracing::{debug, info, warn};
 
 use super::census::ProcCensus;
 use super::checks::{self, ApiVerdict, ConfigVerdict};
-use super::crash::RestartHistory;
+use super::crash::{CrashVerdict, RestartHistory};
 use super::gather::{Gathered, UnitPaths, gather_blocking};
+use super::memo::{CheckFacts, CheckMemo, Judged};
 use super::probe;
 use super::scan::ProcScan;
 use super::trigger::{self, Stamps, Trigger, UnitInput};
@@ -20,9 +21,7 @@ use super::verdicts::VerdictCache;
 use super::{Ledger, Settings, inventory};
 use crate::domain::health_trigger::HealthInputs;
 use crate::domain::orphans::{self, Facts, UnitFacts};
-use crate::domain::{
-    Check, ConfigRef, GuardTrip, Orphan, TunnelId, UnitStatus, UnknownConfig, UnknownReason,
-};
+use crate::domain::{Check, ConfigRef, GuardTrip, Orphan, TunnelId, UnitStatus, UnknownConfig};
 use crate::procfs::ProcfsReader;
 use crate::state::{COLLECTOR_HEALTH, CollectorRun, SharedState};
 use crate::tunnelcfg::TunnelConfig;
@@ -42,7 +41,9 @@ pub struct HealthTask {
     /// Which processes are cores, kept up to date by reading only new PIDs.
     census: ProcCensus,
     /// The checks last published, to log changes rather than every pass.
-    shown: HashMap<TunnelId, Vec<Check>>,
+    shown: HashMap<TunnelId, Arc<[Check]>>,
+    /// Each tunnel's checks and config, built again only when what they come from changed.
+    memo: CheckMemo,
     /// The inventory's last read error, to log it once.
     inventory_error: Option<String>,
     /// The guard's last verdict, to log when it trips and clears.
@@ -52,7 +53,7 @@ pub struct HealthTask {
 /// What one pass published.
 #[derive(Debug, Clone, Default)]
 pub struct PassReport {
-    pub checks: BTreeMap<TunnelId, Vec<Check>>,
+    pub checks: BTreeMap<TunnelId, Arc<[Check]>>,
     pub orphans: Vec<Orphan>,
     /// Tunnels whose config path cannot be trusted, in id order.
     pub config_unknown: Vec<UnknownConfig>,
@@ -61,9 +62,6 @@ pub struct PassReport {
     /// Whether every input could be read (`xray_warden_collector_success{collector="health"}`).
     pub success: bool,
 }
-
-/// A tunnel's config and the core's verdict on it, or why its config is unknown.
-type Judged = Result<(PathBuf, ConfigVerdict), UnknownReason>;
 
 /// A tunnel as the pass sees it.
 struct Target {
@@ -86,6 +84,7 @@ impl HealthTask {
             trigger: Trigger::default(),
             census: ProcCensus::default(),
             shown: HashMap::new(),
+            memo: CheckMemo::default(),
             inventory_error: None,
             guard_tripped: false,
         }
@@ -106,25 +105,22 @@ impl HealthTask {
         };
         let now = Instant::now();
         for (i, t) in targets.iter().enumerate() {
-            let active = t.status.active_state().is_up();
-            let st = &t.status;
-            let config = match &verdicts[i] {
-                Ok((path, verdict)) => checks::config(path, verdict),
-                Err(reason) => {
-                    report.config_unknown.push(UnknownConfig {
-                        tunnel: t.id.clone(),
-                        reason: *reason,
-                    });
-                    checks::config_unknown(*reason)
-                }
+            if let Err(reason) = &verdicts[i] {
+                report.config_unknown.push(UnknownConfig {
+                    tunnel: t.id.clone(),
+                    reason: *reason,
+                });
+            }
+            let facts = CheckFacts {
+                status: t.status.clone(),
+                crash: self.crash_verdict(now, t),
+                judged: verdicts[i].clone(),
+                gathered: Arc::clone(&gathered),
+                index: i,
+                api: apis[i].clone(),
             };
-            let list = vec![
-                checks::active(st.active_state(), &st.sub_state, &st.result),
-                self.crash_check(now, t),
-                config,
-                checks::ports(active, gathered.configs[i].as_ref(), &gathered.ports[i]),
-                checks::api_of(active, apis[i].as_ref()),
-            ];
+            let window = self.settings.health.crash_window;
+            let list = self.memo.checks(&t.id, facts, |f| build_checks(f, window));
             report.checks.insert(t.id.clone(), list);
         }
         let facts = Facts {
@@ -184,17 +180,15 @@ impl HealthTask {
         trip
     }
 
-    /// `not_crash_looping`, recording this pass's restart counter in the tunnel's history.
-    fn crash_check(&mut self, now: Instant, t: &Target) -> Check {
+    /// What the crash-loop rule says now, recording this pass's restart counter in the
+    /// tunnel's history.
+    fn crash_verdict(&mut self, now: Instant, t: &Target) -> CrashVerdict {
         let (window, threshold) = (
             self.settings.health.crash_window,
             self.settings.health.crash_threshold,
         );
         let history = self.histories.entry(t.id.clone()).or_default();
-        checks::crash(
-            history.record(now, t.auto_restarts, window, threshold),
-            window,
-        )
+        history.record(now, t.auto_restarts, window, threshold)
     }
 
     /// The inventory's ids: `Ok(None)` when none is configured, `Err` when it cannot be read
@@ -219,14 +213,16 @@ impl HealthTask {
         }
     }
 
-    fn targets(&self) -> Option<Vec<Target>> {
+    fn targets(&mut self) -> Option<Vec<Target>> {
         let snapshot = self.state.read();
         if !snapshot.listed {
             return None;
         }
+        let config_dir = &self.settings.config_dir;
+        let memo = &mut self.memo;
         let targets = snapshot.tunnels.iter().map(|(id, t)| Target {
             id: id.clone(),
-            config: t.status.config_ref(&self.settings.config_dir),
+            config: memo.config(id, &t.status, |s| s.config_ref(config_dir)),
             status: t.status.clone(),
             auto_restarts: t.restarts.auto,
         });
@@ -339,6 +335,7 @@ impl HealthTask {
         let alive: HashSet<&TunnelId> = targets.iter().map(|t| &t.id).collect();
         self.histories.retain(|id, _| alive.contains(id));
         self.shown.retain(|id, _| alive.contains(id));
+        self.memo.retain(|id| alive.contains(id));
         let paths: Vec<&Path> = targets.iter().filter_map(|t| t.config.known()).collect();
         self.verdicts.retain(&paths);
     }
@@ -349,15 +346,15 @@ impl HealthTask {
         let mut checks_changed = false;
         for (id, list) in &report.checks {
             match self.shown.get_mut(id) {
-                Some(shown) if shown == list => {}
+                Some(shown) if Arc::ptr_eq(shown, list) || shown == list => {}
                 Some(shown) => {
                     log_changes(id, Some(shown), list);
-                    shown.clone_from(list);
+                    *shown = Arc::clone(list);
                     checks_changed = true;
                 }
                 None => {
                     log_changes(id, None, list);
-                    self.shown.insert(id.clone(), list.clone());
+                    self.shown.insert(id.clone(), Arc::clone(list));
                     checks_changed = true;
                 }
             }
@@ -405,7 +402,7 @@ impl HealthTask {
         self.state.update(|s| {
             for (id, tunnel) in &mut s.tunnels {
                 if let Some(list) = report.checks.get(id) {
-                    tunnel.health = list.clone();
+                    tunnel.health = list.to_vec();
                 }
             }
             s.orphans = report.orphans.clone();
@@ -414,6 +411,27 @@ impl HealthTask {
             s.collectors.insert(COLLECTOR_HEALTH, run);
         });
     }
+}
+
+/// A tunnel's checks, in their published order.
+fn build_checks(f: &CheckFacts, crash_window: Duration) -> Vec<Check> {
+    let st = &f.status;
+    let active = st.active_state().is_up();
+    let config = match &f.judged {
+        Ok((path, verdict)) => checks::config(path, verdict),
+        Err(reason) => checks::config_unknown(*reason),
+    };
+    vec![
+        checks::active(st.active_state(), &st.sub_state, &st.result),
+        checks::crash(f.crash, crash_window),
+        config,
+        checks::ports(
+            active,
+            f.gathered.configs[f.index].as_ref(),
+            &f.gathered.ports[f.index],
+        ),
+        checks::api_of(active, f.api.as_ref()),
+    ]
 }
 
 fn unit_facts(targets: &[Target], verdicts: &[Judged]) -> Vec<UnitFacts> {

@@ -192,7 +192,7 @@ async fn a_pass_over_fixtures_checks_every_tunnel_and_finds_every_orphan() {
     assert_eq!(report.guard, None);
 
     let snapshot = state.read();
-    assert_eq!(snapshot.tunnels[&id("a")].health, report.checks[&id("a")]);
+    assert_eq!(snapshot.tunnels[&id("a")].health, *report.checks[&id("a")]);
     assert_eq!(snapshot.orphans, report.orphans);
     assert_eq!(snapshot.config_unknown, unknown);
     assert_eq!(snapshot.orphan_guard, None);
