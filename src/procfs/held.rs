@@ -12,11 +12,18 @@
 
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{FileType, Mode, OFlags, RawDir, SeekFrom};
+use rustix::io::Errno;
+
 use super::accounting::CpuFile;
-use super::{CgroupSample, ProcessSample, ProcfsError, ProcfsReader, collect_pids, vanished};
+use super::{
+    CgroupSample, ProcessSample, ProcfsError, ProcfsReader, collect_pids, parse_pids, vanished,
+};
 use crate::domain::Accounting;
 
 /// The open accounting files of one unit's cgroup.
@@ -24,6 +31,10 @@ use crate::domain::Accounting;
 pub struct HeldCgroup {
     /// The unit's directory in the hierarchy that lists its processes.
     dir: PathBuf,
+    /// That directory, open: its `cgroup.procs` is opened and its sub-cgroups are listed
+    /// through it, without walking its path again (the sampler's periodic listing of a unit's
+    /// processes made two path walks, a `statx` and two opens before).
+    handle: OwnedFd,
     cpu: Option<(File, CpuFile)>,
     memory: Option<File>,
     tasks: Option<File>,
@@ -45,6 +56,12 @@ impl ProcfsReader {
     /// files are held; [`ProcfsError::CgroupNotFound`] when no hierarchy has the cgroup.
     pub fn hold(&self, control_group: &str) -> Result<HeldCgroup, ProcfsError> {
         let dir = self.cgroup_dir(control_group)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let handle = match rustix::fs::open(&dir, flags, Mode::empty()) {
+            Ok(handle) => handle,
+            Err(Errno::NOENT) => return Err(ProcfsError::CgroupNotFound(control_group.into())),
+            Err(err) => return Err(io_error(&dir, err)),
+        };
         let files = self.layout.files(&self.cgroup_root, control_group);
         let mut cpu = None;
         for (path, kind) in &files.cpu {
@@ -56,6 +73,7 @@ impl ProcfsReader {
         let (memory, tasks) = (open(&files.memory)?, open(&files.tasks)?);
         Ok(HeldCgroup {
             dir,
+            handle,
             cpu,
             memory,
             tasks,
@@ -72,16 +90,23 @@ pub struct HeldProcess {
 
 impl ProcfsReader {
     /// Samples each of `pids` (as [`ProcfsReader::sample_pids`]) and keeps each one's `stat`
-    /// open for [`ProcfsReader::reread_processes`].
+    /// open for [`ProcfsReader::reread_processes`]. `kept` are the unit's files held from its
+    /// last listing, in PID order: a process still listed is read through its held file (the
+    /// same process, since a held `stat` never names a later one with its PID) rather than
+    /// opened again.
     pub fn hold_processes(
         &self,
         pids: Vec<u32>,
+        kept: Vec<HeldProcess>,
     ) -> Result<(CgroupSample, Vec<HeldProcess>), ProcfsError> {
         let mut sample = CgroupSample::default();
         let mut held = Vec::with_capacity(pids.len());
+        let mut kept = kept.into_iter().peekable();
         let mut buf = Vec::new();
         for pid in pids {
-            match self.hold_process(pid, &mut buf) {
+            while kept.next_if(|k| k.sample.key.pid < pid).is_some() {}
+            let reuse = kept.next_if(|k| k.sample.key.pid == pid);
+            match self.hold_process(pid, reuse, &mut buf) {
                 Ok(process) => {
                     sample.processes.push(process.sample);
                     held.push(process);
@@ -95,13 +120,25 @@ impl ProcfsReader {
         Ok((sample, held))
     }
 
-    fn hold_process(&self, pid: u32, buf: &mut Vec<u8>) -> Result<HeldProcess, ProcfsError> {
-        let path = self.proc_root.join(pid.to_string()).join("stat");
-        let file = File::open(&path).map_err(|err| ProcfsError::Process {
-            pid,
-            source: proc_error(err, &path),
-        })?;
-        let stat = read_stat(&file, pid, buf)?;
+    fn hold_process(
+        &self,
+        pid: u32,
+        reuse: Option<HeldProcess>,
+        buf: &mut Vec<u8>,
+    ) -> Result<HeldProcess, ProcfsError> {
+        let (file, stat) = match reuse.map(|h| (read_stat(&h.file, pid, buf), h.file)) {
+            Some((Ok(stat), file)) => (file, stat),
+            // Not held, or exited (the PID now names another process): opened anew.
+            _ => {
+                let path = self.proc_root.join(pid.to_string()).join("stat");
+                let file = File::open(&path).map_err(|err| ProcfsError::Process {
+                    pid,
+                    source: proc_error(err, &path),
+                })?;
+                let stat = read_stat(&file, pid, buf)?;
+                (file, stat)
+            }
+        };
         let open_fds = self.count_fds(pid)?;
         Ok(HeldProcess {
             sample: self.sample_of(pid, &stat, open_fds),
@@ -221,15 +258,65 @@ impl HeldCgroup {
         })
     }
 
-    /// PIDs of the unit's cgroup and of every cgroup below it, sorted.
-    pub fn pids(&self) -> Result<Vec<u32>, HeldError> {
-        let mut pids = Vec::new();
-        if !collect_pids(&self.dir, &mut pids)? {
-            return Err(HeldError::Gone);
+    /// PIDs of the unit's cgroup and of every cgroup below it, sorted; `buf` is scratch space.
+    pub fn pids(&self, buf: &mut Vec<u8>) -> Result<Vec<u32>, HeldError> {
+        const PROCS: &str = "cgroup.procs";
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+        let procs = match rustix::fs::openat(&self.handle, PROCS, flags, Mode::empty()) {
+            Ok(procs) => File::from(procs),
+            Err(err) if removed(err) => return Err(HeldError::Gone),
+            Err(err) => return Err(io_error(&self.dir.join(PROCS), err).into()),
+        };
+        // Many records: read to the end, a short read is not the end of this file.
+        let text = read_from_start(&procs, buf, true)?.unwrap_or_default();
+        let mut pids = parse_pids(text).map_err(|value| ProcfsError::BadPid {
+            path: self.dir.join(PROCS),
+            value,
+        })?;
+        for child in self.sub_cgroups()? {
+            // Rare (a unit that delegates sub-cgroups): by path.
+            collect_pids(&self.dir.join(child), &mut pids)?;
         }
         pids.sort_unstable();
         pids.dedup();
         Ok(pids)
+    }
+
+    /// The names of the cgroups right below the unit's, listed through the open directory.
+    fn sub_cgroups(&self) -> Result<Vec<std::ffi::OsString>, HeldError> {
+        use std::os::unix::ffi::OsStrExt;
+        let failed = |err: Errno| -> HeldError {
+            if removed(err) {
+                HeldError::Gone
+            } else {
+                io_error(&self.dir, err).into()
+            }
+        };
+        rustix::fs::seek(&self.handle, SeekFrom::Start(0)).map_err(failed)?;
+        // A cgroup directory holds a few dozen entries: one or two `getdents64` calls.
+        let mut space = [MaybeUninit::<u8>::uninit(); 4096];
+        let mut entries = RawDir::new(&self.handle, &mut space);
+        let mut children = Vec::new();
+        while let Some(entry) = entries.next() {
+            let entry = entry.map_err(failed)?;
+            let name = entry.file_name().to_bytes();
+            if entry.file_type() == FileType::Directory && name != b"." && name != b".." {
+                children.push(std::ffi::OsStr::from_bytes(name).to_owned());
+            }
+        }
+        Ok(children)
+    }
+}
+
+/// Whether a call on a held cgroup file or directory failed because the cgroup was removed.
+fn removed(err: Errno) -> bool {
+    err == Errno::NOENT || err == Errno::NODEV
+}
+
+fn io_error(path: &Path, err: Errno) -> ProcfsError {
+    ProcfsError::Io {
+        path: path.to_owned(),
+        source: err.into(),
     }
 }
 
@@ -240,6 +327,17 @@ impl HeldCgroup {
 /// kernel's fs/seq_file.c), so a read that did not fill the buffer got the whole text, and the
 /// read that would only answer 0 at the end is not made (one syscall per figure, not two).
 fn reread<'b>(file: &File, buf: &'b mut Vec<u8>) -> Result<Option<&'b str>, HeldError> {
+    read_from_start(file, buf, false)
+}
+
+/// The file's text from offset 0: until a short read (`to_end` false: a single-record
+/// seq_file, see [`reread`]) or until a read answers 0 (`to_end`: a file of many records, which
+/// the kernel may hand out in pieces of its own page-sized buffer).
+fn read_from_start<'b>(
+    file: &File,
+    buf: &'b mut Vec<u8>,
+    to_end: bool,
+) -> Result<Option<&'b str>, HeldError> {
     buf.clear();
     buf.resize(READ_SIZE, 0);
     let mut len = 0;
@@ -248,10 +346,11 @@ fn reread<'b>(file: &File, buf: &'b mut Vec<u8>) -> Result<Option<&'b str>, Held
             Ok(0) => break,
             Ok(n) => {
                 len += n;
-                if len < buf.len() {
+                if len == buf.len() {
+                    buf.resize(buf.len() * 2, 0);
+                } else if !to_end {
                     break;
                 }
-                buf.resize(buf.len() * 2, 0);
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) if gone(&err) => return Err(HeldError::Gone),

@@ -234,7 +234,7 @@ impl ProcfsReader {
 /// Adds the PIDs of the cgroup `dir` and of every cgroup below it; `false` when `dir` has no
 /// `cgroup.procs` (no such cgroup in this hierarchy, or removed while we walk, which is as
 /// normal as an exited process).
-fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> Result<bool, ProcfsError> {
+pub(super) fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> Result<bool, ProcfsError> {
     let procs = dir.join("cgroup.procs");
     let text = match std::fs::read_to_string(&procs) {
         Ok(text) => text,
@@ -269,7 +269,7 @@ fn collect_pids(dir: &Path, pids: &mut Vec<u32>) -> Result<bool, ProcfsError> {
 }
 
 /// Parses the contents of a `cgroup.procs` file: one PID per line.
-fn parse_pids(text: &str) -> Result<Vec<u32>, String> {
+pub(super) fn parse_pids(text: &str) -> Result<Vec<u32>, String> {
     text.lines()
         .map(str::trim)
         .filter(|line| !line.is_empty())

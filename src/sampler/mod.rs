@@ -8,6 +8,7 @@
 //! last pass from the snapshot.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::stream::{self, StreamExt};
@@ -135,9 +136,7 @@ impl Sampler {
             })
             .map(|(id, t)| Target {
                 id: id.clone(),
-                unit: t.unit.clone(),
-                control_group: t.status.control_group.clone(),
-                main_pid: t.status.main_pid,
+                status: Arc::clone(&t.status),
             })
             .collect()
     }
@@ -151,13 +150,19 @@ impl Sampler {
             return HashMap::new();
         };
         // Collected first: a lazy `map` over borrowed targets trips rustc's Send inference.
-        let reads: Vec<_> = targets
-            .iter()
-            .map(|t| {
-                let (client, id, unit) = (client.clone(), t.id.clone(), t.unit.clone());
-                async move { (id, client.accounting(&unit).await) }
-            })
-            .collect();
+        let reads: Vec<_> = {
+            let snapshot = self.state.read();
+            let units = targets.iter().filter_map(|t| {
+                let unit = snapshot.tunnels.get(&t.id)?.unit.clone();
+                Some((t.id.clone(), unit))
+            });
+            units
+                .map(|(id, unit)| {
+                    let client = client.clone();
+                    async move { (id, client.accounting(&unit).await) }
+                })
+                .collect()
+        };
         let results: Vec<_> = stream::iter(reads)
             .buffer_unordered(ACCOUNTING_CONCURRENCY)
             .collect()

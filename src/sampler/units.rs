@@ -9,18 +9,17 @@
 //! it, files are read by path each pass, as before.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::domain::sampling::{ProcessBasis, processes_due, spread};
-use crate::domain::{Accounting, CpuAccount, Resources, TunnelId};
+use crate::domain::{Accounting, CpuAccount, Resources, TunnelId, UnitStatus};
 use crate::procfs::{CgroupSample, HeldCgroup, HeldError, HeldProcess, ProcfsError, ProcfsReader};
 
-/// A unit to read this pass.
+/// A unit to read this pass: its id and status (the snapshot's own, shared).
 pub struct Target {
     pub id: TunnelId,
-    pub unit: String,
-    pub control_group: String,
-    pub main_pid: u32,
+    pub status: Arc<UnitStatus>,
 }
 
 /// One unit's reading.
@@ -54,15 +53,15 @@ pub struct Units {
     pub by_id: HashMap<TunnelId, Unit>,
     /// At most this many files are held open.
     max_fds: u64,
-    /// Files held open now (an estimate: three per held cgroup, one per held process).
+    /// Files held open now (an estimate: four per held cgroup, one per held process).
     fds: u64,
     /// How old a listing of the processes may get.
     refresh: Duration,
     buf: Vec<u8>,
 }
 
-/// Files a held cgroup counts for: CPU, memory and tasks.
-const CGROUP_FDS: u64 = 3;
+/// Files a held cgroup counts for: its directory, CPU, memory and tasks.
+const CGROUP_FDS: u64 = 4;
 
 impl Units {
     pub fn new(refresh: Duration) -> Self {
@@ -108,12 +107,16 @@ impl Units {
 
     /// One unit's reading and how many of its processes vanished while being read.
     fn read(&mut self, reader: &ProcfsReader, target: &Target, now: Instant) -> (Reading, u64) {
-        let unit = self.by_id.entry(target.id.clone()).or_default();
-        if unit.control_group != target.control_group {
+        let control_group = &target.status.control_group;
+        let unit = match self.by_id.get_mut(&target.id) {
+            Some(unit) => unit,
+            None => self.by_id.entry(target.id.clone()).or_default(),
+        };
+        if unit.control_group != *control_group {
             self.fds = self.fds.saturating_sub(unit.fds());
             unit.held = None;
             unit.processes = None;
-            unit.control_group.clone_from(&target.control_group);
+            unit.control_group.clone_from(control_group);
         }
         let mut budget = Budget {
             fds: &mut self.fds,
@@ -124,7 +127,7 @@ impl Units {
             Err(err) => return unit.lost(err, &mut budget),
         };
         let basis = ProcessBasis {
-            main_pid: target.main_pid,
+            main_pid: target.status.main_pid,
             tasks: accounting.tasks_current,
         };
         let last = unit
@@ -144,18 +147,18 @@ impl Units {
         let mut vanished = 0;
         if due {
             let pids = match &unit.held {
-                Some(held) => held.pids().map_err(|e| match e {
-                    HeldError::Gone => ProcfsError::CgroupNotFound(target.control_group.clone()),
+                Some(held) => held.pids(&mut self.buf).map_err(|e| match e {
+                    HeldError::Gone => ProcfsError::CgroupNotFound(control_group.clone()),
                     HeldError::Read(e) => e,
                 }),
-                None => reader.cgroup_pids(&target.control_group),
+                None => reader.cgroup_pids(control_group),
             };
-            let old = unit.processes.take();
-            let old_fds = old.as_ref().map_or(0, |p| p.held.len() as u64);
-            *budget.fds = budget.fds.saturating_sub(old_fds);
+            let listed_before = unit.processes.is_some();
+            let kept = unit.processes.take().map(|p| p.held).unwrap_or_default();
+            *budget.fds = budget.fds.saturating_sub(kept.len() as u64);
             let listed = pids.and_then(|pids| {
                 if budget.room(pids.len() as u64) {
-                    reader.hold_processes(pids)
+                    reader.hold_processes(pids, kept)
                 } else {
                     reader.sample_pids(pids).map(|sample| (sample, Vec::new()))
                 }
@@ -168,12 +171,11 @@ impl Units {
             vanished = sample.vanished;
             // The first listing's age starts at a point of the period spread by id, so units
             // seen together do not all list again in one pass.
-            let at = match old {
-                Some(_) => now,
-                None => {
-                    let back = self.refresh.mul_f64(spread(target.id.as_str()));
-                    now.checked_sub(back).unwrap_or(now)
-                }
+            let at = if listed_before {
+                now
+            } else {
+                let back = self.refresh.mul_f64(spread(target.id.as_str()));
+                now.checked_sub(back).unwrap_or(now)
             };
             unit.processes = Some(Processes {
                 sample,

@@ -36,9 +36,11 @@ fn copy_tree(from: &Path, to: &Path) {
 fn target(main_pid: u32) -> Target {
     Target {
         id: TunnelId::new("a").unwrap(),
-        unit: "xray-tunnel-a.service".into(),
-        control_group: CG.into(),
-        main_pid,
+        status: Arc::new(UnitStatus {
+            control_group: CG.into(),
+            main_pid,
+            ..UnitStatus::default()
+        }),
     }
 }
 
@@ -131,8 +133,44 @@ fn a_unit_without_a_cgroup_is_not_found_and_holds_nothing() {
     let reader = ProcfsReader::with_units(dir.join("proc"), dir.join("cgroup2"), 100, 4096);
     let mut units = Units::with_budget(Duration::from_secs(3600), 1000);
     let mut gone = target(100);
-    gone.control_group = "/system.slice/xray-tunnel-zz.service".into();
+    Arc::make_mut(&mut gone.status).control_group = "/system.slice/xray-tunnel-zz.service".into();
     let readings = units.read_all(&reader, &[gone]);
     assert!(matches!(readings[0].0, Reading::NotFound));
     assert_eq!(units.fds, 0);
+}
+
+#[test]
+fn a_listing_finds_sub_cgroups_and_reads_a_still_listed_process_through_its_held_file() {
+    let dir = scratch("relist");
+    let reader = ProcfsReader::with_units(dir.join("proc"), dir.join("cgroup2"), 100, 4096);
+    let mut units = Units::with_budget(Duration::from_secs(3600), 1000);
+    let first = sampled(units.read_all(&reader, &[target(100)]));
+    assert_eq!((first.processes, first.rss_bytes), (1, 2560 * 4096));
+
+    // A delegated sub-cgroup gains process 101; the task count moves, so the processes are
+    // listed again. Process 100's `stat` is replaced by a new file (which procfs never does):
+    // what the listing reads shows whether it went through the held file or opened it anew.
+    let sub = cgroup_file(&dir, "worker");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("cgroup.procs"), "101\n").unwrap();
+    let stat = dir.join("proc/100/stat");
+    let grown = std::fs::read_to_string(&stat)
+        .unwrap()
+        .replace(" 734003200 2560 ", " 734003200 3000 ");
+    std::fs::write(dir.join("proc/100/stat.new"), grown).unwrap();
+    std::fs::rename(dir.join("proc/100/stat.new"), &stat).unwrap();
+    std::fs::write(cgroup_file(&dir, "pids.current"), "5\n").unwrap();
+    let second = sampled(units.read_all(&reader, &[target(100)]));
+    assert_eq!(second.processes, 2, "the sub-cgroup's process is listed");
+    let own = units.by_id[&TunnelId::new("a").unwrap()]
+        .processes
+        .as_ref()
+        .unwrap();
+    let rss_of_100 = own.sample.processes[0].rss_bytes;
+    assert_eq!(
+        rss_of_100,
+        2560 * 4096,
+        "read through the held file, not opened again"
+    );
+    assert_eq!(units.fds, CGROUP_FDS + 2);
 }
