@@ -2,6 +2,7 @@
 //! tunnel's files (`xray-tunnel-{id}.service`, `xray-{id}.json`, `xray-{id}.log`).
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Every tunnel unit is named `xray-tunnel-{id}.service`.
 pub const UNIT_PREFIX: &str = "xray-tunnel-";
@@ -20,8 +21,11 @@ const MAX_ID_LEN: usize = 64;
 ///
 /// Holding one guarantees the id is safe to splice into a unit name or a file path: it has no
 /// `/`, no `.`, no whitespace and no shell or systemd specifier characters.
+///
+/// Shared, not owned: the snapshot, the sampler, the health pass and the rendering each hold
+/// every id, and a clone is a reference count, not an allocation and a copy.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TunnelId(String);
+pub struct TunnelId(Arc<str>);
 
 /// Why a string is not a tunnel id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +56,7 @@ impl TunnelId {
         if let Some(bad) = chars.find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
             return Err(TunnelIdError::BadChar(bad));
         }
-        Ok(Self(id.to_owned()))
+        Ok(Self(id.into()))
     }
 
     /// Parses a unit name of the form `xray-tunnel-{id}.service`.
