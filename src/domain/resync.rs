@@ -81,12 +81,14 @@ pub fn recheck(
             continue;
         };
         // A loaded unit without a file and without processes is not kept (the watcher drops
-        // it), unless its file is listed below.
+        // it), unless its file is listed below. A known one whose file went without a reload's
+        // signal reaching the warden is read: the reading drops it.
         if unit.load_state == "not-found"
             && !ActiveState::parse(&unit.active_state).may_have_processes()
         {
             if files == Files::Unchanged && known.contains_key(&id) {
-                return Recheck::Full;
+                read.push(unit.unit.clone());
+                ids.insert(id);
             }
             continue;
         }
@@ -279,9 +281,12 @@ mod tests {
             check(&running_ghost, Files::Unchanged, &snapshot),
             Recheck::Full
         );
-        // A known tunnel whose file went (without a reload's signal) and that is idle: the
-        // watcher would drop it, so the set changed.
+        // A known tunnel whose file went (without a reload's signal) and that is idle: reading
+        // it is enough (the watcher drops a unit it reads as not-found and idle), once, whether
+        // it was last seen running or not.
         let a_gone = [listed("a", "not-found", "inactive", "dead")];
-        assert_eq!(check(&a_gone, Files::Unchanged, &snapshot), Recheck::Full);
+        assert_eq!(check(&a_gone, Files::Unchanged, &snapshot), read(&["a"]));
+        let idle = [("a", DEAD)];
+        assert_eq!(check(&a_gone, Files::Unchanged, &idle), read(&["a"]));
     }
 }

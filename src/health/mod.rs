@@ -32,8 +32,9 @@
 //! `sock_diag` dump of the LISTEN sockets ([`netdiag`]; `/proc/net/tcp` for a proc root that is
 //! not the warden's own namespace, or when netlink is refused), and one listing of the proc
 //! root's PIDs whose new entries alone are read for their comm ([`census`]): no per-unit
-//! procfs read. API probes and the config verdicts (cached by the inputs' file stamps) run
-//! every pass.
+//! procfs read. API probes (of active tunnels whose config names an API) and the config verdicts
+//! (cached by the inputs' file stamps) run every pass; a tunnel's checks are built again only
+//! when one of the facts they come from changed ([`memo`]).
 //!
 //! The trade-off of the safety net: what none of the inputs shows is seen only by the next
 //! full read, up to 10 minutes late at the default interval. That is a running process that

@@ -380,16 +380,25 @@ fn signal_event(msg: &zbus::Message) -> Option<Event> {
     }
 }
 
+/// Whether `err` is a D-Bus error reply named one of `names`.
+fn is_error_named(err: &zbus::Error, names: &[&str]) -> bool {
+    matches!(err, zbus::Error::MethodError(name, _, _) if names.contains(&name.as_str()))
+}
+
 fn is_unknown_property(err: &zbus::Error) -> bool {
     // sd-bus answers a Get of a property its object lacks with one of these.
-    matches!(err, zbus::Error::MethodError(name, _, _)
-        if name.as_str() == "org.freedesktop.DBus.Error.UnknownProperty"
-            || name.as_str() == "org.freedesktop.DBus.Error.InvalidArgs")
+    let names = [
+        "org.freedesktop.DBus.Error.UnknownProperty",
+        "org.freedesktop.DBus.Error.InvalidArgs",
+    ];
+    is_error_named(err, &names)
 }
 
 fn is_no_such_unit(err: &zbus::Error) -> bool {
-    // systemd answers GetUnitFileState on an unknown unit with this D-Bus error name.
-    matches!(err, zbus::Error::MethodError(name, _, _)
-        if name.as_str() == "org.freedesktop.DBus.Error.FileNotFound"
-            || name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
+    // systemd answers GetUnitFileState on an unknown unit with one of these.
+    let names = [
+        "org.freedesktop.DBus.Error.FileNotFound",
+        "org.freedesktop.systemd1.NoSuchUnit",
+    ];
+    is_error_named(err, &names)
 }
