@@ -93,13 +93,11 @@ ALERTMANAGER_URL=http://$ALERTMANAGER_ADDR
 stage "work folder $DIR (kept at the end)"
 
 unshare_pid="" systemd_pid="" nsenter_pid="" warden_pid="" prometheus_pid="" alertmanager_pid=""
-pause_pid=""
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
   trap '' INT TERM
   stage "stopping the demo"
-  stop_pid "$pause_pid"
   stop_pid "$prometheus_pid"
   stop_pid "$alertmanager_pid"
   # The warden first (nsenter exits with it); what is left in the sandbox dies with its halt.
@@ -320,13 +318,5 @@ if [[ -n ${DEMO_SECONDS:-} ]]; then
   sleep "$DEMO_SECONDS"
 else
   echo "Ctrl-C stops the demo."
-  # A second at a time, not one `wait` on the warden: bash runs a trap only once the command it
-  # interrupted returns, and a Ctrl-C that lands just before `wait` blocks left the demo waiting
-  # for the warden to end (seen once in CI), which a Ctrl-C never brings about: background jobs
-  # of a script ignore SIGINT.
-  while kill -0 "$nsenter_pid" 2>/dev/null; do
-    sleep 1 &
-    pause_pid=$!
-    wait "$pause_pid"
-  done
+  wait "$nsenter_pid"
 fi

@@ -67,8 +67,13 @@ impl Demo {
         let dir = root.join(format!("demo-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let port = |_| format!("127.0.0.1:{}", free_port());
-        let mut cmd = Command::new(Path::new(REPO).join("scripts/demo.sh"));
-        cmd.args(args)
+        // Through `env --default-signal=INT`: a shell that starts with SIGINT ignored cannot
+        // trap it, and a test run from a script's background job (`cargo test &`) inherits it
+        // ignored. At a terminal, Ctrl-C reaches the demo with its default action.
+        let mut cmd = Command::new("env");
+        cmd.arg("--default-signal=INT")
+            .arg(Path::new(REPO).join("scripts/demo.sh"))
+            .args(args)
             .current_dir(REPO)
             .env("WARDEN_BIN", WARDEN_BIN)
             .env("DEMO_STACK_BIN", demo_stack_bin())

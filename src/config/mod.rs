@@ -237,8 +237,9 @@ pub struct SystemdConfig {
 pub struct SamplerConfig {
     /// Period of a resource sampling pass over every running tunnel.
     pub interval: Duration,
-    /// How old a reading of a tunnel's processes (RSS, open fds, process count) may get before
-    /// a pass reads them again; a change of main PID or task count reads them at once.
+    /// How old a reading of a tunnel's processes (RSS, open fds) may get before a pass reads the
+    /// known ones again (listing the cgroup every fourth time); a change of main PID or task
+    /// count lists them at once.
     pub process_interval: Duration,
     /// Where procfs is mounted.
     pub proc_root: PathBuf,

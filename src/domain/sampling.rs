@@ -2,10 +2,16 @@
 //!
 //! Every pass reads the cgroup's accounting (CPU, memory, tasks): one `pread` per figure. The
 //! processes (`cgroup.procs` of the unit and its sub-cgroups, then `stat` and the fd count of
-//! each) cost several path walks each, and what they add — RSS, open fds, the process count —
+//! each) cost several syscalls each, and what they add — RSS, open fds, the process count —
 //! moves slowly, so they are listed again only when something says they changed or when the last
 //! listing is old. In between, where the cgroup keeps no CPU counter (cgroup v1 without
 //! `CPUAccounting=`), each process's held `stat` is re-read for its CPU time.
+//!
+//! When the last reading is merely old and the cgroup keeps a task count, the set of processes
+//! has not changed as far as anything can tell (a fork or an exit moves the count, a restart the
+//! main PID): the held processes are only read again (RSS, threads, fds), and the cgroup is
+//! listed again every [`LIST_EVERY`]th time. What only a listing sees is a process that replaced
+//! another between two passes with the same thread count: up to `LIST_EVERY` periods late.
 
 use std::time::Duration;
 
@@ -18,20 +24,54 @@ pub struct ProcessBasis {
     pub tasks: Option<u64>,
 }
 
-/// Whether a unit's processes must be read in this pass.
+/// The last reading of a unit's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastReading {
+    pub basis: ProcessBasis,
+    pub age: Duration,
+    /// Readings of the held processes since the cgroup was last listed.
+    pub refreshes: u32,
+}
+
+/// What a pass does with a unit's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessRead {
+    /// Nothing: the last reading stands.
+    Keep,
+    /// Read each held process again (its `stat`, its fd count), without listing the cgroup.
+    Refresh,
+    /// List the cgroup's processes and read each.
+    List,
+}
+
+/// A periodic reading lists the cgroup every this many times (once in 20 minutes at the
+/// default `sampler.process_interval` of 300 s); the others read the held processes only.
+pub const LIST_EVERY: u32 = 4;
+
+/// What this pass does with a unit's processes:
 ///
-/// - no reading yet;
-/// - the main PID or the cgroup's task count changed since (a restart, a fork, an exit);
-/// - the last reading is `refresh` old.
+/// - no reading yet, or the main PID or the cgroup's task count changed since (a restart, a
+///   fork, an exit): list;
+/// - the last reading is `refresh` old: read the held processes again, or list where the
+///   cgroup keeps no task count (nothing would show a fork) and every [`LIST_EVERY`]th time;
+/// - else keep.
 pub fn processes_due(
-    last: Option<(ProcessBasis, Duration)>,
+    last: Option<LastReading>,
     now: ProcessBasis,
     refresh: Duration,
-) -> bool {
-    let Some((basis, age)) = last else {
-        return true;
+) -> ProcessRead {
+    let Some(last) = last else {
+        return ProcessRead::List;
     };
-    basis != now || age >= refresh
+    if last.basis != now {
+        ProcessRead::List
+    } else if last.age < refresh {
+        ProcessRead::Keep
+    } else if now.tasks.is_some() && last.refreshes + 1 < LIST_EVERY {
+        ProcessRead::Refresh
+    } else {
+        ProcessRead::List
+    }
 }
 
 /// Where in `[0, 1)` a unit's first refresh falls, from its id: refreshes of units first seen
@@ -54,25 +94,57 @@ mod tests {
         ProcessBasis { main_pid, tasks }
     }
 
-    #[test]
-    fn first_sight_reads() {
-        assert!(processes_due(None, basis(1, Some(1)), MIN));
+    fn last(basis: ProcessBasis, age: Duration, refreshes: u32) -> Option<LastReading> {
+        Some(LastReading {
+            basis,
+            age,
+            refreshes,
+        })
     }
 
     #[test]
-    fn an_unchanged_unit_waits_for_the_refresh() {
-        let last = Some((basis(7, Some(3)), Duration::from_secs(59)));
-        assert!(!processes_due(last, basis(7, Some(3)), MIN));
-        let last = Some((basis(7, Some(3)), MIN));
-        assert!(processes_due(last, basis(7, Some(3)), MIN));
+    fn first_sight_lists() {
+        assert_eq!(
+            processes_due(None, basis(1, Some(1)), MIN),
+            ProcessRead::List
+        );
     }
 
     #[test]
-    fn a_fork_an_exit_or_a_restart_reads_at_once() {
-        let last = Some((basis(7, Some(3)), Duration::from_secs(1)));
-        assert!(processes_due(last, basis(7, Some(4)), MIN));
-        assert!(processes_due(last, basis(7, Some(2)), MIN));
-        assert!(processes_due(last, basis(8, Some(3)), MIN));
+    fn an_unchanged_unit_waits_then_refreshes_and_lists_every_fourth_time() {
+        let now = basis(7, Some(3));
+        let young = last(now, Duration::from_secs(59), 0);
+        assert_eq!(processes_due(young, now, MIN), ProcessRead::Keep);
+        for refreshes in 0..LIST_EVERY - 1 {
+            let old = last(now, MIN, refreshes);
+            assert_eq!(processes_due(old, now, MIN), ProcessRead::Refresh);
+        }
+        let old = last(now, MIN, LIST_EVERY - 1);
+        assert_eq!(processes_due(old, now, MIN), ProcessRead::List);
+    }
+
+    #[test]
+    fn without_a_task_count_an_old_reading_lists() {
+        let now = basis(7, None);
+        assert_eq!(
+            processes_due(last(now, MIN, 0), now, MIN),
+            ProcessRead::List
+        );
+        let young = last(now, Duration::from_secs(1), 0);
+        assert_eq!(processes_due(young, now, MIN), ProcessRead::Keep);
+    }
+
+    #[test]
+    fn a_fork_an_exit_or_a_restart_lists_at_once() {
+        let was = basis(7, Some(3));
+        let recent = last(was, Duration::from_secs(1), 0);
+        for now in [basis(7, Some(4)), basis(7, Some(2)), basis(8, Some(3))] {
+            assert_eq!(
+                processes_due(recent, now, MIN),
+                ProcessRead::List,
+                "{now:?}"
+            );
+        }
     }
 
     #[test]

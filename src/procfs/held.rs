@@ -146,18 +146,25 @@ impl ProcfsReader {
         })
     }
 
-    /// Reads every held process's `stat` again (CPU, RSS, threads; the fd count is kept).
-    /// `None` as soon as one has exited: the processes must then be listed anew.
+    /// Reads every held process's `stat` again (CPU, RSS, threads), and with `fds` its fd count
+    /// (else the last one is kept). `None` as soon as one has exited: the processes must then be
+    /// listed anew.
     pub fn reread_processes(
         &self,
         held: &mut [HeldProcess],
         buf: &mut Vec<u8>,
+        fds: bool,
     ) -> Option<CgroupSample> {
         let mut sample = CgroupSample::default();
         for process in held.iter_mut() {
             let pid = process.sample.key.pid;
             let stat = read_stat(&process.file, pid, buf).ok()?;
-            process.sample = self.sample_of(pid, &stat, process.sample.open_fds);
+            let open_fds = if fds {
+                self.count_fds(pid).ok()?
+            } else {
+                process.sample.open_fds
+            };
+            process.sample = self.sample_of(pid, &stat, open_fds);
             sample.processes.push(process.sample);
         }
         Some(sample)
@@ -292,6 +299,11 @@ impl HeldCgroup {
                 io_error(&self.dir, err).into()
             }
         };
+        // kernfs counts a directory's links as 2 plus its subdirectories: at 2 there is none
+        // to list (any other count, e.g. a filesystem that does not keep it, lists).
+        if rustix::fs::fstat(&self.handle).map_err(failed)?.st_nlink == 2 {
+            return Ok(Vec::new());
+        }
         rustix::fs::seek(&self.handle, SeekFrom::Start(0)).map_err(failed)?;
         // A cgroup directory holds a few dozen entries: one or two `getdents64` calls.
         let mut space = [MaybeUninit::<u8>::uninit(); 4096];

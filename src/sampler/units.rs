@@ -3,16 +3,16 @@
 //!
 //! Per unit: its cgroup's accounting files held open ([`HeldCgroup`]), the last listing of its
 //! processes with each one's `stat` held open, what that listing was made on, and the procfs CPU
-//! account. Each pass re-reads the held cgroup files (one `pread` per figure) and lists the
-//! processes again only when [`processes_due`] says so; where the cgroup has no CPU counter, the
-//! held `stat` files are re-read instead. At most half of the open-file limit is held; beyond
+//! account. Each pass re-reads the held cgroup files (one `pread` per figure) and reads the
+//! processes again only when [`processes_due`] says so (their held files, or a new listing of
+//! the cgroup); where the cgroup has no CPU counter, the held `stat` files are re-read instead. At most half of the open-file limit is held; beyond
 //! it, files are read by path each pass, as before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::domain::sampling::{ProcessBasis, processes_due, spread};
+use crate::domain::sampling::{LastReading, ProcessBasis, ProcessRead, processes_due, spread};
 use crate::domain::{Accounting, CpuAccount, Resources, TunnelId, UnitStatus};
 use crate::procfs::{CgroupSample, HeldCgroup, HeldError, HeldProcess, ProcfsError, ProcfsReader};
 
@@ -46,6 +46,8 @@ struct Processes {
     held: Vec<HeldProcess>,
     basis: ProcessBasis,
     at: Instant,
+    /// Readings of the held processes since the cgroup was listed.
+    refreshes: u32,
 }
 
 /// Every unit's kept state.
@@ -130,22 +132,36 @@ impl Units {
             main_pid: target.status.main_pid,
             tasks: accounting.tasks_current,
         };
-        let last = unit
-            .processes
-            .as_ref()
-            .map(|p| (p.basis, now.saturating_duration_since(p.at)));
-        let mut due = processes_due(last, basis, self.refresh);
+        let last = unit.processes.as_ref().map(|p| LastReading {
+            basis: p.basis,
+            age: now.saturating_duration_since(p.at),
+            refreshes: p.refreshes,
+        });
+        let periodic = last.is_some_and(|l| l.age >= self.refresh);
+        let mut action = processes_due(last, basis, self.refresh);
+        if action == ProcessRead::Refresh {
+            // The held processes read again, fds included; one that exited lists anew.
+            let processes = unit.processes.as_mut().expect("refreshed: listed before");
+            match reader.reread_processes(&mut processes.held, &mut self.buf, true) {
+                Some(sample) if !processes.held.is_empty() => {
+                    processes.sample = sample;
+                    processes.at = now;
+                    processes.refreshes += 1;
+                }
+                _ => action = ProcessRead::List,
+            }
+        }
         // Without the cgroup's CPU counter, CPU comes from the processes: their held `stat`
         // files are read again, unless one has exited.
-        if !due && accounting.cpu_usage_nsec.is_none() {
-            let processes = unit.processes.as_mut().expect("not due: listed before");
-            match reader.reread_processes(&mut processes.held, &mut self.buf) {
+        if action == ProcessRead::Keep && accounting.cpu_usage_nsec.is_none() {
+            let processes = unit.processes.as_mut().expect("kept: listed before");
+            match reader.reread_processes(&mut processes.held, &mut self.buf, false) {
                 Some(sample) if !processes.held.is_empty() => processes.sample = sample,
-                _ => due = true,
+                _ => action = ProcessRead::List,
             }
         }
         let mut vanished = 0;
-        if due {
+        if action == ProcessRead::List {
             let pids = match &unit.held {
                 Some(held) => held.pids(&mut self.buf).map_err(|e| match e {
                     HeldError::Gone => ProcfsError::CgroupNotFound(control_group.clone()),
@@ -182,14 +198,14 @@ impl Units {
                 held,
                 basis,
                 at,
+                refreshes: 0,
             });
-            // A cgroup with a figure missing is opened anew with each periodic listing: a
-            // controller enabled for the unit since shows up within one refresh.
-            let periodic = last.is_some_and(|(_, age)| age >= self.refresh);
-            let incomplete = unit.held.as_ref().is_some_and(|h| !h.complete());
-            if periodic && incomplete && unit.held.take().is_some() {
-                *budget.fds = budget.fds.saturating_sub(CGROUP_FDS);
-            }
+        }
+        // A cgroup with a figure missing is opened anew with each periodic reading: a
+        // controller enabled for the unit since shows up within one refresh period.
+        let incomplete = unit.held.as_ref().is_some_and(|h| !h.complete());
+        if periodic && incomplete && unit.held.take().is_some() {
+            *budget.fds = budget.fds.saturating_sub(CGROUP_FDS);
         }
         let sample = &unit.processes.as_ref().expect("listed above").sample;
         let resources = super::combine(sample, accounting, &mut unit.account);

@@ -97,18 +97,25 @@ fn counters_every_pass_processes_only_when_something_changed() {
 }
 
 #[test]
-fn the_refresh_period_lists_again() {
+fn an_old_reading_reads_the_held_processes_and_lists_the_cgroup_every_fourth_time() {
+    use crate::domain::sampling::LIST_EVERY;
     let dir = scratch("refresh");
     let reader = ProcfsReader::with_units(dir.join("proc"), dir.join("cgroup2"), 100, 4096);
     let mut units = Units::with_budget(Duration::ZERO, 1000);
-    assert_eq!(
-        sampled(units.read_all(&reader, &[target(100)])).processes,
-        1
-    );
+    let first = sampled(units.read_all(&reader, &[target(100)]));
+    assert_eq!((first.processes, first.open_fds), (1, 4));
+    // A process joins without the task count moving (which only a listing sees), and process
+    // 100 opens a file (which a reading of the held process sees).
     std::fs::write(cgroup_file(&dir, "cgroup.procs"), "100\n101\n").unwrap();
+    std::fs::write(dir.join("proc/100/fd/4"), "").unwrap();
+    for _ in 1..LIST_EVERY {
+        let refreshed = sampled(units.read_all(&reader, &[target(100)]));
+        assert_eq!((refreshed.processes, refreshed.open_fds), (1, 5));
+    }
+    let listed = sampled(units.read_all(&reader, &[target(100)]));
     assert_eq!(
-        sampled(units.read_all(&reader, &[target(100)])).processes,
-        2
+        listed.processes, 2,
+        "listed on the {LIST_EVERY}th old reading"
     );
 }
 
