@@ -383,8 +383,7 @@ const READ_SIZE: usize = 1024;
 
 /// `ENODEV`: kernfs answers it for a file whose node was removed; `ENOENT` alike.
 fn gone(err: &io::Error) -> bool {
-    const ENODEV: i32 = 19;
-    err.raw_os_error() == Some(ENODEV) || err.kind() == io::ErrorKind::NotFound
+    removed(Errno::from_io_error(err).unwrap_or(Errno::IO))
 }
 
 /// Opens `path` for reading; `None` when it does not exist.
