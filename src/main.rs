@@ -118,7 +118,7 @@ async fn serve(config: Config, secrets: Secrets) -> ExitCode {
 }
 
 /// Raises the soft open-file limit to the hard one, as Go programs (the cores among them) do at
-/// start: the sampler holds three cgroup files open per running tunnel, HTTP connections and
+/// start: the sampler holds four cgroup files open per running tunnel, HTTP connections and
 /// gRPC channels need the rest. The shipped unit sets both with `LimitNOFILE=`; elsewhere the
 /// soft limit is often 1,024 while the hard one is far higher.
 fn raise_open_file_limit() {

@@ -67,6 +67,17 @@ pub struct Troubles {
     pub cgroup_read_errors: u64,
 }
 
+/// The sampler's open files: it holds each running unit's cgroup files and its processes' `stat`
+/// open between passes, up to a limit (half the open-file limit); beyond it, a unit's files are
+/// read by path each pass, which costs more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldFiles {
+    pub held: u64,
+    pub limit: u64,
+    /// Units the last pass read by path, some of their files finding no room under the limit.
+    pub units_by_path: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub tunnels: BTreeMap<TunnelId, Tunnel>,
@@ -84,6 +95,7 @@ pub struct Snapshot {
     /// `Some` while the last health pass found too much orphaned at once for any cleanup.
     pub orphan_guard: Option<GuardTrip>,
     pub troubles: Troubles,
+    pub held_files: HeldFiles,
     /// Bumped by every [`SharedState::update`] and [`SharedState::update_samples`] (not by
     /// [`SharedState::update_runs`]): a rendering of the per-tunnel series made at one version
     /// holds while it stays.

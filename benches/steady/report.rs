@@ -137,6 +137,10 @@ pub fn size(size: &Size, columns: &[Column]) {
         }
         cell
     });
+    row("sampler's held files / limit", &|f, _| match f.held_files {
+        Some([held, limit, by_path]) => format!("{held} / {limit}, {by_path} units read by path"),
+        None => "-".to_owned(),
+    });
     row("machine over the window", &|f, _| f.host.describe());
     print_rows(&rows);
     println!(

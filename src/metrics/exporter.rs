@@ -54,7 +54,23 @@ const CGROUP_ERRORS: Spec = Spec::counter(
     &[],
 );
 
-pub const SPECS: [Spec; 10] = [
+const HELD_FILES: Spec = Spec::gauge(
+    "xray_warden_sampler_held_files",
+    "Files the sampler holds open between passes: tunnels' cgroup files and processes' stat.",
+    &[],
+);
+const HELD_FILES_LIMIT: Spec = Spec::gauge(
+    "xray_warden_sampler_held_files_limit",
+    "The most files the sampler holds open: half the warden's open-file limit.",
+    &[],
+);
+const UNITS_BY_PATH: Spec = Spec::gauge(
+    "xray_warden_sampler_units_read_by_path",
+    "Tunnels the last sampler pass read by path, their files finding no room under the limit.",
+    &[],
+);
+
+pub const SPECS: [Spec; 13] = [
     SYSTEMD_UP,
     COLLECTOR_SUCCESS,
     COLLECTOR_DURATION,
@@ -65,6 +81,9 @@ pub const SPECS: [Spec; 10] = [
     UNIT_READ_ERRORS,
     VANISHED,
     CGROUP_ERRORS,
+    HELD_FILES,
+    HELD_FILES_LIMIT,
+    UNITS_BY_PATH,
 ];
 
 /// Builds the warden's own families from `s`.
@@ -92,6 +111,9 @@ pub fn build(s: &Snapshot) -> Vec<MetricFamily> {
         single(&UNIT_READ_ERRORS, s.troubles.unit_read_errors as f64),
         single(&VANISHED, s.troubles.vanished_processes as f64),
         single(&CGROUP_ERRORS, s.troubles.cgroup_read_errors as f64),
+        single(&HELD_FILES, s.held_files.held as f64),
+        single(&HELD_FILES_LIMIT, s.held_files.limit as f64),
+        single(&UNITS_BY_PATH, s.held_files.units_by_path as f64),
     ];
     if let Some(at) = s
         .last_refresh

@@ -5,7 +5,7 @@ use crate::domain::{
     ActiveState, Check, Online, Orphan, OrphanKind, Resources, RestartCounts, Traffic,
     TrafficCounter, TunnelId, UnitStatus, UserIps,
 };
-use crate::state::{COLLECTOR_SAMPLER, COLLECTOR_SYSTEMD, CollectorRun, Tunnel};
+use crate::state::{COLLECTOR_SAMPLER, COLLECTOR_SYSTEMD, CollectorRun, HeldFiles, Tunnel};
 
 const GOLDEN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -97,6 +97,11 @@ fn fixture() -> SharedState {
         s.tunnels.insert(id, failed);
         s.systemd_up = true;
         s.listed = true;
+        s.held_files = HeldFiles {
+            held: 5,
+            limit: 512,
+            units_by_path: 1,
+        };
         let run = |ms| CollectorRun {
             success: true,
             duration: Duration::from_millis(ms),

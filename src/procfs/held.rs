@@ -146,24 +146,37 @@ impl ProcfsReader {
         })
     }
 
-    /// Reads every held process's `stat` again (CPU, RSS, threads), and with `fds` its fd count
-    /// (else the last one is kept). `None` as soon as one has exited: the processes must then be
-    /// listed anew.
+    /// Reads every held process's `stat` (CPU, RSS, threads) and fd count again. `None` as
+    /// soon as one has exited: the processes must then be listed anew.
     pub fn reread_processes(
         &self,
         held: &mut [HeldProcess],
         buf: &mut Vec<u8>,
-        fds: bool,
+    ) -> Option<CgroupSample> {
+        self.reread_held(held, buf, |pid, _| self.count_fds(pid).ok())
+    }
+
+    /// As [`ProcfsReader::reread_processes`], but each process keeps its last fd count: only
+    /// the `stat` files are read.
+    pub fn reread_stats(
+        &self,
+        held: &mut [HeldProcess],
+        buf: &mut Vec<u8>,
+    ) -> Option<CgroupSample> {
+        self.reread_held(held, buf, |_, last| Some(last.open_fds))
+    }
+
+    fn reread_held(
+        &self,
+        held: &mut [HeldProcess],
+        buf: &mut Vec<u8>,
+        open_fds: impl Fn(u32, &ProcessSample) -> Option<u64>,
     ) -> Option<CgroupSample> {
         let mut sample = CgroupSample::default();
         for process in held.iter_mut() {
             let pid = process.sample.key.pid;
             let stat = read_stat(&process.file, pid, buf).ok()?;
-            let open_fds = if fds {
-                self.count_fds(pid).ok()?
-            } else {
-                process.sample.open_fds
-            };
+            let open_fds = open_fds(pid, &process.sample)?;
             process.sample = self.sample_of(pid, &stat, open_fds);
             sample.processes.push(process.sample);
         }

@@ -188,10 +188,7 @@ impl Sampler {
     ) {
         let units = self.units.as_mut().expect("put back by the pass");
         self.state.update_samples(|s| {
-            units.retain(
-                |id| s.tunnels.contains_key(id),
-                |id| sampled.contains_key(id),
-            );
+            units.retain(|id| s.tunnels.contains_key(id));
             for (id, tunnel) in &mut s.tunnels {
                 tunnel.resources = Some(sampled.remove(id).unwrap_or_else(|| Resources {
                     // Stopped: nothing runs, but the CPU counter keeps its value.
@@ -201,6 +198,7 @@ impl Sampler {
             }
             s.troubles.vanished_processes += vanished;
             s.troubles.cgroup_read_errors += failures;
+            s.held_files = units.files();
             let run = CollectorRun {
                 success: failures == 0,
                 duration: started.elapsed(),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crate::domain::sampling::{LastReading, ProcessBasis, ProcessRead, processes_due, spread};
 use crate::domain::{Accounting, CpuAccount, Resources, TunnelId, UnitStatus};
 use crate::procfs::{CgroupSample, HeldCgroup, HeldError, HeldProcess, ProcfsError, ProcfsReader};
+use crate::state::HeldFiles;
 
 /// A unit to read this pass: its id and status (the snapshot's own, shared).
 pub struct Target {
@@ -33,7 +34,12 @@ pub enum Reading {
 /// What is kept per unit.
 #[derive(Default)]
 pub struct Unit {
+    /// The status the unit was last read with (the snapshot's own): while a pass brings the
+    /// same one, its control group has not moved.
+    status: Option<Arc<UnitStatus>>,
     control_group: String,
+    /// The pass that last read the unit.
+    read_in: u64,
     held: Option<HeldCgroup>,
     processes: Option<Processes>,
     pub account: CpuAccount,
@@ -57,6 +63,10 @@ pub struct Units {
     max_fds: u64,
     /// Files held open now (an estimate: four per held cgroup, one per held process).
     fds: u64,
+    /// Units the last pass read by path, some of their files finding no room in the budget.
+    by_path: u64,
+    /// Passes so far.
+    passes: u64,
     /// How old a listing of the processes may get.
     refresh: Duration,
     buf: Vec<u8>,
@@ -79,154 +89,265 @@ impl Units {
             by_id: HashMap::new(),
             max_fds,
             fds: 0,
+            by_path: 0,
+            passes: 0,
             refresh,
             buf: Vec::new(),
         }
     }
 
-    /// Reads every target; blocking.
+    /// Reads every target; blocking. Each reading comes with how many of the unit's processes
+    /// vanished while being read.
     pub fn read_all(&mut self, reader: &ProcfsReader, targets: &[Target]) -> Vec<(Reading, u64)> {
-        let now = Instant::now();
-        targets.iter().map(|t| self.read(reader, t, now)).collect()
+        self.passes += 1;
+        let mut pass = Pass {
+            reader,
+            budget: Budget {
+                fds: &mut self.fds,
+                max: self.max_fds,
+            },
+            buf: &mut self.buf,
+            refresh: self.refresh,
+            now: Instant::now(),
+            number: self.passes,
+            by_path: 0,
+        };
+        let readings = targets
+            .iter()
+            .map(|target| {
+                let unit = match self.by_id.get_mut(&target.id) {
+                    Some(unit) => unit,
+                    None => self.by_id.entry(target.id.clone()).or_default(),
+                };
+                unit.read(&mut pass, target)
+            })
+            .collect();
+        self.by_path = pass.by_path;
+        readings
     }
 
-    /// Forgets units that are no longer known, and closes the files of those not sampled
-    /// (stopped: their cgroup is gone; the CPU account stays).
-    pub fn retain(
-        &mut self,
-        known: impl Fn(&TunnelId) -> bool,
-        sampled: impl Fn(&TunnelId) -> bool,
-    ) {
-        self.by_id.retain(|id, _| known(id));
-        for (id, unit) in &mut self.by_id {
-            if !sampled(id) {
+    /// The files held, the budget, and the units the last pass read by path.
+    pub fn files(&self) -> HeldFiles {
+        HeldFiles {
+            held: self.fds,
+            limit: self.max_fds,
+            units_by_path: self.by_path,
+        }
+    }
+
+    /// After a pass: forgets the units it did not read that are no longer `known`, and closes
+    /// the files of the others it did not read (stopped: their cgroup is gone; the CPU account
+    /// stays). A unit the pass read is kept even if it went since; the next pass forgets it.
+    /// Only the units not read are looked up.
+    pub fn retain(&mut self, known: impl Fn(&TunnelId) -> bool) {
+        let pass = self.passes;
+        self.by_id
+            .retain(|id, unit| unit.read_in == pass || known(id));
+        for unit in self.by_id.values_mut() {
+            if unit.read_in != pass {
                 unit.held = None;
                 unit.processes = None;
             }
         }
         self.fds = self.by_id.values().map(Unit::fds).sum();
     }
+}
 
-    /// One unit's reading and how many of its processes vanished while being read.
-    fn read(&mut self, reader: &ProcfsReader, target: &Target, now: Instant) -> (Reading, u64) {
-        let control_group = &target.status.control_group;
-        let unit = match self.by_id.get_mut(&target.id) {
-            Some(unit) => unit,
-            None => self.by_id.entry(target.id.clone()).or_default(),
-        };
-        if unit.control_group != *control_group {
-            self.fds = self.fds.saturating_sub(unit.fds());
-            unit.held = None;
-            unit.processes = None;
-            unit.control_group.clone_from(control_group);
+/// What one pass shares between its units' readings.
+struct Pass<'a> {
+    reader: &'a ProcfsReader,
+    budget: Budget<'a>,
+    buf: &'a mut Vec<u8>,
+    /// `sampler.process_interval`.
+    refresh: Duration,
+    now: Instant,
+    /// Which pass this is.
+    number: u64,
+    /// Units read by path so far.
+    by_path: u64,
+}
+
+impl Unit {
+    /// This pass's reading of the unit, and how many of its processes vanished while being
+    /// read.
+    fn read(&mut self, pass: &mut Pass<'_>, target: &Target) -> (Reading, u64) {
+        self.read_in = pass.number;
+        let same_status = self
+            .status
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &target.status));
+        if !same_status {
+            let control_group = &target.status.control_group;
+            if self.control_group != *control_group {
+                pass.budget.release(self.fds());
+                self.held = None;
+                self.processes = None;
+                self.control_group.clone_from(control_group);
+            }
+            self.status = Some(Arc::clone(&target.status));
         }
-        let mut budget = Budget {
-            fds: &mut self.fds,
-            max: self.max_fds,
-        };
-        let accounting = match accounting(reader, unit, &mut budget, &mut self.buf) {
+        let accounting = match self.accounting(pass) {
             Ok(accounting) => accounting,
-            Err(err) => return unit.lost(err, &mut budget),
+            Err(err) => return self.lost(err, &mut pass.budget),
         };
         let basis = ProcessBasis {
             main_pid: target.status.main_pid,
             tasks: accounting.tasks_current,
         };
-        let last = unit.processes.as_ref().map(|p| LastReading {
-            basis: p.basis,
-            age: now.saturating_duration_since(p.at),
-            refreshes: p.refreshes,
-        });
-        let periodic = last.is_some_and(|l| l.age >= self.refresh);
-        let mut action = processes_due(last, basis, self.refresh);
-        if action == ProcessRead::Refresh {
-            // The held processes read again, fds included; one that exited lists anew.
-            let processes = unit.processes.as_mut().expect("refreshed: listed before");
-            match reader.reread_processes(&mut processes.held, &mut self.buf, true) {
-                Some(sample) if !processes.held.is_empty() => {
-                    processes.sample = sample;
-                    processes.at = now;
-                    processes.refreshes += 1;
-                }
-                _ => action = ProcessRead::List,
-            }
-        }
-        // Without the cgroup's CPU counter, CPU comes from the processes: their held `stat`
-        // files are read again, unless one has exited.
-        if action == ProcessRead::Keep && accounting.cpu_usage_nsec.is_none() {
-            let processes = unit.processes.as_mut().expect("kept: listed before");
-            match reader.reread_processes(&mut processes.held, &mut self.buf, false) {
-                Some(sample) if !processes.held.is_empty() => processes.sample = sample,
-                _ => action = ProcessRead::List,
-            }
-        }
+        let last = self.processes.as_ref().map(|p| p.last(pass.now));
+        let periodic = last.is_some_and(|l| l.age >= pass.refresh);
+        let due = processes_due(last, basis, pass.refresh);
         let mut vanished = 0;
-        if action == ProcessRead::List {
-            let pids = match &unit.held {
-                Some(held) => held.pids(&mut self.buf).map_err(|e| match e {
-                    HeldError::Gone => ProcfsError::CgroupNotFound(control_group.clone()),
-                    HeldError::Read(e) => e,
-                }),
-                None => reader.cgroup_pids(control_group),
-            };
-            let listed_before = unit.processes.is_some();
-            let kept = unit.processes.take().map(|p| p.held).unwrap_or_default();
-            *budget.fds = budget.fds.saturating_sub(kept.len() as u64);
-            let listed = pids.and_then(|pids| {
-                if budget.room(pids.len() as u64) {
-                    reader.hold_processes(pids, kept)
-                } else {
-                    reader.sample_pids(pids).map(|sample| (sample, Vec::new()))
-                }
-            });
-            let (sample, held) = match listed {
-                Ok(listed) => listed,
-                Err(err) => return unit.lost(err, &mut budget),
-            };
-            *budget.fds += held.len() as u64;
-            vanished = sample.vanished;
-            // The first listing's age starts at a point of the period spread by id, so units
-            // seen together do not all list again in one pass.
-            let at = if listed_before {
-                now
-            } else {
-                let back = self.refresh.mul_f64(spread(target.id.as_str()));
-                now.checked_sub(back).unwrap_or(now)
-            };
-            unit.processes = Some(Processes {
-                sample,
-                held,
-                basis,
-                at,
-                refreshes: 0,
-            });
+        if self.reread(pass, due, accounting.cpu_usage_nsec.is_none()) == ProcessRead::List {
+            match self.list(pass, &target.id, basis) {
+                Ok(gone) => vanished = gone,
+                Err(err) => return self.lost(err, &mut pass.budget),
+            }
+        }
+        if self.by_path() {
+            pass.by_path += 1;
         }
         // A cgroup with a figure missing is opened anew with each periodic reading: a
         // controller enabled for the unit since shows up within one refresh period.
-        let incomplete = unit.held.as_ref().is_some_and(|h| !h.complete());
-        if periodic && incomplete && unit.held.take().is_some() {
-            *budget.fds = budget.fds.saturating_sub(CGROUP_FDS);
+        if periodic && self.held.as_ref().is_some_and(|h| !h.complete()) {
+            self.held = None;
+            pass.budget.release(CGROUP_FDS);
         }
-        let sample = &unit.processes.as_ref().expect("listed above").sample;
-        let resources = super::combine(sample, accounting, &mut unit.account);
+        let sample = &self.processes.as_ref().expect("listed above").sample;
+        let resources = super::combine(sample, accounting, &mut self.account);
         (Reading::Sampled(resources), vanished)
     }
-}
 
-impl Unit {
+    /// Acts on `due` short of a listing: a refresh reads the held processes again, fds
+    /// included; without the cgroup's CPU counter (`cpu_from_processes`) even a kept reading
+    /// reads their `stat` files again, since CPU comes from them. Answers `List` when a held
+    /// process has exited or none is held: the processes must then be listed anew.
+    fn reread(
+        &mut self,
+        pass: &mut Pass<'_>,
+        due: ProcessRead,
+        cpu_from_processes: bool,
+    ) -> ProcessRead {
+        let reread = match due {
+            ProcessRead::Refresh => ProcfsReader::reread_processes,
+            ProcessRead::Keep if cpu_from_processes => ProcfsReader::reread_stats,
+            due => return due,
+        };
+        let processes = self.processes.as_mut().expect("read again: listed before");
+        match reread(pass.reader, &mut processes.held, pass.buf) {
+            Some(sample) if !processes.held.is_empty() => {
+                processes.sample = sample;
+                if due == ProcessRead::Refresh {
+                    processes.at = pass.now;
+                    processes.refreshes += 1;
+                }
+                due
+            }
+            _ => ProcessRead::List,
+        }
+    }
+
+    /// Lists the unit's processes anew (through its held directory, else by path) and holds
+    /// each one's `stat` if the budget has room; how many vanished while being read.
+    fn list(
+        &mut self,
+        pass: &mut Pass<'_>,
+        id: &TunnelId,
+        basis: ProcessBasis,
+    ) -> Result<u64, ProcfsError> {
+        let pids = match &self.held {
+            Some(held) => held.pids(pass.buf).map_err(|e| match e {
+                HeldError::Gone => ProcfsError::CgroupNotFound(self.control_group.clone()),
+                HeldError::Read(e) => e,
+            })?,
+            None => pass.reader.cgroup_pids(&self.control_group)?,
+        };
+        let listed_before = self.processes.is_some();
+        let kept = self.processes.take().map(|p| p.held).unwrap_or_default();
+        pass.budget.release(kept.len() as u64);
+        let (sample, held) = if pass.budget.room(pids.len() as u64) {
+            pass.reader.hold_processes(pids, kept)?
+        } else {
+            (pass.reader.sample_pids(pids)?, Vec::new())
+        };
+        pass.budget.take(held.len() as u64);
+        // The first listing's age starts at a point of the period spread by id, so units seen
+        // together do not all list again in one pass.
+        let at = if listed_before {
+            pass.now
+        } else {
+            let back = pass.refresh.mul_f64(spread(id.as_str()));
+            pass.now.checked_sub(back).unwrap_or(pass.now)
+        };
+        let vanished = sample.vanished;
+        self.processes = Some(Processes {
+            sample,
+            held,
+            basis,
+            at,
+            refreshes: 0,
+        });
+        Ok(vanished)
+    }
+
+    /// The unit's accounting through its held files (opening them within the budget), else by
+    /// path. A held cgroup that was removed is reopened once.
+    fn accounting(&mut self, pass: &mut Pass<'_>) -> Result<Accounting, ProcfsError> {
+        for _ in 0..2 {
+            if self.held.is_none() && pass.budget.room(CGROUP_FDS) {
+                self.held = Some(pass.reader.hold(&self.control_group)?);
+                pass.budget.take(CGROUP_FDS);
+            }
+            let Some(files) = &self.held else {
+                // Over the budget: by path, and the cgroup's existence from its process list.
+                pass.reader.cgroup_dir(&self.control_group)?;
+                return pass.reader.accounting(&self.control_group);
+            };
+            match files.accounting(pass.buf) {
+                Ok(accounting) => return Ok(accounting),
+                Err(HeldError::Gone) => {
+                    self.held = None;
+                    pass.budget.release(CGROUP_FDS);
+                }
+                Err(HeldError::Read(err)) => return Err(err),
+            }
+        }
+        Err(ProcfsError::CgroupNotFound(self.control_group.clone()))
+    }
+
     fn fds(&self) -> u64 {
         let cgroup = if self.held.is_some() { CGROUP_FDS } else { 0 };
         cgroup + self.processes.as_ref().map_or(0, |p| p.held.len() as u64)
     }
 
+    /// Whether some of the unit's files are read by path: its cgroup's, or some of its
+    /// processes' (an empty cgroup has none to hold).
+    fn by_path(&self) -> bool {
+        self.held.is_none()
+            || self
+                .processes
+                .as_ref()
+                .is_some_and(|p| p.held.len() != p.sample.processes.len())
+    }
+
     /// The reading of a unit whose cgroup could not be read: its files are closed.
     fn lost(&mut self, err: ProcfsError, budget: &mut Budget<'_>) -> (Reading, u64) {
-        *budget.fds = budget.fds.saturating_sub(self.fds());
+        budget.release(self.fds());
         self.held = None;
         self.processes = None;
         match err {
             ProcfsError::CgroupNotFound(_) => (Reading::NotFound, 0),
             err => (Reading::Failed(err), 0),
+        }
+    }
+}
+
+impl Processes {
+    fn last(&self, now: Instant) -> LastReading {
+        LastReading {
+            basis: self.basis,
+            age: now.saturating_duration_since(self.at),
+            refreshes: self.refreshes,
         }
     }
 }
@@ -241,36 +362,14 @@ impl Budget<'_> {
     fn room(&self, more: u64) -> bool {
         *self.fds + more <= self.max
     }
-}
 
-/// The unit's accounting through its held files (opening them within the budget), else by
-/// path. A held cgroup that was removed is reopened once.
-fn accounting(
-    reader: &ProcfsReader,
-    unit: &mut Unit,
-    budget: &mut Budget<'_>,
-    buf: &mut Vec<u8>,
-) -> Result<Accounting, ProcfsError> {
-    for _ in 0..2 {
-        if unit.held.is_none() && budget.room(CGROUP_FDS) {
-            unit.held = Some(reader.hold(&unit.control_group)?);
-            *budget.fds += CGROUP_FDS;
-        }
-        let Some(files) = &unit.held else {
-            // Over the budget: by path, and the cgroup's existence from its process list.
-            reader.cgroup_dir(&unit.control_group)?;
-            return reader.accounting(&unit.control_group);
-        };
-        match files.accounting(buf) {
-            Ok(accounting) => return Ok(accounting),
-            Err(HeldError::Gone) => {
-                unit.held = None;
-                *budget.fds = budget.fds.saturating_sub(CGROUP_FDS);
-            }
-            Err(HeldError::Read(err)) => return Err(err),
-        }
+    fn take(&mut self, fds: u64) {
+        *self.fds += fds;
     }
-    Err(ProcfsError::CgroupNotFound(unit.control_group.clone()))
+
+    fn release(&mut self, fds: u64) {
+        *self.fds = self.fds.saturating_sub(fds);
+    }
 }
 
 #[cfg(test)]

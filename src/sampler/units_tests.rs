@@ -68,9 +68,13 @@ fn counters_every_pass_processes_only_when_something_changed() {
     assert_eq!(first.cpu_seconds, 2.5);
     assert_eq!(first.memory_current_bytes, Some(1_048_576));
     assert_eq!(
-        units.fds,
-        CGROUP_FDS + 1,
-        "three cgroup files and one stat held"
+        units.files(),
+        HeldFiles {
+            held: CGROUP_FDS + 1,
+            limit: 1000,
+            units_by_path: 0
+        },
+        "the cgroup's files and one stat held"
     );
 
     // The counters move and a process joins without the task count moving: the counters are
@@ -126,12 +130,31 @@ fn over_the_budget_files_are_read_by_path() {
     let mut units = Units::with_budget(Duration::from_secs(3600), 0);
     let first = sampled(units.read_all(&reader, &[target(100)]));
     assert_eq!((first.processes, first.cpu_seconds), (1, 2.5));
-    assert_eq!(units.fds, 0);
+    let by_path = HeldFiles {
+        held: 0,
+        limit: 0,
+        units_by_path: 1,
+    };
+    assert_eq!(units.files(), by_path);
     std::fs::write(cgroup_file(&dir, "cpu.stat"), "usage_usec 4000000\n").unwrap();
     assert_eq!(
         sampled(units.read_all(&reader, &[target(100)])).cpu_seconds,
         4.0
     );
+    assert_eq!(units.files(), by_path);
+
+    // Room for the cgroup's files but not its process's: still read by path, in part.
+    let mut units = Units::with_budget(Duration::from_secs(3600), CGROUP_FDS);
+    assert_eq!(
+        sampled(units.read_all(&reader, &[target(100)])).processes,
+        1
+    );
+    let cgroup_only = HeldFiles {
+        held: CGROUP_FDS,
+        limit: CGROUP_FDS,
+        units_by_path: 1,
+    };
+    assert_eq!(units.files(), cgroup_only);
 }
 
 #[test]
@@ -180,4 +203,25 @@ fn a_listing_finds_sub_cgroups_and_reads_a_still_listed_process_through_its_held
         "read through the held file, not opened again"
     );
     assert_eq!(units.fds, CGROUP_FDS + 2);
+}
+
+#[test]
+fn after_a_pass_units_not_read_close_their_files_and_unknown_ones_are_forgotten() {
+    let dir = scratch("retain");
+    let reader = ProcfsReader::with_units(dir.join("proc"), dir.join("cgroup2"), 100, 4096);
+    let mut units = Units::with_budget(Duration::from_secs(3600), 1000);
+    sampled(units.read_all(&reader, &[target(100)]));
+    let a = TunnelId::new("a").unwrap();
+    // Read this pass: kept with its files, whatever `known` says (the next pass decides).
+    units.retain(|_| false);
+    assert_eq!(units.files().held, CGROUP_FDS + 1);
+    // Not read by the next pass (stopped) but known: its files close, its CPU account stays.
+    units.read_all(&reader, &[]);
+    units.retain(|id| *id == a);
+    assert!(units.by_id.contains_key(&a));
+    assert_eq!(units.files().held, 0);
+    // Not read and no longer known: forgotten.
+    units.read_all(&reader, &[]);
+    units.retain(|_| false);
+    assert!(units.by_id.is_empty());
 }
