@@ -5,8 +5,9 @@
 //! processes with each one's `stat` held open, what that listing was made on, and the procfs CPU
 //! account. Each pass re-reads the held cgroup files (one `pread` per figure) and reads the
 //! processes again only when [`processes_due`] says so (their held files, or a new listing of
-//! the cgroup); where the cgroup has no CPU counter, the held `stat` files are re-read instead. At most half of the open-file limit is held; beyond
-//! it, files are read by path each pass, as before.
+//! the cgroup); where the cgroup has no CPU counter, the held `stat` files are re-read instead.
+//! At most half of the open-file limit is held; beyond it, files are read by path each pass,
+//! as before (`xray_warden_sampler_units_read_by_path` counts those units).
 
 use std::collections::HashMap;
 use std::sync::Arc;
