@@ -106,13 +106,17 @@ pub fn find(facts: &Facts) -> Vec<Found> {
             found.push(tunnel(OrphanKind::FailedTooLong, &u.id, detail));
         }
     }
-    let units: HashSet<&TunnelId> = facts.units.iter().map(|u| &u.id).collect();
-    let in_use = configs_in_use(facts);
-    for c in &facts.config_files {
-        // A config a unit or a running core names is in use, whatever its file name says.
-        if !units.contains(&c.id) && !in_use.contains(c.path.as_path()) {
-            let detail = format!("{} has no unit {}", c.path.display(), c.id.unit_name());
-            found.push(tunnel(OrphanKind::ConfigWithoutUnit, &c.id, detail));
+    // Built only when there are config files to look up (a pass runs this over every unit).
+    if !facts.config_files.is_empty() {
+        let units: HashSet<&TunnelId> = facts.units.iter().map(|u| &u.id).collect();
+        let cores = core_configs(facts);
+        let in_use = configs_in_use(facts, &cores);
+        for c in &facts.config_files {
+            // A config a unit or a running core names is in use, whatever its file name says.
+            if !units.contains(&c.id) && !in_use.contains(c.path.as_path()) {
+                let detail = format!("{} has no unit {}", c.path.display(), c.id.unit_name());
+                found.push(tunnel(OrphanKind::ConfigWithoutUnit, &c.id, detail));
+            }
         }
     }
     for core in &facts.cores {
@@ -135,14 +139,20 @@ pub fn find(facts: &Facts) -> Vec<Found> {
 }
 
 /// The known config paths of every unit and every running core.
-fn configs_in_use(facts: &Facts) -> HashSet<PathBuf> {
-    let units = facts.units.iter().filter_map(|u| u.config.known());
+/// The configs the running cores name.
+fn core_configs(facts: &Facts) -> Vec<PathBuf> {
     let cores = facts.cores.iter().filter_map(|c| {
         ConfigRef::parse(&c.argv, &facts.config_dir)
             .known()
             .map(Path::to_owned)
     });
-    units.map(Path::to_owned).chain(cores).collect()
+    cores.collect()
+}
+
+/// The configs in use: named by a unit or by a running core (`cores`, [`core_configs`]).
+fn configs_in_use<'a>(facts: &'a Facts, cores: &'a [PathBuf]) -> HashSet<&'a Path> {
+    let units = facts.units.iter().filter_map(|u| u.config.known());
+    units.chain(cores.iter().map(PathBuf::as_path)).collect()
 }
 
 /// The tunnel a core process is a stray of, and the config it runs; `None` when it is no

@@ -97,6 +97,11 @@ impl CheckMemo {
         }
     }
 
+    /// How many tunnels are kept (the larger of the checks and the configs).
+    pub fn len(&self) -> usize {
+        self.checks.len().max(self.configs.len())
+    }
+
     /// Forgets the tunnels `alive` denies.
     pub fn retain(&mut self, alive: impl Fn(&TunnelId) -> bool) {
         self.checks.retain(|id, _| alive(id));

@@ -138,8 +138,8 @@ impl HealthTask {
         }
         let units: Vec<&TunnelId> = targets.iter().map(|t| &t.id).collect();
         report.guard = self.judge_guard(&report.orphans, &units);
-        self.forget_the_gone(&targets);
         self.publish(&report, started);
+        self.forget_the_gone(&targets);
         Some(report)
     }
 
@@ -331,11 +331,17 @@ impl HealthTask {
         probe::probe_all(self.settings.api_timeout, apis.collect()).await
     }
 
+    /// Forgets what is kept of tunnels that are gone. After [`publish`](Self::publish), each
+    /// per-tunnel map holds every target (this pass put each there), so a map no larger than
+    /// the targets holds nothing else and is left alone: on a steady node, no id is hashed.
     fn forget_the_gone(&mut self, targets: &[Target]) {
-        let alive: HashSet<&TunnelId> = targets.iter().map(|t| &t.id).collect();
-        self.histories.retain(|id, _| alive.contains(id));
-        self.shown.retain(|id, _| alive.contains(id));
-        self.memo.retain(|id| alive.contains(id));
+        let n = targets.len();
+        if self.histories.len() > n || self.shown.len() > n || self.memo.len() > n {
+            let alive: HashSet<&TunnelId> = targets.iter().map(|t| &t.id).collect();
+            self.histories.retain(|id, _| alive.contains(id));
+            self.shown.retain(|id, _| alive.contains(id));
+            self.memo.retain(|id| alive.contains(id));
+        }
         let paths: Vec<&Path> = targets.iter().filter_map(|t| t.config.known()).collect();
         self.verdicts.retain(&paths);
     }
@@ -382,11 +388,14 @@ impl HealthTask {
         // the per-tunnel series made since still holds.
         let unchanged = !checks_changed && {
             let s = self.state.read();
-            // A tunnel the watcher dropped and found again since starts with no checks.
+            // A tunnel the watcher dropped and found again since starts with no checks. Both
+            // maps are in id order: one walk, no lookups.
+            let mut tunnels = s.tunnels.iter().peekable();
             let none_reset = report.checks.iter().all(|(id, list)| {
-                s.tunnels
-                    .get(id)
-                    .is_none_or(|t| t.health.len() == list.len())
+                while tunnels.next_if(|(t, _)| *t < id).is_some() {}
+                tunnels
+                    .next_if(|(t, _)| *t == id)
+                    .is_none_or(|(_, t)| t.health.len() == list.len())
             });
             none_reset
                 && s.orphans == report.orphans

@@ -247,6 +247,37 @@ async fn orphans_keep_their_first_sighting_and_restarts_trip_the_crash_check() {
     );
 }
 
+/// A tunnel that leaves the snapshot is forgotten, even when another one arrives in the same
+/// pass (the count of tunnels unchanged): back later, its restarts are counted afresh.
+#[tokio::test]
+async fn a_tunnel_gone_and_back_starts_a_new_restart_history() {
+    let root = tree("health-forget");
+    let state = state(&root);
+    let mut settings = settings(&root);
+    settings.health.crash_threshold = 2;
+    let mut task = HealthTask::new(settings, state.clone(), Ledger::default());
+    task.pass().await.unwrap();
+    state.update(|s| s.tunnels.get_mut(&id("a")).unwrap().restarts.auto += 2);
+    let crashing = task.pass().await.unwrap();
+    assert!(!check(&crashing, "a", "not_crash_looping").ok);
+    // a leaves as z arrives: three tunnels before and after.
+    let a = state.update(|s| {
+        let a = s.tunnels.remove(&id("a")).unwrap();
+        let z = Tunnel::new(id("z").unit_name(), UnitStatus::default());
+        s.tunnels.insert(id("z"), z);
+        a
+    });
+    let without = task.pass().await.unwrap();
+    assert!(!without.checks.contains_key(&id("a")));
+    state.update(|s| {
+        s.tunnels.remove(&id("z"));
+        s.tunnels.insert(id("a"), a);
+    });
+    let back = task.pass().await.unwrap();
+    let crash = check(&back, "a", "not_crash_looping");
+    assert!(crash.ok, "{crash:?}");
+}
+
 #[tokio::test]
 async fn nothing_is_judged_before_the_first_listing() {
     let state = SharedState::default();

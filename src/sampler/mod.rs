@@ -103,7 +103,8 @@ impl Sampler {
         let mut asked = self.accounting(&unseen).await;
 
         let units = self.units.as_mut().expect("put back above");
-        let mut resources = HashMap::with_capacity(targets.len());
+        // In the targets' order, which is the snapshot's: ascending ids.
+        let mut resources = Vec::with_capacity(targets.len());
         let (mut vanished, mut failures) = (0, 0);
         for (target, (reading, gone)) in targets.into_iter().zip(readings) {
             vanished += gone;
@@ -121,7 +122,7 @@ impl Sampler {
                     Resources::default()
                 }
             };
-            resources.insert(target.id, sampled);
+            resources.push((target.id, sampled));
         }
         self.publish(resources, vanished, failures, started);
     }
@@ -179,9 +180,11 @@ impl Sampler {
             .collect()
     }
 
+    /// Publishes the pass: `sampled` is in ascending id order, like the snapshot's tunnels, so
+    /// the two are merged in one walk rather than looked up one by one.
     fn publish(
         &mut self,
-        mut sampled: HashMap<TunnelId, Resources>,
+        sampled: Vec<(TunnelId, Resources)>,
         vanished: u64,
         failures: u64,
         started: Instant,
@@ -189,12 +192,19 @@ impl Sampler {
         let units = self.units.as_mut().expect("put back by the pass");
         self.state.update_samples(|s| {
             units.retain(|id| s.tunnels.contains_key(id));
+            let mut sampled = sampled.into_iter().peekable();
             for (id, tunnel) in &mut s.tunnels {
-                tunnel.resources = Some(sampled.remove(id).unwrap_or_else(|| Resources {
-                    // Stopped: nothing runs, but the CPU counter keeps its value.
-                    cpu_seconds: units.by_id.get(id).map_or(0.0, |u| u.account.total()),
-                    ..Resources::default()
-                }));
+                // A tunnel dropped from the snapshot since the targets were taken.
+                while sampled.next_if(|(next, _)| next < id).is_some() {}
+                let resources = match sampled.next_if(|(next, _)| next == id) {
+                    Some((_, resources)) => resources,
+                    None => Resources {
+                        // Stopped: nothing runs, but the CPU counter keeps its value.
+                        cpu_seconds: units.by_id.get(id).map_or(0.0, |u| u.account.total()),
+                        ..Resources::default()
+                    },
+                };
+                tunnel.resources = Some(resources);
             }
             s.troubles.vanished_processes += vanished;
             s.troubles.cgroup_read_errors += failures;
@@ -247,6 +257,56 @@ mod tests {
             threads: 3,
             open_fds: 5,
         }
+    }
+
+    /// The readings are merged with the snapshot by id: a tunnel dropped since the targets were
+    /// taken is skipped, one added since (or not read) gets empty resources with its kept CPU.
+    #[test]
+    fn publish_merges_the_readings_with_the_snapshot_by_id() {
+        let id = |s: &str| TunnelId::new(s).unwrap();
+        let state = SharedState::default();
+        state.update(|s| {
+            for name in ["a", "c", "d"] {
+                let unit = format!("xray-tunnel-{name}.service");
+                let tunnel = crate::state::Tunnel::new(unit, Default::default());
+                s.tunnels.insert(id(name), tunnel);
+            }
+        });
+        let (_tx, client) = watch::channel(None);
+        let mut units = Units::new(std::time::Duration::from_secs(300));
+        let key = ProcessKey {
+            pid: 7,
+            start_ticks: 1,
+        };
+        let account = &mut units.by_id.entry(id("d")).or_default().account;
+        account.update([(key, 4.0)]);
+        let mut sampler = Sampler {
+            reader: ProcfsReader::new("/nonexistent/proc", "/nonexistent/cgroup"),
+            units: Some(units),
+            refresh: std::time::Duration::from_secs(300),
+            state: state.clone(),
+            client,
+        };
+        let read = |cpu: f64| Resources {
+            cpu_seconds: cpu,
+            processes: 1,
+            ..Resources::default()
+        };
+        let sampled = vec![
+            (id("a"), read(1.0)),
+            (id("b"), read(2.0)),
+            (id("c"), read(3.0)),
+        ];
+        sampler.publish(sampled, 0, 0, Instant::now());
+        let snapshot = state.read();
+        let cpu = |name: &str| {
+            let r = snapshot.tunnels[&id(name)].resources.unwrap();
+            (r.cpu_seconds, r.processes)
+        };
+        assert_eq!(cpu("a"), (1.0, 1));
+        assert_eq!(cpu("c"), (3.0, 1));
+        assert_eq!(cpu("d"), (4.0, 0), "not read: empty, its CPU kept");
+        assert!(!snapshot.tunnels.contains_key(&id("b")));
     }
 
     #[test]
