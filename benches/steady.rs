@@ -3,28 +3,33 @@
 //! namespace sandbox, each scraped every 15 s like a default Prometheus job.
 //!
 //! In one run, for each fleet size (200, 1,000 and 2,000 units; the sandbox keeps the units of
-//! the size before and starts the rest), one column after another on the same units: the
-//! baseline warden build (if there is one, see below), this tree's warden (release build, an
-//! empty config: every feature on at its default period, no user sync since no source is
-//! configured; the D-Bus call deadline raised to 60 s, see `WARDEN_CONFIG`) and node_exporter. Each column runs alone: start, wait until it serves every
-//! unit, a warm-up, then a measured window with a scrape every 15 s. Per column it prints the
-//! total CPU per second (utime+stime of the exporter, the sandbox's systemd and its dbus-daemon
-//! over the window), the median scrape latency (connect to last byte, read into a buffer kept
-//! between scrapes; also until the body is copied out as a `String`, as measured until stop 18),
-//! the body's size, and the RSS at the end of the window (measured from the exporter's start). The targets are marked PASS/MISS beside the warden's
-//! figures; the bench never fails on a figure.
+//! the size before and starts the rest), every column on the same units: the baseline warden
+//! build (if there is one, see below), this tree's warden (release build, an empty config:
+//! every feature on at its default period, no user sync since no source is configured; the
+//! D-Bus call deadline raised to 60 s, see `WARDEN_CONFIG`) and node_exporter. The columns run
+//! side by side through the whole size: each is started and waited for until it serves every
+//! unit, then a common warm-up, then each column is measured in turn, in `XW_STEADY_ROUNDS`
+//! windows of its own with a scrape every 15 s, the order reversed every other round
+//! ([`measure_size`] says why). Per column it prints the total CPU per second (utime+stime of
+//! the exporter, the sandbox's systemd and its dbus-daemon over its windows, and each window's
+//! figure), the median scrape latency (connect to last byte, read into a buffer kept between
+//! scrapes; also until the body is copied out as a `String`, as measured until stop 18), the
+//! body's size, and the RSS after its last window (measured from the exporter's start). The
+//! issue's targets are marked PASS/MISS beside the warden's figures; the bench never fails on a
+//! figure.
 //!
 //! Run it with `cargo bench --bench steady` (root, Debian's prometheus-node-exporter). Without
 //! `--bench` on the command line (`cargo test --all-targets` runs bench binaries that way) it
 //! only says so, and boots nothing.
 //!
-//! Environment: XW_STEADY_UNITS (`200,1000,2000`), XW_STEADY_SECS (the window, 300),
-//! XW_STEADY_WARMUP_SECS (45), XW_STEADY_SCRAPE_SECS (15), XW_STEADY_BASELINE (a warden binary
+//! Environment: XW_STEADY_UNITS (`200,1000,2000`), XW_STEADY_SECS (one window, 160),
+//! XW_STEADY_ROUNDS (windows per column, 2), XW_STEADY_WARMUP_SECS (45), XW_STEADY_SCRAPE_SECS (15), XW_STEADY_BASELINE (a warden binary
 //! to measure beside this tree's; default `<target>/steady-baseline/xray-warden` when that exists,
 //! `none` to skip), XW_STEADY_WRAP (a command line the warden columns run under, for profiling:
 //! `valgrind --tool=callgrind --callgrind-out-file=<dir>/cg.%p`; their figures are then the
 //! profiler's), XW_STEADY_RESYNC (the watcher's `systemd.resync_interval` for every warden
-//! column, e.g. `20s`, to measure its safety net: the default 300 s falls in a window or not). A smoke run: `XW_STEADY_UNITS=50 XW_STEADY_SECS=15 XW_STEADY_WARMUP_SECS=5`.
+//! column, e.g. `20s`, to measure its safety net: the default 300 s falls in a window or not). A smoke run:
+//! `XW_STEADY_UNITS=50 XW_STEADY_SECS=15 XW_STEADY_WARMUP_SECS=5`.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -34,7 +39,7 @@ mod report;
 mod shared;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -84,10 +89,7 @@ fn main() {
         running = units.max(running);
         let dbus = dbus_daemon_of(&sandbox);
         let load_before = report::loadavg();
-        let figures = columns
-            .iter()
-            .map(|c| measure(&sandbox, dbus, c, units, &settings))
-            .collect();
+        let figures = measure_size(&sandbox, dbus, &columns, units, &settings);
         let size = report::Size {
             units,
             figures,
@@ -102,7 +104,9 @@ fn main() {
 /// Knobs, read from the environment.
 pub struct Settings {
     pub sizes: Vec<usize>,
+    /// One window of one column; each column has `rounds` of them per size.
     pub window: Duration,
+    pub rounds: usize,
     pub warmup: Duration,
     pub scrape_every: Duration,
     pub baseline: Option<PathBuf>,
@@ -135,7 +139,12 @@ impl Settings {
         };
         Self {
             sizes: sizes.collect(),
-            window: secs("XW_STEADY_SECS", 300),
+            window: secs("XW_STEADY_SECS", 160),
+            rounds: var("XW_STEADY_ROUNDS").map_or(2, |v| {
+                v.parse::<usize>()
+                    .unwrap_or_else(|_| panic!("XW_STEADY_ROUNDS={v:?}: not a number"))
+                    .max(1)
+            }),
             warmup: secs("XW_STEADY_WARMUP_SECS", WARMUP_SECS),
             scrape_every: secs("XW_STEADY_SCRAPE_SECS", 15),
             baseline,
@@ -202,10 +211,11 @@ impl Column {
 
 /// What one column measured at one size.
 pub struct Figures {
-    /// Over the window: the exporter, systemd, dbus-daemon.
+    /// Over the column's windows: the exporter, systemd, dbus-daemon.
     pub cpu: [Cpu; 3],
+    /// The column's windows, summed.
     pub window: Duration,
-    /// The window's scrapes, sorted.
+    /// The windows' scrapes, sorted.
     pub latencies: Vec<Duration>,
     /// The same scrapes until the body was copied out as a `String` (how this bench measured
     /// until stop 18: the copies and the UTF-8 check were counted).
@@ -215,11 +225,17 @@ pub struct Figures {
     pub rss_kib: u64,
     /// From the exporter's start to the RSS reading.
     pub rss_at: Duration,
-    /// The machine over the window, for context.
+    /// The machine over the windows, for context.
     pub host: HostCpu,
     /// The warden's sampler at the last scrape: files held, their limit, tunnels read by path
     /// for want of room (`None` for node_exporter).
     pub held_files: Option<[u64; 3]>,
+    /// For a warden: the median time to move its last body over loopback from a plain socket
+    /// ([`loopback_floor`]).
+    pub floor: Option<Duration>,
+    /// Each window's CPU per second (exporter + systemd + dbus-daemon), in the order measured,
+    /// and where in the size's sequence of windows it fell (0 = first).
+    pub per_window: Vec<(usize, f64)>,
 }
 
 /// The running exporter of a column; dropping it stops it.
@@ -228,7 +244,75 @@ enum Running {
     Node(NodeExporter),
 }
 
-fn measure(sandbox: &Sandbox, dbus: u32, column: &Column, units: usize, s: &Settings) -> Figures {
+/// A column's exporter, running through every window of one size.
+struct Live {
+    running: Running,
+    pid: u32,
+    addr: SocketAddr,
+    started: Instant,
+    /// Scrapes land here, kept from one scrape to the next like a Prometheus scrape buffer.
+    buffer: Vec<u8>,
+    windows: Vec<Window>,
+}
+
+/// One measured window of one column.
+struct Window {
+    /// Where it fell in the size's sequence of windows.
+    slot: usize,
+    cpu: [Cpu; 3],
+    length: Duration,
+    scrapes: Vec<Scraped>,
+    host: HostCpu,
+}
+
+/// Every column at one size, side by side. All exporters run through the whole size; each is
+/// measured in `rounds` windows, in turn, the order reversed every other round (A B, B A, ...)
+/// so that no column always comes first or last: an earlier bench that measured one column
+/// after the other found the second 4-8% slower whichever build it was (docs/benchmarks.md). A
+/// column is scraped only in its own windows (and in the common warm-up), so node_exporter,
+/// which works only when scraped, is idle in the warden's windows; the warden keeps its
+/// background passes in node_exporter's, which adds its share of systemd and dbus-daemon (about
+/// 0.03 ms/s at 1,000 units) to node_exporter's figure.
+fn measure_size(
+    sandbox: &Sandbox,
+    dbus: u32,
+    columns: &[Column],
+    units: usize,
+    s: &Settings,
+) -> Vec<Figures> {
+    let mut live: Vec<Live> = columns
+        .iter()
+        .map(|c| start(sandbox, c, units, s))
+        .collect();
+    // The warm-up: every exporter scraped every 15 s, like the targets of one Prometheus job.
+    let warm = Instant::now() + s.warmup;
+    while Instant::now() < warm {
+        let next = Instant::now() + s.scrape_every;
+        for l in &mut live {
+            scrape_metrics(l.addr, &mut l.buffer);
+        }
+        thread::sleep(next.min(warm).saturating_duration_since(Instant::now()));
+    }
+    let mut slot = 0;
+    for round in 0..s.rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..live.len()).collect()
+        } else {
+            (0..live.len()).rev().collect()
+        };
+        for i in order {
+            let label = columns[i].label();
+            let window = measure_window(&mut live[i], [sandbox.systemd_pid(), dbus], slot, s);
+            eprintln!("bench: {units} units, {label}, window {} done", slot + 1);
+            live[i].windows.push(window);
+            slot += 1;
+        }
+    }
+    live.into_iter().map(finish).collect()
+}
+
+/// Starts a column's exporter and waits until it serves every unit.
+fn start(sandbox: &Sandbox, column: &Column, units: usize, s: &Settings) -> Live {
     eprintln!("bench: {units} units, starting {}", column.label());
     let started = Instant::now();
     let running = match column {
@@ -256,40 +340,75 @@ fn measure(sandbox: &Sandbox, dbus: u32, column: &Column, units: usize, s: &Sett
         Running::Warden(w) => (w.pid(), w.addr),
         Running::Node(n) => (n.pid(), n.addr),
     };
-    let pids = [pid, sandbox.systemd_pid(), dbus];
-    // Scrapes keep their 15 s rhythm from the start, warm-up included, like a Prometheus job.
-    let mut next = Instant::now();
-    let mut buffer = Vec::new();
-    let mut scrape = |until: Instant, scrapes: &mut Vec<Scraped>| {
-        while next < until {
-            thread::sleep(next.saturating_duration_since(Instant::now()));
-            scrapes.push(scrape_metrics(addr, &mut buffer));
-            next += s.scrape_every;
-        }
-        thread::sleep(until.saturating_duration_since(Instant::now()));
-    };
-    scrape(Instant::now() + s.warmup, &mut Vec::new());
+    Live {
+        running,
+        pid,
+        addr,
+        started,
+        buffer: Vec::new(),
+        windows: Vec::new(),
+    }
+}
+
+/// One window of `live`, scraped every 15 s from its start; `others` are systemd and
+/// dbus-daemon.
+fn measure_window(live: &mut Live, others: [u32; 2], slot: usize, s: &Settings) -> Window {
+    let pids = [live.pid, others[0], others[1]];
     // For a profiler attached by hand (`perf record -p PID`): the window starts now.
-    eprintln!("bench: window of {:?} begins, pid {pid}", s.window);
+    eprintln!("bench: window of {:?} begins, pid {}", s.window, live.pid);
     let (before, host_before, from) = (pids.map(Cpu::of), HostCpu::now(), Instant::now());
+    let until = from + s.window;
     let mut scrapes = Vec::new();
-    scrape(from + s.window, &mut scrapes);
+    let mut next = from;
+    while next < until {
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+        scrapes.push(scrape_metrics(live.addr, &mut live.buffer));
+        next += s.scrape_every;
+    }
+    thread::sleep(until.saturating_duration_since(Instant::now()));
     let after = pids.map(Cpu::of);
-    let window = from.elapsed();
-    let host = HostCpu::now().since(host_before);
-    let rss_kib = rss_kib(pid);
-    let rss_at = started.elapsed();
-    match running {
+    Window {
+        slot,
+        cpu: [0, 1, 2].map(|i| after[i].since(before[i])),
+        length: from.elapsed(),
+        scrapes,
+        host: HostCpu::now().since(host_before),
+    }
+}
+
+/// Stops the exporter and pools its windows: CPU over their summed length, every scrape's
+/// latency; RSS and the sampler's files as they are at the end.
+fn finish(live: Live) -> Figures {
+    let rss_kib = rss_kib(live.pid);
+    let rss_at = live.started.elapsed();
+    match live.running {
         Running::Warden(w) => eprintln!("bench: warden stopped: {}", w.stop()),
         Running::Node(n) => drop(n),
     }
+    let windows = live.windows;
+    let per_window = windows
+        .iter()
+        .map(|w| {
+            let ms: f64 = w.cpu.iter().map(|c| c.ms()).sum();
+            (w.slot, ms / w.length.as_secs_f64())
+        })
+        .collect();
+    let cpu = windows.iter().fold([Cpu::default(); 3], |sum, w| {
+        [0, 1, 2].map(|i| sum[i].plus(w.cpu[i]))
+    });
+    let host = windows
+        .iter()
+        .map(|w| w.host)
+        .reduce(HostCpu::plus)
+        .expect("at least one window");
+    let scrapes: Vec<&Scraped> = windows.iter().flat_map(|w| &w.scrapes).collect();
     let mut latencies: Vec<Duration> = scrapes.iter().map(|s| s.to_last_byte).collect();
     let mut with_copy: Vec<Duration> = scrapes.iter().map(|s| s.with_copy).collect();
     latencies.sort();
     with_copy.sort();
     let body_bytes = scrapes.last().map_or(0, |s| s.body_bytes);
     let gauge = |name: &str| {
-        let body = String::from_utf8_lossy(&buffer);
+        let body = String::from_utf8_lossy(&live.buffer);
         let line = body
             .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '));
@@ -306,9 +425,14 @@ fn measure(sandbox: &Sandbox, dbus: u32, column: &Column, units: usize, s: &Sett
         [Some(held), Some(limit), Some(by_path)] => Some([held, limit, by_path]),
         _ => None,
     };
+    let floor = held_files.is_some().then(|| {
+        let headers = live.buffer.windows(4).position(|w| w == b"\r\n\r\n");
+        let body = headers.map_or(&live.buffer[..], |end| &live.buffer[end + 4..]);
+        loopback_floor(body, latencies.len())
+    });
     Figures {
-        cpu: [0, 1, 2].map(|i| after[i].since(before[i])),
-        window,
+        cpu,
+        window: windows.iter().map(|w| w.length).sum(),
         latencies,
         with_copy,
         body_bytes,
@@ -316,7 +440,43 @@ fn measure(sandbox: &Sandbox, dbus: u32, column: &Column, units: usize, s: &Sett
         rss_at,
         host,
         held_files,
+        per_window,
+        floor,
     }
+}
+
+/// The median of `scrapes` GETs of `body` from a plain blocking socket in this process, timed
+/// like a scrape: what moving that many bytes over this machine's loopback costs with no
+/// exporter behind it, the floor under the warden's scrape median.
+fn loopback_floor(body: &[u8], scrapes: usize) -> Duration {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding the floor's port");
+    let addr = listener.local_addr().expect("the floor's address");
+    let response = [b"HTTP/1.0 200 OK\r\n\r\n".as_slice(), body].concat();
+    let scrapes = scrapes.max(1);
+    let server = thread::spawn(move || {
+        for _ in 0..scrapes {
+            let (mut conn, _) = listener.accept().expect("accepting a floor scrape");
+            // The whole request is read before the answer, so closing sends no reset.
+            let mut request = Vec::new();
+            let mut chunk = [0u8; 512];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut chunk).expect("reading the request");
+                assert!(n > 0, "the client closed before its request ended");
+                request.extend_from_slice(&chunk[..n]);
+            }
+            conn.write_all(&response).expect("writing the body");
+        }
+    });
+    let mut buffer = Vec::new();
+    let mut times: Vec<Duration> = (0..scrapes)
+        .map(|_| {
+            thread::sleep(Duration::from_millis(100));
+            scrape_metrics(addr, &mut buffer).to_last_byte
+        })
+        .collect();
+    server.join().expect("the floor's server");
+    times.sort();
+    times[(times.len() - 1) / 2]
 }
 
 /// One scrape's timings.

@@ -38,6 +38,14 @@ impl Cpu {
         }
     }
 
+    /// Two windows' CPU together.
+    pub fn plus(self, other: Cpu) -> Cpu {
+        Cpu {
+            ticks: self.ticks + other.ticks,
+            run_ns: self.run_ns + other.run_ns,
+        }
+    }
+
     pub fn ms(self) -> f64 {
         self.ticks as f64 * TICK_MS
     }
@@ -79,6 +87,15 @@ impl HostCpu {
             busy: self.busy - before.busy,
             steal: self.steal - before.steal,
             total: self.total - before.total,
+        }
+    }
+
+    /// Two windows together.
+    pub fn plus(self, other: HostCpu) -> HostCpu {
+        HostCpu {
+            busy: self.busy + other.busy,
+            steal: self.steal + other.steal,
+            total: self.total + other.total,
         }
     }
 

@@ -57,14 +57,15 @@ pub fn header(s: &Settings, systemd: &str, columns: &[Column]) {
         loadavg()
     );
     println!(
-        "sizes {:?}; per column: warm-up {} s, then a window of {} s, a scrape every {} s",
+        "sizes {:?}; a common warm-up of {} s, then per column {} windows of {} s, a scrape every {} s",
         s.sizes,
         s.warmup.as_secs(),
+        s.rounds,
         s.window.as_secs(),
         s.scrape_every.as_secs()
     );
     println!(
-        "columns, one after another on the same units: {}",
+        "columns, running side by side on the same units, measured in turn (the order reversed every other round): {}",
         names.join(", ")
     );
     for column in columns {
@@ -104,6 +105,14 @@ pub fn size(size: &Size, columns: &[Column]) {
         }
         cell
     });
+    row("  each window (its place in the order)", &|f, _| {
+        let cells: Vec<String> = f
+            .per_window
+            .iter()
+            .map(|(slot, cpu)| format!("{cpu:.2} (#{})", slot + 1))
+            .collect();
+        cells.join(", ")
+    });
     row("  exporter / systemd / dbus", &|f, _| {
         let [e, s, d] = f.split();
         format!("{e:.2} / {s:.2} / {d:.2}")
@@ -115,6 +124,10 @@ pub fn size(size: &Size, columns: &[Column]) {
         }
         cell
     });
+    row("  the same body from a plain socket", &|f, _| {
+        f.floor
+            .map_or_else(|| "-".to_owned(), |d| ms(d.as_secs_f64() * 1e3))
+    });
     row("  with the body copied out", &|f, _| {
         let mid = f.with_copy.get(f.with_copy.len().saturating_sub(1) / 2);
         mid.map_or_else(|| "-".to_owned(), |d| ms(d.as_secs_f64() * 1e3))
@@ -122,10 +135,10 @@ pub fn size(size: &Size, columns: &[Column]) {
     row("body", &|f, _| {
         format!("{:.2} MB", f.body_bytes as f64 / 1e6)
     });
-    row("scrapes in the window", &|f, _| {
+    row("scrapes in the windows", &|f, _| {
         f.latencies.len().to_string()
     });
-    row("RSS at the window's end", &|f, warden| {
+    row("RSS after the last window", &|f, warden| {
         let mut cell = format!("{:.1} MiB after {} s", f.rss_mib(), f.rss_at.as_secs());
         let limit = match size.units {
             200 => Some(RSS_MIB_200),
@@ -141,7 +154,7 @@ pub fn size(size: &Size, columns: &[Column]) {
         Some([held, limit, by_path]) => format!("{held} / {limit}, {by_path} units read by path"),
         None => "-".to_owned(),
     });
-    row("machine over the window", &|f, _| f.host.describe());
+    row("machine over the windows", &|f, _| f.host.describe());
     print_rows(&rows);
     println!(
         "load average before / after: {} / {}",
