@@ -73,6 +73,7 @@ pub struct Troubles {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeldFiles {
     pub held: u64,
+    /// `u64::MAX` without an open-file limit (then not published).
     pub limit: u64,
     /// Units the last pass read by path, some of their files finding no room under the limit.
     pub units_by_path: u64,

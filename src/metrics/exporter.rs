@@ -112,9 +112,13 @@ pub fn build(s: &Snapshot) -> Vec<MetricFamily> {
         single(&VANISHED, s.troubles.vanished_processes as f64),
         single(&CGROUP_ERRORS, s.troubles.cgroup_read_errors as f64),
         single(&HELD_FILES, s.held_files.held as f64),
-        single(&HELD_FILES_LIMIT, s.held_files.limit as f64),
         single(&UNITS_BY_PATH, s.held_files.units_by_path as f64),
     ];
+    // Without an open-file limit there is no budget: no series (the registry's encoder would
+    // write +Inf as `inf`).
+    if s.held_files.limit != u64::MAX {
+        out.push(single(&HELD_FILES_LIMIT, s.held_files.limit as f64));
+    }
     if let Some(at) = s
         .last_refresh
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())

@@ -148,6 +148,19 @@ fn stopped_units_keep_their_state_series_and_removed_ones_lose_them() {
     assert!(text.contains("xray_warden_tunnels 1"));
 }
 
+/// Without an open-file limit the sampler has no budget: no limit series rather than a huge
+/// number or `inf`.
+#[test]
+fn an_unlimited_file_budget_publishes_no_limit() {
+    let state = fixture();
+    let limit = "\nxray_warden_sampler_held_files_limit ";
+    assert!(render(&state).contains(limit));
+    state.update(|s| s.held_files.limit = u64::MAX);
+    let text = render(&state);
+    assert!(!text.contains(limit), "{text}");
+    assert!(text.contains("\nxray_warden_sampler_held_files 5\n"));
+}
+
 #[test]
 fn refresh_time_is_exported() {
     let state = fixture();

@@ -36,9 +36,9 @@ pub enum Reading {
 #[derive(Default)]
 pub struct Unit {
     /// The status the unit was last read with (the snapshot's own): while a pass brings the
-    /// same one, its control group has not moved.
+    /// same one, its control group has not moved. Its control group is the one the held files
+    /// are of.
     status: Option<Arc<UnitStatus>>,
-    control_group: String,
     /// The pass that last read the unit.
     read_in: u64,
     held: Option<HeldCgroup>,
@@ -79,10 +79,9 @@ const CGROUP_FDS: u64 = 4;
 impl Units {
     pub fn new(refresh: Duration) -> Self {
         // Half of the open-file limit; the rest is for connections, channels, procfs reads.
-        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
-        Self::with_budget(refresh, limit / 2)
+        // No limit at all: no budget either (`u64::MAX`; the limit's gauge is then left out).
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        Self::with_budget(refresh, limit.map_or(u64::MAX, |l| l / 2))
     }
 
     pub fn with_budget(refresh: Duration, max_fds: u64) -> Self {
@@ -178,12 +177,10 @@ impl Unit {
             .as_ref()
             .is_some_and(|s| Arc::ptr_eq(s, &target.status));
         if !same_status {
-            let control_group = &target.status.control_group;
-            if self.control_group != *control_group {
+            if self.control_group() != target.status.control_group {
                 pass.budget.release(self.fds());
                 self.held = None;
                 self.processes = None;
-                self.control_group.clone_from(control_group);
             }
             self.status = Some(Arc::clone(&target.status));
         }
@@ -229,16 +226,22 @@ impl Unit {
         due: ProcessRead,
         cpu_from_processes: bool,
     ) -> ProcessRead {
-        let reread = match due {
-            ProcessRead::Refresh => ProcfsReader::reread_processes,
-            ProcessRead::Keep if cpu_from_processes => ProcfsReader::reread_stats,
+        let refresh = match due {
+            ProcessRead::Refresh => true,
+            ProcessRead::Keep if cpu_from_processes => false,
             due => return due,
         };
         let processes = self.processes.as_mut().expect("read again: listed before");
-        match reread(pass.reader, &mut processes.held, pass.buf) {
+        let (held, buf) = (&mut processes.held, &mut *pass.buf);
+        let sample = if refresh {
+            pass.reader.reread_processes(held, buf)
+        } else {
+            pass.reader.reread_stats(held, buf)
+        };
+        match sample {
             Some(sample) if !processes.held.is_empty() => {
                 processes.sample = sample;
-                if due == ProcessRead::Refresh {
+                if refresh {
                     processes.at = pass.now;
                     processes.refreshes += 1;
                 }
@@ -258,10 +261,10 @@ impl Unit {
     ) -> Result<u64, ProcfsError> {
         let pids = match &self.held {
             Some(held) => held.pids(pass.buf).map_err(|e| match e {
-                HeldError::Gone => ProcfsError::CgroupNotFound(self.control_group.clone()),
+                HeldError::Gone => ProcfsError::CgroupNotFound(self.control_group().to_owned()),
                 HeldError::Read(e) => e,
             })?,
-            None => pass.reader.cgroup_pids(&self.control_group)?,
+            None => pass.reader.cgroup_pids(self.control_group())?,
         };
         let listed_before = self.processes.is_some();
         let kept = self.processes.take().map(|p| p.held).unwrap_or_default();
@@ -296,13 +299,13 @@ impl Unit {
     fn accounting(&mut self, pass: &mut Pass<'_>) -> Result<Accounting, ProcfsError> {
         for _ in 0..2 {
             if self.held.is_none() && pass.budget.room(CGROUP_FDS) {
-                self.held = Some(pass.reader.hold(&self.control_group)?);
+                self.held = Some(pass.reader.hold(self.control_group())?);
                 pass.budget.take(CGROUP_FDS);
             }
             let Some(files) = &self.held else {
                 // Over the budget: by path, and the cgroup's existence from its process list.
-                pass.reader.cgroup_dir(&self.control_group)?;
-                return pass.reader.accounting(&self.control_group);
+                pass.reader.cgroup_dir(self.control_group())?;
+                return pass.reader.accounting(self.control_group());
             };
             match files.accounting(pass.buf) {
                 Ok(accounting) => return Ok(accounting),
@@ -313,7 +316,12 @@ impl Unit {
                 Err(HeldError::Read(err)) => return Err(err),
             }
         }
-        Err(ProcfsError::CgroupNotFound(self.control_group.clone()))
+        Err(ProcfsError::CgroupNotFound(self.control_group().to_owned()))
+    }
+
+    /// The control group of the status the unit was last read with ("" before its first read).
+    fn control_group(&self) -> &str {
+        self.status.as_ref().map_or("", |s| &s.control_group)
     }
 
     fn fds(&self) -> u64 {
