@@ -224,6 +224,52 @@ fn metrics_equal_ground_truth() {
     assert_eq!(warden.stop().code(), Some(0));
 }
 
+/// Under a small open-file limit the sampler holds what its budget (half the limit) allows and
+/// reads the other units by path; it says so on /metrics, and every unit's figures stay true.
+#[test]
+fn a_small_open_file_limit_reads_the_rest_by_path_and_keeps_the_truth() {
+    let sandbox = Sandbox::boot("proof-budget");
+    const IDLE: &str = "[Unit]\nDescription=idle\n[Service]\nExecStart=/bin/sleep infinity\n";
+    let ids: Vec<String> = (0..10).map(|i| format!("b{i:02}")).collect();
+    let units: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), IDLE)).collect();
+    install(&sandbox, &units);
+    for id in &ids {
+        sandbox.systemctl(&["start", &unit(id)]);
+    }
+    // 64 open files: a budget of 32, room for six units (a cgroup's four files and a process's
+    // one each) of the ten.
+    let program = ["prlimit", "--nofile=64:64", support::warden::BIN];
+    let warden = Warden::start_with(&sandbox, CONFIG, &program, &[]);
+    let scrape = warden.wait_for("every unit sampled", WAIT, |s| {
+        ids.iter()
+            .all(|id| s.tunnel("xray_tunnel_tasks", id).is_some())
+    });
+    let gauge = |name: &str| scrape.value(name, &[]).unwrap_or_else(|| panic!("{name}"));
+    assert_eq!(gauge("xray_warden_sampler_held_files_limit"), 32.0);
+    let held = gauge("xray_warden_sampler_held_files");
+    assert!((30.0..=32.0).contains(&held), "held {held}\n{}", scrape.0);
+    let by_path = gauge("xray_warden_sampler_units_read_by_path");
+    assert!((2.0..=4.0).contains(&by_path), "by path {by_path}");
+    // Held or read by path, each unit's figures are its own.
+    for id in &ids {
+        let memory = scrape
+            .tunnel("xray_tunnel_memory_current_bytes", id)
+            .unwrap();
+        let truth = show_u64(&sandbox, id, "MemoryCurrent") as f64;
+        assert!(
+            (memory - truth).abs() <= truth * 0.1,
+            "{id}: memory {memory} vs MemoryCurrent {truth}"
+        );
+        assert_eq!(scrape.tunnel("xray_tunnel_tasks", id), Some(1.0), "{id}");
+        assert_eq!(
+            scrape.tunnel("xray_tunnel_processes", id),
+            Some(1.0),
+            "{id}"
+        );
+    }
+    assert_eq!(warden.stop().code(), Some(0));
+}
+
 #[test]
 fn a_crash_shows_up_within_two_seconds() {
     let sandbox = Sandbox::boot("proof-crash");
