@@ -228,13 +228,20 @@ async fn the_guard_follows_its_limits() {
     assert_eq!(state.read().orphan_guard, None);
 }
 
-#[tokio::test]
-async fn orphans_keep_their_first_sighting_and_restarts_trip_the_crash_check() {
-    let root = tree("health-crash-check");
+/// The fixture tree named `name`, its state, and a task that calls two automatic restarts a
+/// crash loop.
+fn crash_task(name: &str) -> (SharedState, HealthTask) {
+    let root = tree(name);
     let state = state(&root);
     let mut settings = settings(&root);
     settings.health.crash_threshold = 2;
-    let mut task = HealthTask::new(settings, state.clone(), Ledger::default());
+    let task = HealthTask::new(settings, state.clone(), Ledger::default());
+    (state, task)
+}
+
+#[tokio::test]
+async fn orphans_keep_their_first_sighting_and_restarts_trip_the_crash_check() {
+    let (state, mut task) = crash_task("health-crash-check");
     let first = task.pass().await.unwrap();
     state.update(|s| s.tunnels.get_mut(&id("a")).unwrap().restarts.auto += 2);
     let second = task.pass().await.unwrap();
@@ -251,11 +258,7 @@ async fn orphans_keep_their_first_sighting_and_restarts_trip_the_crash_check() {
 /// pass (the count of tunnels unchanged): back later, its restarts are counted afresh.
 #[tokio::test]
 async fn a_tunnel_gone_and_back_starts_a_new_restart_history() {
-    let root = tree("health-forget");
-    let state = state(&root);
-    let mut settings = settings(&root);
-    settings.health.crash_threshold = 2;
-    let mut task = HealthTask::new(settings, state.clone(), Ledger::default());
+    let (state, mut task) = crash_task("health-forget");
     task.pass().await.unwrap();
     state.update(|s| s.tunnels.get_mut(&id("a")).unwrap().restarts.auto += 2);
     let crashing = task.pass().await.unwrap();
