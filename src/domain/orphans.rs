@@ -138,7 +138,6 @@ pub fn find(facts: &Facts) -> Vec<Found> {
     found
 }
 
-/// The known config paths of every unit and every running core.
 /// The configs the running cores name.
 fn core_configs(facts: &Facts) -> Vec<PathBuf> {
     let cores = facts.cores.iter().filter_map(|c| {
