@@ -250,22 +250,32 @@ fn a_small_open_file_limit_reads_the_rest_by_path_and_keeps_the_truth() {
     assert!((30.0..=32.0).contains(&held), "held {held}\n{}", scrape.0);
     let by_path = gauge("xray_warden_sampler_units_read_by_path");
     assert!((2.0..=4.0).contains(&by_path), "by path {by_path}");
-    // Held or read by path, each unit's figures are its own.
+    // Held or read by path, each unit's figures are its own. A just-started unit's memory
+    // still moves (the first CI run saw 237 kB against 193 kB), and the sampler reads every
+    // 200 ms: each unit must match systemd's MemoryCurrent within 10% at some scrape, read
+    // right after it, before the deadline.
     for id in &ids {
-        let memory = scrape
-            .tunnel("xray_tunnel_memory_current_bytes", id)
-            .unwrap();
-        let truth = show_u64(&sandbox, id, "MemoryCurrent") as f64;
-        assert!(
-            (memory - truth).abs() <= truth * 0.1,
-            "{id}: memory {memory} vs MemoryCurrent {truth}"
-        );
         assert_eq!(scrape.tunnel("xray_tunnel_tasks", id), Some(1.0), "{id}");
-        assert_eq!(
-            scrape.tunnel("xray_tunnel_processes", id),
-            Some(1.0),
-            "{id}"
-        );
+        let processes = scrape.tunnel("xray_tunnel_processes", id);
+        assert_eq!(processes, Some(1.0), "{id}");
+    }
+    let deadline = Instant::now() + WAIT;
+    let mut pending: Vec<&String> = ids.iter().collect();
+    while !pending.is_empty() {
+        let scrape = warden.scrape();
+        pending.retain(|id| {
+            let memory = scrape
+                .tunnel("xray_tunnel_memory_current_bytes", id)
+                .unwrap();
+            let truth = show_u64(&sandbox, id, "MemoryCurrent") as f64;
+            let off = (memory - truth).abs() > truth * 0.1;
+            assert!(
+                !off || Instant::now() < deadline,
+                "{id}: memory {memory} vs MemoryCurrent {truth}"
+            );
+            off
+        });
+        std::thread::sleep(Duration::from_millis(300));
     }
     assert_eq!(warden.stop().code(), Some(0));
 }
