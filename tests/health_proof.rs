@@ -196,6 +196,19 @@ fn wait_log_after(warden: &Warden, from: usize, needle: &str) -> usize {
     warden.log().len()
 }
 
+/// How many units' fds the last full read of the log read for their sockets (the rest were
+/// settled by the cgroup netlink reported for each listener).
+fn last_fds_read(warden: &Warden) -> Option<u32> {
+    let log = warden.log();
+    let line = log.lines().rev().find(|l| l.contains(" fds_read="))?;
+    let count = line.split(" fds_read=").nth(1)?;
+    count
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Perl (perl-base is essential) holding 127.0.0.1:`port` until killed.
 fn hold_port(sandbox: &Sandbox, port: u16) -> Manual {
     let script = "use IO::Socket::INET; my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', \
@@ -241,11 +254,17 @@ fn a_healthy_tunnel_passes_and_a_taken_port_is_named(core: Core) {
         orphan_series(&scrape)
     );
 
+    // The stranger's socket was made outside clash's cgroup: clash's fds were read to tell.
+    assert_eq!(last_fds_read(&warden), Some(1), "{}", warden.log());
+
     // Freed, the tunnel comes up on its own (RestartSec=1) and owns every port.
     holder.stop();
     warden.wait_for("clash healthy once its port is free", WAIT, |s| {
         all_pass(s, "clash")
     });
+    // Every listener on a tunnel's port was made in the tunnel's own cgroup, as the kernel's
+    // socket diagnostics report: no unit's fds were read for that full read.
+    assert_eq!(last_fds_read(&warden), Some(0), "{}", warden.log());
     let scrape = warden.scrape();
     assert!(all_pass(&scrape, "good"), "{}", scrape.0);
     assert_eq!(

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::ports::{self, Listener, Owner};
 use super::scan::ProcScan;
@@ -59,10 +59,22 @@ pub fn gather_blocking(
     let listeners: Vec<Listener> = listeners
         .map_err(|e| warn!(error = %e, "cannot read the listening sockets"))
         .unwrap_or_default();
+    let mut fds_read = 0;
     let inodes: Vec<HashSet<u64>> = units
         .iter()
-        .map(|(_, cgroup)| unit_inodes(scan, cgroups, cgroup))
+        .zip(&wanted)
+        .map(|((_, cgroup), ports)| {
+            let by_cgroup = || cgroups.cgroup_id(cgroup).filter(|_| !cgroup.is_empty());
+            ports::own_by_cgroup(ports, &listeners, by_cgroup).unwrap_or_else(|| {
+                fds_read += 1;
+                unit_inodes(scan, cgroups, cgroup)
+            })
+        })
         .collect();
+    debug!(
+        units = units.len(),
+        fds_read, "health: full read; the units whose fds were read for their sockets"
+    );
     let foreign: HashSet<u64> = wanted
         .iter()
         .zip(&inodes)

@@ -5,7 +5,10 @@
 //! the few LISTEN entries: at 1,000 busy tunnels that walk was about 5% of the warden's CPU. An
 //! `inet_diag` dump that asks only for `TCP_LISTEN` (`idiag_states = 1 << TCP_LISTEN`) walks the
 //! listening hash and skips the established one. Each answer carries the socket's inode, so a
-//! [`Listener`] is the same (port, inode) pair either way.
+//! [`Listener`] is the same (port, inode) pair either way. Since Linux 5.7 each answer also
+//! carries the cgroup v2 id of the cgroup the socket was created in (`INET_DIAG_CGROUP_ID`),
+//! which tells a unit's own listeners from others' without reading any process's fds
+//! ([`super::ports::own_by_cgroup`]); the files do not say.
 //!
 //! Netlink answers for the calling thread's network namespace, `/proc/net/tcp` below a proc root
 //! for the namespace that proc root shows. So netlink is used only when the proc root shows the
@@ -20,10 +23,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload, Nla as _,
 };
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
+use netlink_packet_sock_diag::inet::nlas::Nla;
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket, SocketAddr};
@@ -33,6 +37,11 @@ use super::ports::Listener;
 /// The kernel hands a dump out in messages of at most 32 KiB (`netlink_recvmsg` caps
 /// `max_recvmsg_len` there), so one such buffer never truncates one.
 const RECV_BUFFER: usize = 32 * 1024;
+
+/// `INET_DIAG_CGROUP_ID` of the kernel's `include/uapi/linux/inet_diag.h` (the 22nd entry of its
+/// attribute enum, after `INET_DIAG_SK_BPF_STORAGES`): a `u64` in host order, sent unasked with
+/// every socket since Linux 5.7. netlink-packet-sock-diag 0.5 does not name it.
+const INET_DIAG_CGROUP_ID: u16 = 21;
 
 /// Where the listening sockets are read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +150,7 @@ fn read_messages(mut bytes: &[u8], out: &mut Vec<Listener>) -> io::Result<bool> 
                     out.push(Listener {
                         port,
                         inode: u64::from(inode),
+                        cgroup: r.nlas.iter().find_map(cgroup_id),
                     });
                 }
             }
@@ -154,6 +164,18 @@ fn read_messages(mut bytes: &[u8], out: &mut Vec<Listener>) -> io::Result<bool> 
         bytes = &bytes[step..];
     }
     Ok(false)
+}
+
+/// The cgroup id an `INET_DIAG_CGROUP_ID` attribute carries.
+fn cgroup_id(nla: &Nla) -> Option<u64> {
+    match nla {
+        Nla::Other(attr) if attr.kind() == INET_DIAG_CGROUP_ID && attr.value_len() == 8 => {
+            let mut bytes = [0u8; 8];
+            attr.emit_value(&mut bytes);
+            Some(u64::from_ne_bytes(bytes))
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +206,13 @@ mod tests {
         );
     }
 
+    /// The (port, inode) pairs, sorted: what both sources say.
+    fn pairs(listeners: &[Listener]) -> Vec<(u16, u64)> {
+        let mut pairs: Vec<(u16, u64)> = listeners.iter().map(|l| (l.port, l.inode)).collect();
+        pairs.sort_unstable();
+        pairs
+    }
+
     /// A socket this test listens on shows in the netlink dump with the same port and inode as
     /// in /proc/net/tcp and tcp6, and both sources list the same LISTEN sockets.
     #[test]
@@ -192,28 +221,43 @@ mod tests {
         let v4_port = v4.local_addr().unwrap().port();
         let v6 = std::net::TcpListener::bind("[::1]:0").ok();
         let read_files = || {
-            let mut files = super::super::scan::ProcScan::files_only("/proc")
-                .listeners()
-                .unwrap();
-            files.sort_unstable_by_key(|l| (l.port, l.inode));
-            files
+            let files = super::super::scan::ProcScan::files_only("/proc").listeners();
+            pairs(&files.unwrap())
         };
-        let mut netlink = listeners().unwrap();
-        netlink.sort_unstable_by_key(|l| (l.port, l.inode));
+        let netlink = pairs(&listeners().unwrap());
         let files = read_files();
-        let mine = netlink.iter().find(|l| l.port == v4_port).copied();
+        let mine = netlink.iter().find(|(port, _)| *port == v4_port).copied();
         assert!(mine.is_some(), "port {v4_port} not in {netlink:?}");
         assert!(files.contains(&mine.unwrap()), "{mine:?} not in {files:?}");
         if let Some(v6) = &v6 {
             let port = v6.local_addr().unwrap().port();
-            assert!(netlink.iter().any(|l| l.port == port), "{netlink:?}");
+            assert!(netlink.iter().any(|(p, _)| *p == port), "{netlink:?}");
         }
         // Other tests of this binary listen and close meanwhile: compare twice at most.
-        let same = netlink == files || {
-            let mut again = listeners().unwrap();
-            again.sort_unstable_by_key(|l| (l.port, l.inode));
-            again == read_files()
-        };
+        let same = netlink == files || pairs(&listeners().unwrap()) == read_files();
         assert!(same, "netlink {netlink:?}\nfiles {files:?}");
+    }
+
+    /// The cgroup netlink reports for a socket this test listens on is the inode of this
+    /// process's own directory in the cgroup v2 tree (`0::` in /proc/self/cgroup, below the
+    /// cgroup2 mount of /proc/self/mountinfo): what tells a unit's listeners from others'.
+    #[test]
+    fn netlink_names_the_cgroup_a_socket_was_made_in() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        // `id parent dev root mountpoint options... - cgroup2 source options`
+        let v2 = mounts
+            .lines()
+            .find(|l| l.contains(" - cgroup2 "))
+            .and_then(|l| l.split(' ').nth(4))
+            .expect("a cgroup2 mount (pure v2 or hybrid)");
+        let dir = Path::new(v2).join(own.trim_start_matches('/'));
+        let expected = std::fs::metadata(&dir).unwrap().ino();
+        let found = listeners().unwrap();
+        let mine = found.iter().find(|l| l.port == port).unwrap();
+        assert_eq!(mine.cgroup, Some(expected), "{}", dir.display());
     }
 }

@@ -16,6 +16,21 @@ pub const PORTS_OWNED: &str = "ports_owned";
 pub struct Listener {
     pub port: u16,
     pub inode: u64,
+    /// The cgroup v2 id of the cgroup the socket was created in, as the kernel's socket
+    /// diagnostics report it (Linux >= 5.7); `None` when read from /proc/net/tcp, which does
+    /// not say.
+    pub cgroup: Option<u64>,
+}
+
+impl Listener {
+    /// A listener whose cgroup is not known.
+    pub fn new(port: u16, inode: u64) -> Self {
+        Self {
+            port,
+            inode,
+            cgroup: None,
+        }
+    }
 }
 
 /// A process holding a socket, for the message.
@@ -61,6 +76,26 @@ pub fn holders(
             (port, held)
         })
         .collect()
+}
+
+/// The unit's own sockets among the listeners on `ports` when their cgroups settle it, without
+/// reading any process's fds: `Some` when no listener is on those ports, or when every one of
+/// them was created in the unit's own cgroup (`unit_cgroup`, asked only then). `None` when one
+/// of them was created elsewhere, or a cgroup is unknown: then only the fds of the unit's
+/// processes tell whether it holds the socket (socket activation hands a unit sockets made in
+/// systemd's cgroup; a unit may run its processes in sub-cgroups it was delegated).
+pub fn own_by_cgroup(
+    ports: &[u16],
+    listeners: &[Listener],
+    unit_cgroup: impl FnOnce() -> Option<u64>,
+) -> Option<HashSet<u64>> {
+    let mut on_ports = listeners.iter().filter(|l| ports.contains(&l.port));
+    let Some(first) = on_ports.next() else {
+        return Some(HashSet::new());
+    };
+    let unit = unit_cgroup()?;
+    let mine = |l: &Listener| (l.cgroup == Some(unit)).then_some(l.inode);
+    std::iter::once(first).chain(on_ports).map(mine).collect()
 }
 
 /// Inodes of listeners on `ports` that the unit does not hold: the ones whose owners must be
@@ -127,25 +162,10 @@ mod tests {
     }
 
     fn listeners() -> Vec<Listener> {
-        vec![
-            Listener {
-                port: 443,
-                inode: 1,
-            },
-            Listener {
-                port: 443,
-                inode: 2,
-            }, // the tcp6 twin of the same listener
-            Listener {
-                port: 8443,
-                inode: 3,
-            },
-            Listener { port: 80, inode: 4 },
-            Listener {
-                port: 9000,
-                inode: 5,
-            },
-        ]
+        // 2 is the tcp6 twin of the same listener as 1.
+        [(443, 1), (443, 2), (8443, 3), (80, 4), (9000, 5)]
+            .map(|(port, inode)| Listener::new(port, inode))
+            .to_vec()
     }
 
     fn judge(active: bool, ports: &[u16], unit: &[u64]) -> Check {
@@ -208,6 +228,37 @@ mod tests {
     fn no_ports_is_fine() {
         assert!(judge(true, &[], &[]).ok);
         assert!(judge(false, &[], &[]).ok);
+    }
+
+    #[test]
+    fn the_units_own_cgroup_settles_its_ports_without_its_fds() {
+        let at = |port, inode, cgroup| Listener {
+            port,
+            inode,
+            cgroup,
+        };
+        let listeners = [
+            at(443, 1, Some(70)),
+            at(443, 2, Some(70)),
+            at(8443, 3, Some(70)),
+            at(8443, 4, Some(12)),
+            at(80, 5, None),
+        ];
+        let unit = || Some(70);
+        let settled = own_by_cgroup(&[443], &listeners, unit);
+        assert_eq!(settled, Some(HashSet::from([1, 2])));
+        // A listener made in another cgroup, or one whose cgroup is unknown: the fds decide.
+        assert_eq!(own_by_cgroup(&[443, 8443], &listeners, unit), None);
+        assert_eq!(own_by_cgroup(&[80], &listeners, unit), None);
+        // The unit's cgroup unknown (no cgroup v2 tree): the fds decide too.
+        assert_eq!(own_by_cgroup(&[443], &listeners, || None), None);
+        // Nobody listens on the ports: nothing to read, and the unit's cgroup is not asked.
+        let never = || -> Option<u64> { panic!("asked for the unit's cgroup") };
+        assert_eq!(
+            own_by_cgroup(&[9000], &listeners, never),
+            Some(HashSet::new())
+        );
+        assert_eq!(own_by_cgroup(&[], &listeners, never), Some(HashSet::new()));
     }
 
     #[test]

@@ -224,7 +224,7 @@ pub fn parse_net_tcp(text: &str) -> Vec<Listener> {
             }
             let port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
             let inode: u64 = inode.parse().ok()?;
-            (inode != 0).then_some(Listener { port, inode })
+            (inode != 0).then_some(Listener::new(port, inode))
         })
         .collect()
 }

@@ -29,7 +29,7 @@ fn net_tcp_parsing_skips_what_it_cannot_read() {
     let text = "header\n 0: 0100007F:XYZ 00000000:0000 0A 0:0 0:0 0 0 0 7\n garbage\n\n";
     assert!(parse_net_tcp(text).is_empty());
     let ok = "header\n 0: 0100007F:0016 00000000:0000 0A 0:0 0:0 0 0 0 7 1\n";
-    assert_eq!(parse_net_tcp(ok), [Listener { port: 22, inode: 7 }]);
+    assert_eq!(parse_net_tcp(ok), [Listener::new(22, 7)]);
 }
 
 #[test]

@@ -127,6 +127,24 @@ impl ProcfsReader {
             .ok_or_else(|| ProcfsError::CgroupNotFound(control_group.to_owned()))
     }
 
+    /// The cgroup v2 id of `control_group`: the inode of its directory in the unified tree,
+    /// which is the id the kernel reports for the sockets its processes create (kernfs gives a
+    /// cgroup directory its id as inode number on 64-bit hosts). `None` without a v2 tree (a
+    /// host with v1 hierarchies only) or when the unit has no cgroup there.
+    pub fn cgroup_id(&self, control_group: &str) -> Option<u64> {
+        let v2 = match self.layout {
+            CgroupLayout::Unified => self.cgroup_root.clone(),
+            CgroupLayout::PerController { hybrid: true, .. } => {
+                self.cgroup_root.join(accounting::UNIFIED)
+            }
+            CgroupLayout::PerController { hybrid: false, .. } => return None,
+        };
+        let dir = v2.join(control_group.trim_start_matches('/'));
+        let meta = std::fs::symlink_metadata(dir).ok()?;
+        meta.is_dir()
+            .then(|| std::os::unix::fs::MetadataExt::ino(&meta))
+    }
+
     /// PIDs in `control_group` and every cgroup below it (a unit may delegate sub-cgroups).
     ///
     /// Reads `cgroup.procs` in each hierarchy that may hold the unit until one has it, rather
