@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+
 use support::warden::{http_call, http_get};
 use xray_warden::contract::{ErrorBody, HealthReport, OrphanList, TunnelList};
 
@@ -60,15 +62,8 @@ impl Daemon {
         Daemon { child, addr }
     }
 
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-s", signal, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+    fn signal(&self, signal: Signal) {
+        support::signal::send(self.child.id(), signal).unwrap();
     }
 
     fn wait(&mut self, timeout: Duration) -> Option<i32> {
@@ -175,7 +170,7 @@ fn unreachable_bus_is_reported_not_fatal() {
     assert!(body.contains("xray_warden_systemd_up 0"), "{body}");
     assert_eq!(http_get(daemon.addr, "/live").unwrap().0, 200);
     assert_eq!(http_get(daemon.addr, "/ready").unwrap().0, 503);
-    daemon.signal("TERM");
+    daemon.signal(Signal::TERM);
     assert_eq!(daemon.wait(Duration::from_secs(5)), Some(0));
 }
 
@@ -194,7 +189,7 @@ fn shutdown_is_bounded_by_the_grace_period() {
     let _stalled = stall(daemon.addr);
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
-    daemon.signal("TERM");
+    daemon.signal(Signal::TERM);
     assert_eq!(
         daemon.wait(Duration::from_secs(5)),
         Some(1),
@@ -212,14 +207,14 @@ fn a_second_signal_aborts_the_shutdown() {
     let mut daemon = Daemon::start("abort", "60s");
     let _stalled = stall(daemon.addr);
     std::thread::sleep(Duration::from_millis(100));
-    daemon.signal("TERM");
+    daemon.signal(Signal::TERM);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
         daemon.child.try_wait().unwrap(),
         None,
         "still draining after the first signal"
     );
-    daemon.signal("INT");
+    daemon.signal(Signal::INT);
     assert_eq!(daemon.wait(Duration::from_secs(2)), Some(1));
 }
 

@@ -18,6 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+
 use support::cores::free_port;
 use support::sandbox::{choose_root, host_cgroups_named};
 use support::warden::http_get;
@@ -147,11 +149,8 @@ impl Demo {
         }
     }
 
-    fn signal_group(&self, signal: &str) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-s", signal, "--", &group])
-            .status();
+    fn signal_group(&self, signal: Signal) {
+        let _ = support::signal::send_group(self.child.id(), signal);
     }
 
     fn cgroup_name(&self) -> String {
@@ -165,13 +164,13 @@ impl Demo {
 impl Drop for Demo {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal_group("TERM");
+            self.signal_group(Signal::TERM);
             let deadline = Instant::now() + STOP_TIMEOUT;
             while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(100));
             }
             // Whatever still runs in the group; the sandbox dies with its `unshare`.
-            self.signal_group("KILL");
+            self.signal_group(Signal::KILL);
             let _ = self.child.wait();
             let _ = Command::new(Path::new(REPO).join("scripts/sandbox-boot.sh"))
                 .arg("--cleanup")
@@ -327,7 +326,7 @@ fn ctrl_c_stops_everything_the_demo_started() {
         "four commands to try:\n{out}"
     );
     let at = Instant::now();
-    demo.signal_group("INT");
+    demo.signal_group(Signal::INT);
     let status = demo.wait_exit(STOP_TIMEOUT);
     eprintln!("FIGURE the demo stopped {:?} after Ctrl-C", at.elapsed());
     assert_eq!(status.code(), Some(130), "{status}");

@@ -13,6 +13,8 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+
 use support::sandbox::{BootOptions, Sandbox, choose_root, host_cgroups_named, sweep_stale};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -268,8 +270,7 @@ fn boot_then_get_killed() {
     let sandbox = Sandbox::boot("killed");
     println!("{}", Trace::of(&sandbox).line());
     // Die like a test run killed by a signal: no unwinding, no Drop.
-    let me = std::process::id().to_string();
-    let _ = Command::new("kill").args(["-s", "KILL", &me]).status();
+    let _ = support::signal::send(std::process::id(), Signal::KILL);
     thread::sleep(WAIT);
     unreachable!("still alive after SIGKILL");
 }

@@ -4,9 +4,11 @@
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
 
 use crate::support::sandbox::Sandbox;
 use crate::support::warden::{child_pid, http_get};
@@ -83,22 +85,16 @@ impl Drop for NodeExporter {
             let _ = self.nsenter.wait();
             return;
         };
-        let _ = kill(pid, "TERM");
+        let _ = crate::support::signal::send(pid, Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while matches!(self.nsenter.try_wait(), Ok(None)) && Instant::now() < deadline {
             thread::sleep(POLL);
         }
         if matches!(self.nsenter.try_wait(), Ok(None)) {
-            let _ = kill(pid, "KILL");
+            let _ = crate::support::signal::send(pid, Signal::KILL);
         }
         let _ = self.nsenter.wait();
     }
-}
-
-fn kill(pid: u32, signal: &str) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill")
-        .args(["-s", signal, &pid.to_string()])
-        .status()
 }
 
 /// A loopback address with a port that was free a moment ago.

@@ -10,4 +10,5 @@ pub mod manual;
 pub mod node;
 pub mod prom;
 pub mod sandbox;
+pub mod signal;
 pub mod warden;

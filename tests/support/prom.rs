@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+
 use serde_json::Value;
 
 pub use sink::{Received, Sink};
@@ -167,8 +169,8 @@ impl Server {
         if !matches!(self.child.try_wait(), Ok(None)) {
             return;
         }
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-s", "TERM", &pid]).status();
+        let pid = self.child.id();
+        let _ = super::signal::send(pid, Signal::TERM);
         let deadline = Instant::now() + STOP_GRACE;
         while Instant::now() < deadline {
             if !matches!(self.child.try_wait(), Ok(None)) {

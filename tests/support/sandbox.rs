@@ -322,8 +322,7 @@ impl Sandbox {
         }
         if self.is_alive() {
             // SIGRTMIN+3 is the container "halt" request; systemd ignores SIGTERM.
-            let pid = self.systemd_pid().to_string();
-            let _ = Command::new("kill").args(["-s", "RTMIN+3", &pid]).status();
+            let _ = super::signal::send(self.systemd_pid(), super::signal::halt_request());
             let deadline = Instant::now() + HALT_TIMEOUT;
             while Instant::now() < deadline {
                 if self.has_exited()? {

@@ -11,6 +11,8 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustix::process::Signal;
+
 use super::sandbox::Sandbox;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_xray-warden");
@@ -137,17 +139,14 @@ impl Warden {
     }
 
     /// Sends `signal` to the warden process.
-    pub fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .args(["-s", signal, &self.pid.to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -s {signal} {}", self.pid);
+    pub fn signal(&self, signal: Signal) {
+        let sent = super::signal::send(self.pid, signal);
+        sent.unwrap_or_else(|e| panic!("signal {signal:?} to {}: {e}", self.pid));
     }
 
     /// SIGTERM, then waits for the exit (nsenter passes the warden's exit status on).
     pub fn stop(mut self) -> ExitStatus {
-        self.signal("TERM");
+        self.signal(Signal::TERM);
         self.nsenter.wait().expect("waiting for the warden")
     }
 }
@@ -155,9 +154,7 @@ impl Warden {
 impl Drop for Warden {
     fn drop(&mut self) {
         if let Ok(None) = self.nsenter.try_wait() {
-            let _ = std::process::Command::new("kill")
-                .args(["-s", "KILL", &self.pid.to_string()])
-                .status();
+            let _ = super::signal::send(self.pid, Signal::KILL);
             let _ = self.nsenter.wait();
         }
     }
