@@ -67,12 +67,13 @@ const WAIT: Duration = Duration::from_secs(180);
 /// 2,000-unit window put it in the window's first 50 ms).
 const WARMUP_SECS: u64 = 45;
 
-/// One window. Two of them (the default rounds) make 600 s per column: the longest period of
-/// the warden's background work at its defaults (the health pass's safety net, a full read
-/// every 40 passes of 15 s; the watcher's resync every 300 s). So each column's windows hold
-/// that work at its real weight, as any 600 s of a running warden does. With windows of 160 s
+/// One window. Two of them (the default rounds) make 600 s per column: the period of the health
+/// pass's safety net (a full read every 40 passes of 15 s) and twice the watcher's resync
+/// (300 s), so each column's windows hold that work at its real weight. With windows of 160 s
 /// (stop 22) the safety net always fell into the warden's last window and weighed twice as
-/// much in the pooled figure.
+/// much in the pooled figure. Still weighed twice: the sampler's listing of every unit's
+/// processes, every 20 minutes (the fourth of its 300 s readings), which falls into the
+/// warden's last window.
 const WINDOW_SECS: u64 = 300;
 
 fn main() {

@@ -22,7 +22,7 @@
 //! cleanup acts on none. [`cleanup`] plans and carries out their removal, re-checking each one
 //! first against fresh facts.
 //!
-//! Each pass is driven by change: it reads procfs (every unit's sockets, the core processes) and
+//! Each pass is driven by change: it reads procfs (who holds each port, the core processes) and
 //! the configs again only when a cheap input differs from the last full read (a unit's state,
 //! main PID or restarts, a config's inode, mtime or size, the config directory, the listening
 //! sockets, the set of core processes) or at least every
@@ -38,12 +38,14 @@
 //!
 //! The trade-off of the safety net: what none of the inputs shows is seen only by the next
 //! full read, up to 10 minutes late at the default interval. That is a running process that
-//! takes over a socket without a new listen (an fd passed over a UNIX socket), a process that
-//! execs a core more than one interval after it started (it was read once more on the pass
-//! after its first, then trusted), and more than a whole PID range of processes started
-//! between two passes (the census starts over whenever the last PID goes down). Everything a
-//! health check is for (a port conflict, an invalid or edited config, a crashed or restarted
-//! unit, a stray core started by hand) changes an input and is seen within one interval.
+//! takes over a socket without a new listen (an fd passed over a UNIX socket; never seen when a
+//! tunnel's own process made it, since a listener made in the unit's cgroup counts as the
+//! unit's, [`ports::own_by_cgroup`]), a process that execs a core more than one interval after
+//! it started (it was read once more on the pass after its first, then trusted), and more than
+//! a whole PID range of processes started between two passes (the census starts over whenever
+//! the last PID goes down). Everything a health check is for (a port conflict, an invalid or
+//! edited config, a crashed or restarted unit, a stray core started by hand) changes an input
+//! and is seen within one interval.
 //!
 //! The rules are pure functions ([`crash`], [`ports`], [`checks`], and the orphan, plan and
 //! guard rules in [`crate::domain::orphans`] and [`crate::domain::cleanup`]); the I/O is in
