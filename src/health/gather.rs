@@ -64,7 +64,11 @@ pub fn gather_blocking(
         .iter()
         .zip(&wanted)
         .map(|((_, cgroup), ports)| {
-            let by_cgroup = || cgroups.cgroup_id(cgroup).filter(|_| !cgroup.is_empty());
+            // No cgroup (the unit is not running): no process of its holds anything.
+            if cgroup.is_empty() {
+                return HashSet::new();
+            }
+            let by_cgroup = || cgroups.cgroup_id(cgroup);
             ports::own_by_cgroup(ports, &listeners, by_cgroup).unwrap_or_else(|| {
                 fds_read += 1;
                 unit_inodes(scan, cgroups, cgroup)
@@ -102,11 +106,8 @@ pub fn gather_blocking(
     }
 }
 
-/// Socket inodes of every process of a unit's cgroup (none while it has no cgroup).
+/// Socket inodes of every process of a unit's cgroup.
 fn unit_inodes(scan: &ProcScan, cgroups: &ProcfsReader, control_group: &str) -> HashSet<u64> {
-    if control_group.is_empty() {
-        return HashSet::new();
-    }
     let pids = cgroups.cgroup_pids(control_group).unwrap_or_default();
     pids.into_iter()
         .flat_map(|pid| scan.socket_inodes(pid))

@@ -55,6 +55,19 @@ impl CgroupLayout {
         CgroupLayout::PerController { cpuacct, hybrid }
     }
 
+    /// The directory of `control_group` in the cgroup v2 tree below `cgroup_root`: the root
+    /// itself on a pure v2 host, `unified/` on a hybrid one; `None` with v1 hierarchies only.
+    pub fn unified_dir(self, cgroup_root: &Path, control_group: &str) -> Option<PathBuf> {
+        let relative = control_group.trim_start_matches('/');
+        match self {
+            CgroupLayout::Unified => Some(cgroup_root.join(relative)),
+            CgroupLayout::PerController { hybrid: true, .. } => {
+                Some(cgroup_root.join(UNIFIED).join(relative))
+            }
+            CgroupLayout::PerController { hybrid: false, .. } => None,
+        }
+    }
+
     /// Where the accounting of `control_group` (systemd's `ControlGroup`) lives below
     /// `cgroup_root`: the one naming rule that reading by path and holding the files share.
     pub fn files(self, cgroup_root: &Path, control_group: &str) -> AccountingFiles {
@@ -68,14 +81,16 @@ impl CgroupLayout {
                     tasks: dir.join("pids.current"),
                 }
             }
-            CgroupLayout::PerController { cpuacct, hybrid } => {
+            CgroupLayout::PerController { cpuacct, .. } => {
                 let file = |hierarchy: &str, name: &str| {
                     cgroup_root.join(hierarchy).join(relative).join(name)
                 };
                 // Without a `cpuacct` directory for the unit, a hybrid host's v2 tree still
                 // counts its CPU (see the module's notes).
                 let cpuacct = cpuacct.map(|h| (file(h, "cpuacct.usage"), CpuFile::UsageNsec));
-                let unified = hybrid.then(|| (file(UNIFIED, "cpu.stat"), CpuFile::Stat));
+                let unified = self
+                    .unified_dir(cgroup_root, control_group)
+                    .map(|dir| (dir.join("cpu.stat"), CpuFile::Stat));
                 AccountingFiles {
                     cpu: cpuacct.into_iter().chain(unified).collect(),
                     memory: file("memory", "memory.usage_in_bytes"),

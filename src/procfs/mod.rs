@@ -132,14 +132,7 @@ impl ProcfsReader {
     /// cgroup directory its id as inode number on 64-bit hosts). `None` without a v2 tree (a
     /// host with v1 hierarchies only) or when the unit has no cgroup there.
     pub fn cgroup_id(&self, control_group: &str) -> Option<u64> {
-        let v2 = match self.layout {
-            CgroupLayout::Unified => self.cgroup_root.clone(),
-            CgroupLayout::PerController { hybrid: true, .. } => {
-                self.cgroup_root.join(accounting::UNIFIED)
-            }
-            CgroupLayout::PerController { hybrid: false, .. } => return None,
-        };
-        let dir = v2.join(control_group.trim_start_matches('/'));
+        let dir = self.layout.unified_dir(&self.cgroup_root, control_group)?;
         let meta = std::fs::symlink_metadata(dir).ok()?;
         meta.is_dir()
             .then(|| std::os::unix::fs::MetadataExt::ino(&meta))
