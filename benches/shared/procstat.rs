@@ -1,9 +1,19 @@
-//! CPU and memory of host processes, read from /proc.
+//! CPU, memory and I/O of host processes and of the machine, read from /proc through the
+//! procfs crate (the one the warden itself uses), not parsed here by hand.
 
-use std::fs;
+use procfs::process::Process;
+use procfs::{Current, CurrentSI, KernelStats, LoadAverage};
 
-/// The kernel's USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
-pub const TICK_MS: f64 = 10.0;
+/// One millisecond in the kernel's USER_HZ ticks, the unit of utime and stime.
+pub fn tick_ms() -> f64 {
+    1000.0 / procfs::ticks_per_second() as f64
+}
+
+/// The live process `pid`; panics if it is gone.
+fn process(pid: u32) -> Process {
+    let raw = i32::try_from(pid).unwrap_or_else(|_| panic!("{pid} is no PID"));
+    Process::new(raw).unwrap_or_else(|e| panic!("process {pid} is gone: {e}"))
+}
 
 /// CPU used by one process: USER_HZ ticks (all threads, dead ones included) and the run time of
 /// its live threads in ns.
@@ -15,19 +25,13 @@ pub struct Cpu {
 
 impl Cpu {
     pub fn of(pid: u32) -> Cpu {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        let process = process(pid);
+        let stat = process
+            .stat()
             .unwrap_or_else(|e| panic!("process {pid} is gone: {e}"));
-        // The command name in parentheses may hold spaces; utime and stime are fields 14 and 15.
-        let after_comm = &stat[stat.rfind(')').expect("a stat line") + 2..];
-        let fields: Vec<u64> = after_comm
-            .split(' ')
-            .skip(11)
-            .take(2)
-            .map(|f| f.parse().expect("utime/stime"))
-            .collect();
         Cpu {
-            ticks: fields.iter().sum(),
-            run_ns: run_ns_of(pid),
+            ticks: stat.utime + stat.stime,
+            run_ns: run_ns_of(&process),
         }
     }
 
@@ -47,12 +51,21 @@ impl Cpu {
     }
 
     pub fn ms(self) -> f64 {
-        self.ticks as f64 * TICK_MS
+        self.ticks as f64 * tick_ms()
     }
 
     pub fn run_ms(self) -> f64 {
         self.run_ns as f64 / 1e6
     }
+}
+
+/// utime+stime of process `pid` (this process if `None`) and of its waited-for children, in
+/// USER_HZ ticks.
+pub fn ticks_with_children(pid: Option<u32>) -> u64 {
+    let process = pid.map_or_else(|| Process::myself().expect("/proc/self"), process);
+    let stat = process.stat().expect("/proc/<pid>/stat");
+    let children = u64::try_from(stat.cutime + stat.cstime).unwrap_or(0);
+    stat.utime + stat.stime + children
 }
 
 /// The machine's CPU time from the first line of /proc/stat, in USER_HZ ticks.
@@ -66,19 +79,14 @@ pub struct HostCpu {
 
 impl HostCpu {
     pub fn now() -> HostCpu {
-        let stat = fs::read_to_string("/proc/stat").expect("reading /proc/stat");
-        let line = stat.lines().next().expect("the cpu line");
-        let v: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .take(8)
-            .flat_map(str::parse)
-            .collect();
-        let busy = v[0] + v[1] + v[2] + v[5] + v[6];
+        let cpu = KernelStats::current().expect("reading /proc/stat").total;
+        let busy = cpu.user + cpu.nice + cpu.system;
+        let busy = busy + cpu.irq.unwrap_or(0) + cpu.softirq.unwrap_or(0);
+        let steal = cpu.steal.unwrap_or(0);
         HostCpu {
             busy,
-            steal: v[7],
-            total: v.iter().sum(),
+            steal,
+            total: busy + cpu.idle + cpu.iowait.unwrap_or(0) + steal,
         }
     }
 
@@ -114,20 +122,65 @@ impl HostCpu {
     }
 }
 
-/// Sum of the first field of /proc/<pid>/task/*/schedstat (time on CPU, ns).
-pub fn run_ns_of(pid: u32) -> u64 {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+/// Time on CPU of the live threads of `process` (their `schedstat`), in ns.
+fn run_ns_of(process: &Process) -> u64 {
+    let Ok(tasks) = process.tasks() else {
         return 0;
     };
-    let stats = tasks.filter_map(|t| fs::read_to_string(t.ok()?.path().join("schedstat")).ok());
-    stats
-        .filter_map(|s| s.split(' ').next()?.parse::<u64>().ok())
+    tasks
+        .filter_map(|t| t.ok()?.schedstat().ok())
+        .map(|s| s.sum_exec_runtime)
         .sum()
 }
 
+/// VmRSS of process `pid` (this process if `None`) in KiB, if it is still there.
+pub fn rss_kib_of(pid: Option<u32>) -> Option<u64> {
+    let process = match pid {
+        Some(pid) => Process::new(i32::try_from(pid).ok()?),
+        None => Process::myself(),
+    };
+    process.ok()?.status().ok()?.vmrss
+}
+
 pub fn rss_kib(pid: u32) -> u64 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/<pid>/status");
-    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"));
-    let kib = line.and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok());
-    kib.expect("a VmRSS line")
+    rss_kib_of(Some(pid)).expect("a VmRSS line")
+}
+
+/// This process's peak RSS (VmHWM) in KiB.
+pub fn peak_rss_kib() -> Option<u64> {
+    Process::myself().ok()?.status().ok()?.vmhwm
+}
+
+/// The machine's load averages (1, 5, 15 min), as /proc/loadavg prints them.
+pub fn loadavg() -> String {
+    LoadAverage::current().map_or_else(
+        |_| String::new(),
+        |l| format!("{:.2} {:.2} {:.2}", l.one, l.five, l.fifteen),
+    )
+}
+
+/// Bytes and calls of a process's read and write syscalls (sockets included), from
+/// /proc/<pid>/io. An idle core makes none, so any API call shows here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Io {
+    pub bytes: u64,
+    pub calls: u64,
+}
+
+impl Io {
+    pub fn of(pid: u32) -> Option<Io> {
+        let io = Process::new(i32::try_from(pid).ok()?).ok()?.io().ok()?;
+        Some(Io {
+            bytes: io.rchar + io.wchar,
+            calls: io.syscr + io.syscw,
+        })
+    }
+
+    pub fn since(self, before: Option<Io>) -> Option<Io> {
+        let before = before?;
+        Some(Io {
+            bytes: self.bytes - before.bytes,
+            calls: self.calls - before.calls,
+        })
+    }
 }

@@ -1,6 +1,7 @@
 //! The steady bench's tables: one per fleet size as it finishes, then the targets.
 
 use crate::shared::procstat::Cpu;
+pub use crate::shared::procstat::loadavg;
 use crate::shared::{ms, target};
 use crate::{Column, Figures, Settings};
 
@@ -42,11 +43,6 @@ impl Figures {
     fn rss_mib(&self) -> f64 {
         self.rss_kib as f64 / 1024.0
     }
-}
-
-pub fn loadavg() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split(' ').take(3).collect::<Vec<_>>().join(" ")
 }
 
 pub fn header(s: &Settings, systemd: &str, columns: &[Column]) {

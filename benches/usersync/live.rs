@@ -9,12 +9,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cores::{Core, free_port};
-use crate::procstat::HostCpu;
+use crate::procstat::{HostCpu, rss_kib_of, tick_ms, ticks_with_children};
+pub use crate::procstat::{Io, loadavg};
 use crate::{CONFIG_NAME, TAG};
 
 const WAIT: Duration = Duration::from_secs(20);
-/// The kernel's USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
-pub const TICK_MS: f64 = 10.0;
 
 /// A server config both cores load: the API behind a dokodemo-door inbound routed to the api
 /// tag (xray-api-facts.md §9.1) and one VLESS inbound without clients.
@@ -110,7 +109,7 @@ impl LiveCore {
     }
 
     pub fn rss_kib(&self) -> u64 {
-        status_kib(&self.pid().to_string(), "VmRSS:").unwrap_or(0)
+        rss_kib_of(Some(self.pid())).unwrap_or(0)
     }
 
     /// Panics with the core's log when it died (e.g. a request crashed it).
@@ -129,22 +128,6 @@ impl Drop for LiveCore {
     }
 }
 
-/// A `/proc/<pid>/status` field in KiB ("self" for this process).
-pub fn status_kib(pid: &str, field: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find_map(|l| l.strip_prefix(field))?;
-    line.trim().trim_end_matches("kB").trim().parse().ok()
-}
-
-/// utime+stime of a process and, for "self", of its waited-for children, in USER_HZ ticks.
-fn cpu_ticks(pid: &str) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
-    // The command name may hold spaces; utime, stime, cutime, cstime are fields 14 to 17.
-    let after_comm = &stat[stat.rfind(')').expect("a stat line") + 2..];
-    let fields = after_comm.split(' ').skip(11).take(4);
-    fields.map(|f| f.parse::<u64>().expect("a CPU field")).sum()
-}
-
 /// Resets this process's peak RSS (VmHWM), so the next reading is the peak since now.
 pub fn reset_peak_rss() -> bool {
     fs::write("/proc/self/clear_refs", "5").is_ok()
@@ -161,15 +144,14 @@ pub struct Cpu {
 
 /// CPU readings of the core, of this process and of the machine, taken before a step.
 pub struct CpuMark {
-    core: String,
+    core: u32,
     ticks: [u64; 2],
     machine: HostCpu,
 }
 
 impl CpuMark {
     pub fn now(core: u32) -> CpuMark {
-        let core = core.to_string();
-        let ticks = [cpu_ticks(&core), cpu_ticks("self")];
+        let ticks = [ticks_with_children(Some(core)), ticks_with_children(None)];
         let machine = HostCpu::now();
         CpuMark {
             core,
@@ -179,51 +161,15 @@ impl CpuMark {
     }
 
     pub fn since(&self) -> Cpu {
-        let after = [cpu_ticks(&self.core), cpu_ticks("self")];
-        let ms = |i: usize| (after[i] - self.ticks[i]) as f64 * TICK_MS;
+        let after = [
+            ticks_with_children(Some(self.core)),
+            ticks_with_children(None),
+        ];
+        let ms = |i: usize| (after[i] - self.ticks[i]) as f64 * tick_ms();
         Cpu {
             core_ms: ms(0),
             client_ms: ms(1),
             machine_busy: HostCpu::now().since(self.machine).busy_percent(),
         }
-    }
-}
-
-/// The machine's load averages (1, 5, 15 min), as /proc/loadavg prints them.
-pub fn loadavg() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Bytes and calls of a process's read and write syscalls (sockets included), from
-/// /proc/<pid>/io. An idle core makes none, so any API call shows here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Io {
-    pub bytes: u64,
-    pub calls: u64,
-}
-
-impl Io {
-    pub fn of(pid: u32) -> Option<Io> {
-        let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-        let field = |name: &str| {
-            let line = io.lines().find_map(|l| l.strip_prefix(name))?;
-            line.trim().parse::<u64>().ok()
-        };
-        Some(Io {
-            bytes: field("rchar:")? + field("wchar:")?,
-            calls: field("syscr:")? + field("syscw:")?,
-        })
-    }
-
-    pub fn since(self, before: Option<Io>) -> Option<Io> {
-        let before = before?;
-        Some(Io {
-            bytes: self.bytes - before.bytes,
-            calls: self.calls - before.calls,
-        })
     }
 }

@@ -13,8 +13,9 @@ use xray_warden::usersync::engine::Outcome;
 use crate::adds::{Adds, held};
 use crate::cores::Core;
 use crate::engine::{Warden, counter};
-use crate::live::{CpuMark, LiveCore, reset_peak_rss, status_kib};
+use crate::live::{CpuMark, LiveCore, reset_peak_rss};
 use crate::nochange::{NoChange, no_change};
+use crate::procstat::{peak_rss_kib, rss_kib_of};
 use crate::{RSS_SETTLE, TAG};
 
 /// The warden's sync, from zero users and then with nothing to do.
@@ -39,14 +40,14 @@ pub async fn bench_warden(
     let mut core = LiveCore::start(kind, &dir.join("warden"));
     let mut warden = Warden::new(&core, dir.join("warden/state"));
     let core_rss_idle = core.rss_kib();
-    let self_rss_before = status_kib("self", "VmRSS:").unwrap_or(0);
+    let self_rss_before = rss_kib_of(None).unwrap_or(0);
     let hwm_reset = reset_peak_rss();
     let mark = CpuMark::now(core.pid());
     let started = Instant::now();
     let outcome = warden.sync(doc, false).await;
     let took = started.elapsed();
     let cpu = mark.since();
-    let self_hwm = hwm_reset.then(|| status_kib("self", "VmHWM:")).flatten();
+    let self_hwm = hwm_reset.then(peak_rss_kib).flatten();
     core.assert_alive();
     let file = tunnelcfg::read(&core.config).expect("reading the synced config");
     let inbound = file

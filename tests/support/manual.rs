@@ -27,12 +27,15 @@ impl Manual {
             .spawn()
             .unwrap();
         let host_pid = forked_child(nsenter.id());
-        let status = std::fs::read_to_string(format!("/proc/{host_pid}/status")).unwrap();
-        let ns = status
-            .lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .unwrap();
-        let pid = ns.split_whitespace().last().unwrap().parse().unwrap();
+        // NSpid lists the PID in each namespace, the innermost (the sandbox's) last.
+        let nspid = host_process(host_pid)
+            .and_then(|p| p.status().ok())
+            .and_then(|s| s.nspid)
+            .expect("the forked process's status");
+        let pid = nspid
+            .last()
+            .and_then(|p| u32::try_from(*p).ok())
+            .expect("a PID in the sandbox");
         Manual {
             nsenter,
             host_pid,
@@ -43,13 +46,8 @@ impl Manual {
     /// Whether the process has exited: gone from /proc, or a zombie (nsenter, its parent,
     /// reaps it at once and exits).
     pub fn exited(&self) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.host_pid));
-        stat.map_or(true, |s| {
-            let state = s
-                .rfind(')')
-                .and_then(|i| s[i + 1..].split_whitespace().next());
-            matches!(state, Some("Z" | "X"))
-        })
+        let stat = host_process(self.host_pid).and_then(|p| p.stat().ok());
+        stat.is_none_or(|s| matches!(s.state, 'Z' | 'X'))
     }
 
     /// Kills the process (SIGKILL by its host PID, only while nsenter has not reaped it, so the
@@ -75,6 +73,11 @@ impl Drop for Manual {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The host's process `pid`, if it is there.
+fn host_process(pid: u32) -> Option<procfs::process::Process> {
+    procfs::process::Process::new(i32::try_from(pid).ok()?).ok()
 }
 
 fn forked_child(parent: u32) -> u32 {

@@ -461,18 +461,15 @@ fn spawn(state_dir: &Path, mode: &Mode) -> io::Result<Child> {
 }
 
 fn assert_root() {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:")?.split_whitespace().nth(1));
-    assert_eq!(euid, Some("0"), "the systemd sandbox needs root");
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the systemd sandbox needs root"
+    );
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name in parentheses may contain spaces; the fields after it do not.
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(1)?.parse().ok()
+    let process = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+    u32::try_from(process.stat().ok()?.ppid).ok()
 }
 
 /// The child of `unshare` once it has exec'd systemd (before, it is the script or `env`).
