@@ -4,7 +4,7 @@
 use procfs::process::Process;
 use procfs::{Current, CurrentSI, KernelStats, LoadAverage};
 
-/// One millisecond in the kernel's USER_HZ ticks, the unit of utime and stime.
+/// The length in ms of one of the kernel's USER_HZ ticks, the unit of utime and stime.
 pub fn tick_ms() -> f64 {
     1000.0 / procfs::ticks_per_second() as f64
 }
