@@ -73,7 +73,8 @@ const WARMUP_SECS: u64 = 45;
 /// (stop 22) the safety net always fell into the warden's last window and weighed twice as
 /// much in the pooled figure. Still weighed twice: the sampler's listing of every unit's
 /// processes, every 20 minutes (the fourth of its 300 s readings), which falls into the
-/// warden's last window.
+/// warden's last window. `XW_STEADY_SECS=600` makes the two windows hold the sampler's whole
+/// 1,200 s cycle at its real weight (stop 24's record), at twice the run time.
 const WINDOW_SECS: u64 = 300;
 
 fn main() {

@@ -9,10 +9,17 @@ pub fn tick_ms() -> f64 {
     1000.0 / procfs::ticks_per_second() as f64
 }
 
+/// Process `pid` (this process if `None`), if it is there.
+fn found(pid: Option<u32>) -> Option<Process> {
+    match pid {
+        Some(pid) => Process::new(i32::try_from(pid).ok()?).ok(),
+        None => Process::myself().ok(),
+    }
+}
+
 /// The live process `pid`; panics if it is gone.
 fn process(pid: u32) -> Process {
-    let raw = i32::try_from(pid).unwrap_or_else(|_| panic!("{pid} is no PID"));
-    Process::new(raw).unwrap_or_else(|e| panic!("process {pid} is gone: {e}"))
+    found(Some(pid)).unwrap_or_else(|| panic!("process {pid} is gone"))
 }
 
 /// CPU used by one process: USER_HZ ticks (all threads, dead ones included) and the run time of
@@ -62,7 +69,7 @@ impl Cpu {
 /// utime+stime of process `pid` (this process if `None`) and of its waited-for children, in
 /// USER_HZ ticks.
 pub fn ticks_with_children(pid: Option<u32>) -> u64 {
-    let process = pid.map_or_else(|| Process::myself().expect("/proc/self"), process);
+    let process = found(pid).unwrap_or_else(|| panic!("process {pid:?} is gone"));
     let stat = process.stat().expect("/proc/<pid>/stat");
     let children = u64::try_from(stat.cutime + stat.cstime).unwrap_or(0);
     stat.utime + stat.stime + children
@@ -135,11 +142,7 @@ fn run_ns_of(process: &Process) -> u64 {
 
 /// VmRSS of process `pid` (this process if `None`) in KiB, if it is still there.
 pub fn rss_kib_of(pid: Option<u32>) -> Option<u64> {
-    let process = match pid {
-        Some(pid) => Process::new(i32::try_from(pid).ok()?),
-        None => Process::myself(),
-    };
-    process.ok()?.status().ok()?.vmrss
+    found(pid)?.status().ok()?.vmrss
 }
 
 pub fn rss_kib(pid: u32) -> u64 {
@@ -148,7 +151,7 @@ pub fn rss_kib(pid: u32) -> u64 {
 
 /// This process's peak RSS (VmHWM) in KiB.
 pub fn peak_rss_kib() -> Option<u64> {
-    Process::myself().ok()?.status().ok()?.vmhwm
+    found(None)?.status().ok()?.vmhwm
 }
 
 /// The machine's load averages (1, 5, 15 min), as /proc/loadavg prints them.
@@ -169,7 +172,7 @@ pub struct Io {
 
 impl Io {
     pub fn of(pid: u32) -> Option<Io> {
-        let io = Process::new(i32::try_from(pid).ok()?).ok()?.io().ok()?;
+        let io = found(Some(pid))?.io().ok()?;
         Some(Io {
             bytes: io.rchar + io.wchar,
             calls: io.syscr + io.syscw,
